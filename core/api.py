@@ -1,0 +1,291 @@
+"""What plugins implement: the FeatureAugmenter and Loss contracts, and the typed values they exchange.
+
+Everything is vectorised over K configurations: the trainer trains a stack of K bias-free linear heads
+``W`` of shape ``(K, C, d)`` on the same mini-batches, each head with its own hyper-parameters. A
+hyper-parameter reaches a plugin as a tensor of shape ``(K,)``. Tensors named ``x`` are either shared by
+all heads, shape ``(r, d)``, or per head, shape ``(K, r, d)``; :func:`per_head` lifts the first to the
+second without copying.
+
+This module imports torch only for type names; it is safe to import from a plugin module at load time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import Tensor
+
+
+# --------------------------------------------------------------------------------------------------
+# Hyper-parameters
+
+
+@attrs.frozen
+class HParam:
+    """A hyper-parameter a trainer, loss or augmenter understands.
+
+    ``vectorized=False`` marks structural hyper-parameters (they change shapes or schedules); the trainer
+    then trains configurations that differ in it in separate passes instead of one stack.
+    """
+
+    name: str
+    default: float
+    doc: str
+    low: float | None = None
+    low_open: bool = False
+    high: float | None = None
+    integer: bool = False
+    vectorized: bool = True
+
+    def check(self, value: float) -> float:
+        """Return ``value`` as a float (or int-valued float), or raise a ConfigError naming the bound."""
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"hyper-parameter {self.name}={value!r} is not a number",
+                              f"give a number, e.g. {self.name}={self.default:g}") from None
+        if math.isnan(v) or math.isinf(v):
+            raise ConfigError(f"hyper-parameter {self.name}={value!r} is not finite", f"give a finite number ({self.doc})")
+        if self.integer and v != int(v):
+            raise ConfigError(f"hyper-parameter {self.name}={value!r} must be a whole number", self.doc)
+        if self.low is not None and (v <= self.low if self.low_open else v < self.low):
+            op = ">" if self.low_open else ">="
+            raise ConfigError(f"hyper-parameter {self.name}={value!r} is out of range", f"{self.name} must be {op} {self.low:g} ({self.doc})")
+        if self.high is not None and v > self.high:
+            raise ConfigError(f"hyper-parameter {self.name}={value!r} is out of range", f"{self.name} must be <= {self.high:g} ({self.doc})")
+        return v
+
+
+# --------------------------------------------------------------------------------------------------
+# Targets
+
+
+@attrs.frozen
+class Targets:
+    """Training targets as label slots: row i puts mass ``weight[..., i, s]`` on class ``index[..., i, s]``.
+
+    Hard labels have one slot and ``weight=None``; a mixup pair has two slots; a dense soft-label matrix
+    has C slots. Either tensor may carry a leading K dimension (per head) or not (shared). The loss of a
+    row is the convex combination ``sum_s weight_s * loss(z, index_s)`` (methods.md 2.3).
+    """
+
+    index: Tensor
+    weight: Tensor | None = None
+
+    @classmethod
+    def hard(cls, y: Tensor) -> Targets:
+        return cls(y.unsqueeze(-1))
+
+    @classmethod
+    def pair(cls, y_a: Tensor, y_b: Tensor, lam: Tensor) -> Targets:
+        """Mass ``lam`` on ``y_a`` and ``1 - lam`` on ``y_b``; ``lam`` broadcasts against ``y_a``."""
+        import torch
+
+        lam = torch.as_tensor(lam, dtype=torch.get_default_dtype(), device=y_a.device)
+        y_a, y_b, lam = torch.broadcast_tensors(y_a, y_b, lam)
+        return cls(torch.stack([y_a, y_b], -1), torch.stack([lam, 1 - lam], -1))
+
+    @classmethod
+    def dense(cls, probs: Tensor) -> Targets:
+        """A soft-label matrix (rows sum to 1) as C slots."""
+        import torch
+
+        C = probs.shape[-1]
+        index = torch.arange(C, device=probs.device).expand(probs.shape)
+        return cls(index, probs)
+
+    @property
+    def slots(self) -> int:
+        return self.index.shape[-1]
+
+    def dense_probs(self, num_classes: int) -> Tensor:
+        """The targets as a (…, r, C) probability matrix."""
+        import torch
+
+        w = self.weight if self.weight is not None else torch.ones(self.index.shape, device=self.index.device)
+        out = torch.zeros(*self.index.shape[:-1], num_classes, dtype=w.dtype, device=w.device)
+        return out.scatter_add_(-1, self.index, w)
+
+
+# --------------------------------------------------------------------------------------------------
+# Randomness
+
+
+class AugRNG:
+    """Augmentation randomness, separate from the data-order stream.
+
+    ``shared`` is for draws that do not depend on hyper-parameters (drawn once, used by every head);
+    ``for_head(k)`` is a stream per head for draws that do (e.g. Beta(alpha_k, alpha_k)). All per-head
+    streams start from the same seed, so head k of a K-stack draws exactly what a single run of that
+    configuration draws. The streams live on the CPU; move draws to the training device.
+    """
+
+    def __init__(self, seed: int, num_heads: int):
+        import torch
+
+        self.seed = seed
+        self.shared = torch.Generator().manual_seed(_mix_seed(seed, 1))
+        self._heads = [torch.Generator().manual_seed(_mix_seed(seed, 2)) for _ in range(num_heads)]
+
+    def for_head(self, k: int):
+        return self._heads[k]
+
+    @property
+    def num_heads(self) -> int:
+        return len(self._heads)
+
+
+def _mix_seed(seed: int, stream: int) -> int:
+    """A 63-bit seed for ``stream`` derived from ``seed`` (splitmix64), so streams never coincide."""
+    z = (seed * 0x9E3779B97F4A7C15 + stream * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (z ^ (z >> 31)) & 0x7FFFFFFFFFFFFFFF
+
+
+def seed_stream(seed: int, stream: int) -> int:
+    """Public form of the seed derivation, for plugins that need their own stream."""
+    return _mix_seed(seed, stream)
+
+
+# --------------------------------------------------------------------------------------------------
+# Losses
+
+
+class Loss:
+    """A per-row training loss for K stacked heads.
+
+    Subclasses set ``hparams`` and implement :meth:`per_row`. The trainer minimises
+    ``sum_i row_weight_i * per_row_i`` per head (``row_weight`` defaults to the mean over rows).
+    """
+
+    hparams: ClassVar[tuple[HParam, ...]] = ()
+
+    def per_row(self, logits: Tensor, targets: Targets, hp: Mapping[str, Tensor]) -> Tensor:
+        """Loss of every row: ``logits`` (K, r, C), ``targets`` shared or per head → (K, r)."""
+        raise NotImplementedError
+
+    def grad_logits(self, logits: Tensor, targets: Targets, hp: Mapping[str, Tensor]) -> Tensor:
+        """d(sum of per-row losses)/d(logits), shape (K, r, C). Override with a closed form when one exists."""
+        import torch
+
+        with torch.enable_grad():
+            z = logits.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.per_row(z, targets, hp).sum(), z)
+        return g
+
+
+@attrs.frozen
+class BoundLoss:
+    """A loss with the K heads' hyper-parameters bound, as augmenters see it."""
+
+    loss: Loss
+    hp: Mapping[str, Any]
+
+    def per_row(self, logits: Tensor, targets: Targets) -> Tensor:
+        return self.loss.per_row(logits, targets, self.hp)
+
+    def grad_logits(self, logits: Tensor, targets: Targets) -> Tensor:
+        return self.loss.grad_logits(logits, targets, self.hp)
+
+
+# --------------------------------------------------------------------------------------------------
+# Augmenters
+
+
+@attrs.frozen
+class RunInfo:
+    """What an augmenter is built with, once per training run."""
+
+    train_x: Tensor  # (n, d) unit rows, on the training device; never modify
+    train_y: Tensor  # (n,) int64
+    num_classes: int
+    hp: Mapping[str, Tensor]  # every hyper-parameter of the run, name -> (K,)
+    num_heads: int
+    epochs: int
+    batch_size: int
+    steps_per_epoch: int
+    loss: BoundLoss
+    rng: AugRNG
+    device: Any
+
+
+@attrs.frozen
+class Batch:
+    """One training mini-batch as the augmenter sees it (everything detached, never modify in place)."""
+
+    x: Tensor  # (b, d) shared or (K, b, d) per head
+    y: Tensor  # (b,)
+    weight: Tensor  # (K, C, d) current heads, before this step's update
+    epoch: int
+    step: int  # global step, 0-based
+
+
+@attrs.frozen
+class Augmented:
+    """What the trainer trains on for one step.
+
+    ``x``: rows to train on, (r, d) or (K, r, d), detached. ``targets``: :class:`Targets`.
+    ``row_weight``: (r,) or (K, r) weights of the rows in the loss (default: 1/r each).
+    ``logit_adjust(logits, weight)``: a differentiable change of the logits (ISDA's surrogate).
+    ``extra_loss(logits, weight, x)``: an extra per-head loss term, shape (K,), added to the mean loss.
+    """
+
+    x: Tensor
+    targets: Targets
+    row_weight: Tensor | None = None
+    logit_adjust: Callable[[Tensor, Tensor], Tensor] | None = None
+    extra_loss: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
+
+
+@attrs.frozen
+class ExtraRows:
+    """Rows an augmenter adds to the training set between epochs (ME-ADA): x (K, m, d), y (m,)."""
+
+    x: Tensor
+    y: Tensor
+
+
+class FeatureAugmenter:
+    """Base class of feature-space augmentation methods.
+
+    Class attributes:
+      ``hparams``: the method's own hyper-parameters (with defaults, bounds and grids in registry.yaml).
+      ``min_batch``: batches with fewer rows are trained on unaugmented (in-batch methods need 2).
+
+    The trainer builds one instance per training run (``__init__(run)``), calls
+    :meth:`on_epoch_start` before each epoch and :meth:`augment` for every mini-batch. State kept
+    across steps lives on the instance.
+    """
+
+    hparams: ClassVar[tuple[HParam, ...]] = ()
+    min_batch: ClassVar[int] = 1
+
+    def __init__(self, run: RunInfo):
+        self.run = run
+
+    def on_epoch_start(self, epoch: int, weight: Tensor) -> ExtraRows | None:
+        """Called before every epoch with the current heads; may return rows to append to the training set."""
+        return None
+
+    def augment(self, batch: Batch) -> Augmented:
+        """Return what to train on for this mini-batch."""
+        raise NotImplementedError
+
+
+def per_head(x: Tensor, num_heads: int) -> Tensor:
+    """View ``x`` as (K, r, d): a shared (r, d) tensor is expanded without a copy."""
+    return x if x.dim() == 3 else x.unsqueeze(0).expand(num_heads, *x.shape)
+
+
+def hp_column(value: Tensor, like: Tensor) -> Tensor:
+    """Reshape a (K,) hyper-parameter so that it broadcasts over the trailing dims of ``like`` (K, ...)."""
+    return value.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))

@@ -1,0 +1,54 @@
+"""registry.yaml: reading the packaged catalog (or a user's copy) and the grids in it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from importlib import resources
+
+import yaml
+
+from .errors import ConfigError, UnknownNameError
+
+
+def registry_path(override: str | None = None) -> str:
+    """``override``, else ``$FEATBENCH_REGISTRY``, else the registry.yaml shipped inside the package."""
+    path = override or os.environ.get("FEATBENCH_REGISTRY")
+    if path:
+        return path
+    return str(resources.files("featbench").joinpath("registry.yaml"))
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"registry file not found: {path}", "pass --registry PATH or reinstall featbench") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} does not hold a mapping at the top level", "see the registry.yaml shipped with featbench")
+    return data
+
+
+def load_registry(path: str | None = None) -> dict:
+    return _load(registry_path(path))
+
+
+def grid_values(registry: Mapping, grid: str, components: list[str]) -> dict[str, list[float]]:
+    """The hyper-parameter lists of ``grid`` for the named components (trainer, loss, augmenter)."""
+    grids = registry.get("grids") or {}
+    if grid not in grids:
+        raise UnknownNameError("grid", grid, grids)
+    out: dict[str, list[float]] = {}
+    for comp in components:
+        entry = grids[grid].get(comp) or {}
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"grids.{grid}.{comp} in the registry is not a mapping", "write NAME: [values]")
+        for name, values in entry.items():
+            values = values if isinstance(values, list) else [values]
+            out[name] = [float(v) for v in values]
+    return out

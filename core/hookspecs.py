@@ -1,0 +1,80 @@
+"""The featbench plugin contract.
+
+A plugin is any module or object with functions decorated by ``featbench.hookimpl`` whose names
+match the hooks below. Built-in plugins (``featbench.plugins.*``) and third-party plugins (entry-point
+group ``featbench``, or ``featbench -p MODULE``) are registered through exactly the same path.
+
+Each registration hook receives a ``registry`` (:class:`featbench.registry.Registry`) and calls
+``registry.add(name, obj)`` once per thing it provides. The plugin manager calls every plugin's hook
+separately, so each name is attributed to its plugin and distribution, a plugin that raises is isolated,
+and a name registered twice is an error that names both providers.
+
+Example::
+
+    from featbench import hookimpl
+    from featbench.api import FeatureAugmenter
+
+    class Jitter(FeatureAugmenter):
+        "Gaussian jitter on the unit sphere."
+        ...
+
+    @hookimpl
+    def register_augmenters(registry):
+        registry.add("jitter", Jitter)
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "featbench"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_augmenters(registry):
+    """Register feature-space augmentation methods.
+
+    :param registry: call ``registry.add(name, cls)`` where ``cls`` is a subclass of
+        :class:`featbench.api.FeatureAugmenter`. The class declares its own hyper-parameters
+        (``cls.hparams``) and is instantiated once per training run.
+
+    Called once per plugin when the plugin manager builds its catalog.
+    """
+
+
+@hookspec
+def register_losses(registry):
+    """Register training losses for the linear heads.
+
+    :param registry: call ``registry.add(name, cls)`` where ``cls`` is a subclass of
+        :class:`featbench.api.Loss` (per-row losses over K stacked heads, hard or soft targets).
+
+    Called once per plugin when the plugin manager builds its catalog.
+    """
+
+
+@hookspec
+def register_backbones(registry):
+    """Register frozen feature extractors.
+
+    :param registry: call ``registry.add(name, factory)`` where ``factory`` is a
+        :class:`featbench.api.BackboneSpec` describing how to build the model, load its weights and
+        preprocess images. A name may also be a prefix family (``timm:``, ``torchvision:``): see
+        ``BackboneSpec.prefix``.
+
+    Called once per plugin when the plugin manager builds its catalog.
+    """
+
+
+@hookspec
+def register_datasets(registry):
+    """Register image data sets (train/val/test splits, number of classes, metric).
+
+    :param registry: call ``registry.add(name, spec)`` where ``spec`` is a
+        :class:`featbench.api.DatasetSpec`.
+
+    Called once per plugin when the plugin manager builds its catalog.
+    """

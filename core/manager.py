@@ -1,0 +1,260 @@
+"""Build the plugin manager and expose its catalogs through a small typed façade.
+
+Loading order: hook specs; built-in plugins (``featbench.plugins.BUILTIN_PLUGINS``, registered exactly
+like third-party ones); entry points of group ``featbench``, each loaded on its own; ``-p MODULE``
+plugins; then each plugin's registration hooks, called one plugin at a time. A plugin that fails to load
+or to register is recorded and reported (a warning) unless strict mode is on, in which case the error is
+raised. This is the only module that touches ``pm.hook``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import warnings
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, UnknownNameError
+from .registry import Catalog, Entry, Provider, Registry
+
+ENTRY_POINT_GROUP = "featbench"
+BUILTIN_DIST = "featbench"
+LOCAL_DIST = "(local -p module)"
+
+# hook name -> catalog kind
+CATALOG_HOOKS = {
+    "register_augmenters": "augmenter",
+    "register_losses": "loss",
+    "register_backbones": "backbone",
+    "register_datasets": "dataset",
+}
+
+
+class PluginLoadWarning(UserWarning):
+    """A plugin failed to load or register; everything else keeps working."""
+
+
+@attrs.frozen
+class LoadFailure:
+    """A plugin that could not be loaded or registered."""
+
+    plugin: str
+    dist: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r} (distribution {self.dist!r}) failed: {self.error}"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_list(name: str) -> list[str]:
+    return [s.strip() for s in os.environ.get(name, "").split(",") if s.strip()]
+
+
+def _check_class(base_name: str):
+    def check(name: str, obj: Any) -> None:
+        from . import api
+
+        base = getattr(api, base_name)
+        if not (isinstance(obj, type) and issubclass(obj, base)):
+            raise PluginError(f"{base_name[0].lower() + base_name[1:]} {name!r} is a {type(obj).__name__}, not a subclass of featbench.api.{base_name}",
+                              f"register a class derived from featbench.api.{base_name}")
+        names = [h.name for h in obj.hparams]
+        if len(set(names)) != len(names):
+            raise PluginError(f"{name!r} declares a hyper-parameter twice: {names}", "give each HParam a unique name")
+
+    return check
+
+
+class PluginHost:
+    """The plugin manager plus the catalogs built from it. Build one with :func:`load_plugins`."""
+
+    def __init__(self, pm: pluggy.PluginManager, strict: bool):
+        self.pm = pm
+        self.strict = strict
+        self.failures: list[LoadFailure] = []
+        self.providers: dict[str, Provider] = {}
+        self.augmenters: Catalog = Catalog("augmenter", _check_class("FeatureAugmenter"))
+        self.losses: Catalog = Catalog("loss", _check_class("Loss"))
+        self.backbones: Catalog = Catalog("backbone")
+        self.datasets: Catalog = Catalog("dataset")
+
+    # ---- loading -----------------------------------------------------------------------------
+
+    def _fail(self, plugin: str, dist: str, exc: BaseException) -> None:
+        if self.strict:
+            if isinstance(exc, PluginError):
+                raise exc
+            raise PluginError(f"plugin {plugin!r} (distribution {dist!r}) failed: {type(exc).__name__}: {exc}",
+                              "fix or uninstall the plugin, or run without --strict-plugins") from exc
+        failure = LoadFailure(plugin, dist, f"{type(exc).__name__}: {exc}")
+        self.failures.append(failure)
+        warnings.warn(f"featbench: {failure}; continuing without it", PluginLoadWarning, stacklevel=3)
+
+    def register_module(self, obj: Any, name: str, dist: str) -> bool:
+        """Register an already imported plugin object (module or instance) under ``name``."""
+        try:
+            self.pm.register(obj, name=name)
+        except Exception as exc:  # a bad hook signature, a name registered twice...
+            self._fail(name, dist, exc)
+            return False
+        self.providers[name] = Provider(name, dist)
+        return True
+
+    def import_and_register(self, module_name: str, dist: str) -> bool:
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            self._fail(module_name, dist, exc)
+            return False
+        return self.register_module(module, module_name, dist)
+
+    def load_entry_points(self, entry_points: Iterable[Any], blocked: set[str]) -> None:
+        for ep in entry_points:
+            dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
+            if ep.name in blocked or dist in blocked:
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:
+                self._fail(ep.name, dist, exc)
+                continue
+            self.register_module(obj, ep.name, dist)
+
+    def build_catalogs(self) -> None:
+        for hook_name, kind in CATALOG_HOOKS.items():
+            catalog = self.catalog(kind)
+            hook = getattr(self.pm.hook, hook_name)
+            # In registration order: built-ins first, then entry points, then -p modules.
+            for impl in hook.get_hookimpls():
+                provider = self.providers.get(impl.plugin_name, Provider(impl.plugin_name, "?"))
+                registry = Registry(catalog, provider)
+                try:
+                    impl.function(registry=registry)
+                except Exception as exc:
+                    for name in registry.added:  # keep nothing half-registered
+                        catalog._entries.pop(name, None)
+                    self._fail(provider.plugin, provider.dist, exc)
+
+    # ---- façade ------------------------------------------------------------------------------
+
+    def catalog(self, kind: str) -> Catalog:
+        return {"augmenter": self.augmenters, "loss": self.losses, "backbone": self.backbones, "dataset": self.datasets}[kind]
+
+    def _get(self, catalog: Catalog, name: str) -> Entry:
+        if name in catalog:
+            return catalog.entry(name)
+        hint = None
+        failed = [str(f) for f in self.failures]
+        if failed:
+            hint = "plugins that failed to load: " + "; ".join(failed)
+        raise UnknownNameError(catalog.kind, name, catalog.names(), hint)
+
+    def get_augmenter(self, name: str) -> type:
+        return self._get(self.augmenters, name).obj
+
+    def get_loss(self, name: str) -> type:
+        return self._get(self.losses, name).obj
+
+    def get_backbone(self, name: str) -> Any:
+        return self._get(self.backbones, name).obj
+
+    def get_dataset(self, name: str) -> Any:
+        return self._get(self.datasets, name).obj
+
+    def list_augmenters(self) -> list[str]:
+        return self.augmenters.names()
+
+    def list_losses(self) -> list[str]:
+        return self.losses.names()
+
+    def list_backbones(self) -> list[str]:
+        return self.backbones.names()
+
+    def list_datasets(self) -> list[str]:
+        return self.datasets.names()
+
+    def hooks_of(self, plugin: str) -> list[str]:
+        obj = self.pm.get_plugin(plugin)
+        return sorted(h.name for h in (self.pm.get_hookcallers(obj) or [])) if obj is not None else []
+
+
+def _default_entry_points() -> list[Any]:
+    return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def load_plugins(
+    *,
+    entry_points: Iterable[Any] | None = None,
+    local_modules: Sequence[str] = (),
+    disabled: Sequence[str] = (),
+    strict: bool | None = None,
+    builtins: Sequence[str] | None = None,
+) -> PluginHost:
+    """Build a fresh plugin manager and its catalogs.
+
+    :param entry_points: entry points to load (default: the installed ``featbench`` group; tests inject
+        their own). ``FEATBENCH_DISABLE_ENTRY_POINTS=1`` loads none.
+    :param local_modules: ``-p`` modules: importable module names or paths to ``.py`` files.
+    :param disabled: plugin or distribution names to skip (also ``FEATBENCH_DISABLE_PLUGINS=a,b``).
+    :param strict: re-raise plugin errors (default: ``FEATBENCH_STRICT_PLUGINS``).
+    :param builtins: built-in module names (default: ``featbench.plugins.BUILTIN_PLUGINS``).
+    """
+    if strict is None:
+        strict = _env_flag("FEATBENCH_STRICT_PLUGINS")
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    host = PluginHost(pm, strict)
+    blocked = set(disabled) | set(_env_list("FEATBENCH_DISABLE_PLUGINS"))
+    for name in blocked:
+        pm.set_blocked(name)
+    if builtins is None:
+        from .plugins import BUILTIN_PLUGINS as builtins
+    for module_name in builtins:
+        if module_name not in blocked:
+            host.import_and_register(module_name, BUILTIN_DIST)
+    if entry_points is None:
+        entry_points = [] if _env_flag("FEATBENCH_DISABLE_ENTRY_POINTS") else _default_entry_points()
+    host.load_entry_points(entry_points, blocked)
+    for spec in local_modules:
+        module = _import_local(host, spec)
+        if module is not None:
+            host.register_module(module, module.__name__, LOCAL_DIST)
+    if _env_flag("FEATBENCH_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda m: print(m, end="", file=sys.stderr))
+        pm.enable_tracing()
+    host.build_catalogs()
+    return host
+
+
+def _import_local(host: PluginHost, spec: str) -> ModuleType | None:
+    """Import a ``-p`` plugin given as a module name or a path to a ``.py`` file."""
+    try:
+        if spec.endswith(".py") or os.sep in spec:
+            import importlib.util
+
+            path = os.path.abspath(spec)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"no such file: {path}")
+            name = "featbench_local_" + os.path.splitext(os.path.basename(path))[0]
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(spec)
+    except Exception as exc:
+        # -p names a plugin the user asked for explicitly: failing silently would hide a typo.
+        raise PluginError(f"cannot load plugin module {spec!r}: {type(exc).__name__}: {exc}",
+                          "pass an importable module name or a path to a .py file") from exc

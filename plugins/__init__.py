@@ -1,0 +1,11 @@
+"""Built-in featbench plugins.
+
+Each module listed here is registered through exactly the same path as a third-party plugin
+(``featbench.manager.load_plugins``); none is special-cased anywhere else.
+"""
+
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "featbench.plugins.losses",
+    "featbench.plugins.baseline",
+    "featbench.plugins.sea",
+)

@@ -1,0 +1,18 @@
+"""The no-augmentation baseline: train the heads on the clean features."""
+
+from __future__ import annotations
+
+from featbench import hookimpl
+from featbench.api import Augmented, Batch, FeatureAugmenter, Targets
+
+
+class NoAugmentation(FeatureAugmenter):
+    """No augmentation (the paper's Baseline): clean features, hard labels."""
+
+    def augment(self, batch: Batch) -> Augmented:
+        return Augmented(batch.x, Targets.hard(batch.y))
+
+
+@hookimpl
+def register_augmenters(registry):
+    registry.add("none", NoAugmentation)

@@ -1,0 +1,90 @@
+"""SeA: semantic adversarial augmentation of last-layer features (Qian, Xu, Hu, ECCV 2024).
+
+One step, exactly as the official code (methods.md 4.1): ``G = (P - Y) W`` at the current heads with the
+training loss' own lamda and delta; ``U = normalize(G)``; ``q_i = softmax_{j != i}(<u_i, x_j> / alpha)``;
+``D = normalize(Q X)``; ``X~ = normalize(X + eta D)``; train on ``X~`` (replacing ``X``) with the original
+hard labels. Everything is a constant for the weight update.
+
+The helpers below are pure tensor functions, vectorised over K heads; other in-batch direction methods
+(SeA_Neg, Rand, mixdir) reuse them.
+"""
+
+from __future__ import annotations
+
+from featbench import hookimpl
+from featbench.api import Augmented, Batch, FeatureAugmenter, HParam, Targets, hp_column, per_head
+
+
+def normalize_rows(v):
+    """``v / max(||v||, 1e-12)`` along the last dimension (``F.normalize``)."""
+    import torch
+
+    return torch.nn.functional.normalize(v, dim=-1, eps=1e-12)
+
+
+def masked_softmax_weights(scores, alpha):
+    """Projection weights ``q_i = softmax_{j != i}(scores_ij / alpha)`` (K, b, b), diagonal exactly 0.
+
+    ``alpha = 0`` (per head) gives the one-hot ``argmax_{j != i}`` (SeA App. B.2). The diagonal is masked
+    with -inf before the softmax (the official softmax-zero-renormalise route can produce 0/0).
+    """
+    import torch
+
+    K, b, _ = scores.shape
+    eye = torch.eye(b, dtype=torch.bool, device=scores.device)
+    a = hp_column(alpha, scores)
+    safe_a = torch.where(a > 0, a, torch.ones_like(a))
+    soft = torch.softmax((scores / safe_a).masked_fill(eye, float("-inf")), dim=-1)
+    if bool((a > 0).all()):
+        return soft
+    hard_idx = scores.masked_fill(eye, float("-inf")).argmax(-1)
+    hard = torch.nn.functional.one_hot(hard_idx, b).to(scores.dtype)
+    return torch.where(a > 0, soft, hard)
+
+
+def push_along(x, direction, eta):
+    """``normalize(x + eta * direction)`` per head; heads with eta = 0 keep ``x`` bit for bit."""
+    import torch
+
+    x = per_head(x, direction.shape[0])
+    e = hp_column(eta, direction)
+    return torch.where(e == 0, x, normalize_rows(x + e * direction))
+
+
+def span_direction(q, x):
+    """``normalize(Q X)``: the unit direction of a convex combination of batch rows; (K, b, d)."""
+    return normalize_rows(q @ x)
+
+
+def feature_gradients(batch: Batch, loss, num_heads: int):
+    """Per-example loss gradient w.r.t. the features at the current heads: ``(dL/dz) W``, (K, b, d)."""
+    logits = batch.x @ batch.weight.transpose(1, 2)  # (K, b, C)
+    return loss.grad_logits(logits, Targets.hard(batch.y)) @ batch.weight
+
+
+def sea_augment(x, grad, alpha, eta):
+    """The SeA augmentation from clean rows ``x`` and feature gradients ``grad`` (K, b, d)."""
+    xk = per_head(x, grad.shape[0])
+    scores = normalize_rows(grad) @ xk.transpose(1, 2)  # cosine of u_i with every x_j
+    q = masked_softmax_weights(scores, alpha)
+    return push_along(x, span_direction(q, xk), eta)
+
+
+class SeA(FeatureAugmenter):
+    """SeA: push each feature towards the adversarial direction projected onto the other batch features."""
+
+    hparams = (
+        HParam("eta", 0.8, "augmentation step size, >= 0 (0 = baseline)", low=0.0),
+        HParam("alpha", 0.01, "entropy weight / softmax temperature of the projection, >= 0 (0 = one-hot)", low=0.0),
+    )
+    min_batch = 2  # the direction uses the *other* examples of the batch
+
+    def augment(self, batch: Batch) -> Augmented:
+        grad = feature_gradients(batch, self.run.loss, self.run.num_heads)
+        x_aug = sea_augment(batch.x, grad, self.run.hp["alpha"], self.run.hp["eta"])
+        return Augmented(x_aug, Targets.hard(batch.y))
+
+
+@hookimpl
+def register_augmenters(registry):
+    registry.add("sea", SeA)
