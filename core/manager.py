@@ -10,6 +10,7 @@ raised. This is the only module that touches ``pm.hook``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import warnings
@@ -242,8 +243,6 @@ def _import_local(host: PluginHost, spec: str) -> ModuleType | None:
     """Import a ``-p`` plugin given as a module name or a path to a ``.py`` file."""
     try:
         if spec.endswith(".py") or os.sep in spec:
-            import importlib.util
-
             path = os.path.abspath(spec)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"no such file: {path}")

@@ -1,0 +1,51 @@
+"""Shared fixtures. Installed third-party plugins are kept out of the suite (entry points off) and plugin
+errors are raised (strict), except in the tests that exercise exactly those paths."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("FEATBENCH_DISABLE_ENTRY_POINTS", "1")
+os.environ.setdefault("FEATBENCH_STRICT_PLUGINS", "1")
+sys.path.insert(0, os.path.dirname(__file__))  # tests/reference_sea.py
+
+
+def make_blobs(n_train=240, n_test=120, d=16, C=4, seed=0, spread=0.6, n_val=0):
+    """Clustered non-negative features (like post-ReLU features), unit-normalised rows."""
+    rng = np.random.default_rng(seed)
+    centers = rng.random((C, d)) * 2
+
+    def draw(n):
+        y = np.arange(n) % C
+        rng.shuffle(y)
+        x = np.abs(centers[y] + spread * rng.standard_normal((n, d)))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), y.astype(np.int64)
+
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test), ("val", n_val)):
+        if n:
+            out[f"{split}_x"], out[f"{split}_y"] = draw(n)
+    return out
+
+
+@pytest.fixture
+def blobs():
+    return make_blobs()
+
+
+@pytest.fixture
+def feature_file(tmp_path):
+    path = tmp_path / "blobs.npz"
+    np.savez(path, **make_blobs())
+    return str(path)
+
+
+@pytest.fixture
+def host():
+    from featbench.manager import load_plugins
+
+    return load_plugins(entry_points=[])
