@@ -11,7 +11,8 @@ import pytest
 
 os.environ.setdefault("FEATBENCH_DISABLE_ENTRY_POINTS", "1")
 os.environ.setdefault("FEATBENCH_STRICT_PLUGINS", "1")
-sys.path.insert(0, os.path.dirname(__file__))  # tests/reference_sea.py
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))  # reference_sea.py
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def make_blobs(n_train=240, n_test=120, d=16, C=4, seed=0, spread=0.6, n_val=0):
