@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from .errors import ConfigError
+from .errors import ConfigError, PluginError, UnknownNameError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -34,19 +34,39 @@ class HParam:
 
     ``vectorized=False`` marks structural hyper-parameters (they change shapes or schedules); the trainer
     then trains configurations that differ in it in separate passes instead of one stack.
+
+    ``choices`` makes it a named option instead of a number (e.g. ISDA's ``cov`` in ``("diag", "full")``):
+    its default is one of the choices, it is always structural, and it reaches the plugin as a string in
+    ``RunInfo.options`` rather than as a tensor in ``RunInfo.hp``. Yes/no options use :data:`FLAG_CHOICES`.
     """
 
     name: str
-    default: float
+    default: float | str
     doc: str
     low: float | None = None
     low_open: bool = False
     high: float | None = None
     integer: bool = False
     vectorized: bool = True
+    choices: tuple[str, ...] = ()
 
-    def check(self, value: float) -> float:
-        """Return ``value`` as a float (or int-valued float), or raise a ConfigError naming the bound."""
+    def __attrs_post_init__(self) -> None:
+        if self.choices and self.default not in self.choices:
+            raise PluginError(f"hyper-parameter {self.name}: default {self.default!r} is not one of its choices {self.choices}",
+                              "declare a default that is one of the choices")
+        if not self.choices and isinstance(self.default, str):
+            raise PluginError(f"hyper-parameter {self.name}: a string default {self.default!r} needs choices",
+                              "declare choices=(...) or give a numeric default")
+
+    @property
+    def structural(self) -> bool:
+        """True when configurations differing in this parameter cannot share one K-stack."""
+        return not self.vectorized or bool(self.choices)
+
+    def check(self, value: float | str | bool) -> float | str:
+        """Return ``value`` as a float (or one of ``choices``), or raise a ConfigError naming the problem."""
+        if self.choices:
+            return self._check_choice(value)
         try:
             v = float(value)
         except (TypeError, ValueError):
@@ -62,6 +82,17 @@ class HParam:
         if self.high is not None and v > self.high:
             raise ConfigError(f"hyper-parameter {self.name}={value!r} is out of range", f"{self.name} must be <= {self.high:g} ({self.doc})")
         return v
+
+    def _check_choice(self, value: float | str | bool) -> str:
+        if isinstance(value, bool):  # YAML reads true/false/yes/no as booleans
+            value = "true" if value else "false"
+        if not isinstance(value, str) or value not in self.choices:
+            raise UnknownNameError(f"value of hyper-parameter {self.name}", str(value), self.choices, self.doc)
+        return value
+
+
+#: The choices of a yes/no option (``HParam(..., choices=FLAG_CHOICES)``); YAML booleans map onto them.
+FLAG_CHOICES: tuple[str, str] = ("true", "false")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -164,7 +195,9 @@ class Loss:
     """A per-row training loss for K stacked heads.
 
     Subclasses set ``hparams`` and implement :meth:`per_row`. The trainer minimises
-    ``sum_i row_weight_i * per_row_i`` per head (``row_weight`` defaults to the mean over rows).
+    ``sum_i row_weight_i * per_row_i`` (+ :meth:`batch_term`) per head (``row_weight`` defaults to the mean
+    over rows). ``hp`` maps every hyper-parameter of the run to a (K,) tensor, or to a string for a
+    choice-valued one (equal for all heads).
     """
 
     hparams: ClassVar[tuple[HParam, ...]] = ()
@@ -182,6 +215,14 @@ class Loss:
             (g,) = torch.autograd.grad(self.per_row(z, targets, hp).sum(), z)
         return g
 
+    def batch_term(self, logits: Tensor, targets: Targets, hp: Mapping[str, Tensor]) -> Tensor | None:
+        """An extra term over all rows of the batch together, shape (K,), added to the weighted row losses.
+
+        For losses that are not a sum over rows (a contrastive term couples the rows). It sees every row the
+        augmenter returned, whatever their ``row_weight``. Default: none.
+        """
+        return None
+
 
 @attrs.frozen
 class BoundLoss:
@@ -196,6 +237,9 @@ class BoundLoss:
     def grad_logits(self, logits: Tensor, targets: Targets) -> Tensor:
         return self.loss.grad_logits(logits, targets, self.hp)
 
+    def batch_term(self, logits: Tensor, targets: Targets) -> Tensor | None:
+        return self.loss.batch_term(logits, targets, self.hp)
+
 
 # --------------------------------------------------------------------------------------------------
 # Augmenters
@@ -208,7 +252,7 @@ class RunInfo:
     train_x: Tensor  # (n, d) unit rows, on the training device; never modify
     train_y: Tensor  # (n,) int64
     num_classes: int
-    hp: Mapping[str, Tensor]  # every hyper-parameter of the run, name -> (K,)
+    hp: Mapping[str, Tensor]  # every numeric hyper-parameter of the run, name -> (K,)
     num_heads: int
     epochs: int
     batch_size: int
@@ -216,6 +260,7 @@ class RunInfo:
     loss: BoundLoss
     rng: AugRNG
     device: Any
+    options: Mapping[str, str] = attrs.field(factory=dict)  # choice-valued hyper-parameters, equal for all K heads
 
 
 @attrs.frozen
@@ -237,6 +282,8 @@ class Augmented:
     ``row_weight``: (r,) or (K, r) weights of the rows in the loss (default: 1/r each).
     ``logit_adjust(logits, weight)``: a differentiable change of the logits (ISDA's surrogate).
     ``extra_loss(logits, weight, x)``: an extra per-head loss term, shape (K,), added to the mean loss.
+    ``row_loss(logits)``: per-row losses (K, r) that replace the run's loss, for methods whose loss is part
+    of the method (ISDA's cross-entropy surrogate, mixup's official BCE); it gets the adjusted logits.
     """
 
     x: Tensor
@@ -244,6 +291,7 @@ class Augmented:
     row_weight: Tensor | None = None
     logit_adjust: Callable[[Tensor, Tensor], Tensor] | None = None
     extra_loss: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
+    row_loss: Callable[[Tensor], Tensor] | None = None
 
 
 @attrs.frozen

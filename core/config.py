@@ -38,8 +38,11 @@ def load_registry(path: str | None = None) -> dict:
     return _load(registry_path(path))
 
 
-def grid_values(registry: Mapping, grid: str, components: list[str]) -> dict[str, list[float]]:
-    """The hyper-parameter lists of ``grid`` for the named components (trainer, loss, augmenter)."""
+def grid_values(registry: Mapping, grid: str, components: list[str]) -> dict[str, list[float | str | bool]]:
+    """The hyper-parameter lists of ``grid`` for the named components (trainer, loss, augmenter).
+
+    Numbers become floats; strings and booleans (choice-valued options) are kept for ``HParam.check``.
+    """
     grids = registry.get("grids") or {}
     if grid not in grids:
         raise UnknownNameError("grid", grid, grids)
@@ -50,5 +53,5 @@ def grid_values(registry: Mapping, grid: str, components: list[str]) -> dict[str
             raise ConfigError(f"grids.{grid}.{comp} in the registry is not a mapping", "write NAME: [values]")
         for name, values in entry.items():
             values = values if isinstance(values, list) else [values]
-            out[name] = [float(v) for v in values]
+            out[name] = [v if isinstance(v, (str, bool)) else float(v) for v in values]
     return out

@@ -15,21 +15,26 @@ TRAINER_HPARAMS: tuple[HParam, ...] = (
 )
 
 
-def parse_hp_args(items: Iterable[str]) -> dict[str, list[float]]:
-    """``["lr=1.6", "eta=0,0.4,0.8"]`` -> ``{"lr": [1.6], "eta": [0, 0.4, 0.8]}``."""
-    out: dict[str, list[float]] = {}
+def parse_hp_args(items: Iterable[str]) -> dict[str, list[float | str]]:
+    """``["lr=1.6", "eta=0,0.4,0.8", "cov=full"]`` -> ``{"lr": [1.6], "eta": [0, 0.4, 0.8], "cov": ["full"]}``.
+
+    Numbers become floats; anything else stays a string (a choice-valued option, checked later by its HParam).
+    """
+    out: dict[str, list[float | str]] = {}
     for item in items:
         name, sep, values = item.partition("=")
         name = name.strip()
         if not sep or not name or not values.strip():
             raise ConfigError(f"malformed --hp {item!r}", "write --hp NAME=VALUE[,VALUE...], e.g. --hp eta=0,0.4,0.8")
-        parsed = []
+        parsed: list[float | str] = []
         for v in values.split(","):
+            v = v.strip()
+            if not v:
+                raise ConfigError(f"malformed --hp {item!r}: an empty value", "write --hp NAME=VALUE[,VALUE...] without empty items")
             try:
                 parsed.append(float(v))
             except ValueError:
-                raise ConfigError(f"malformed --hp {item!r}: {v.strip()!r} is not a number",
-                                  "write --hp NAME=VALUE[,VALUE...] with numbers") from None
+                parsed.append(v)
         if name in out:
             raise ConfigError(f"--hp {name} is given twice", "give all values in one --hp NAME=V1,V2")
         if len(set(parsed)) != len(parsed):
@@ -50,7 +55,7 @@ def hparams_for(loss_cls: type, aug_cls: type) -> dict[str, HParam]:
     return out
 
 
-def expand_grid(params: Mapping[str, HParam], values: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
+def expand_grid(params: Mapping[str, HParam], values: Mapping[str, Sequence[float | str]]) -> list[dict[str, float | str]]:
     """Cartesian product of ``values`` (checked against ``params``) with defaults for the rest.
 
     The order is deterministic: the first named parameter varies slowest.
@@ -64,8 +69,8 @@ def expand_grid(params: Mapping[str, HParam], values: Mapping[str, Sequence[floa
 
 
 def structural_groups(params: Mapping[str, HParam], configs: Sequence[Mapping[str, float]]) -> list[list[int]]:
-    """Indices of configurations that can share one K-stack (equal in every non-vectorised parameter)."""
-    fixed = [n for n, h in params.items() if not h.vectorized]
+    """Indices of configurations that can share one K-stack (equal in every structural parameter)."""
+    fixed = [n for n, h in params.items() if h.structural]
     groups: dict[tuple, list[int]] = {}
     for i, cfg in enumerate(configs):
         groups.setdefault(tuple(cfg[n] for n in fixed), []).append(i)

@@ -68,10 +68,27 @@ def init_weight(num_classes: int, dim: int, seed: int):
     return torch.empty(num_classes, dim).uniform_(-bound, bound, generator=g)
 
 
-def hp_tensors(configs: Sequence[Mapping[str, float]], device) -> dict[str, object]:
+def hp_tensors(configs: Sequence[Mapping[str, float | str]], device) -> dict[str, object]:
+    """The numeric hyper-parameters of K configurations as (K,) float32 tensors."""
     import torch
 
-    return {name: torch.tensor([c[name] for c in configs], dtype=torch.float32, device=device) for name in configs[0]}
+    return {name: torch.tensor([c[name] for c in configs], dtype=torch.float32, device=device)
+            for name, value in configs[0].items() if not isinstance(value, str)}
+
+
+def hp_options(configs: Sequence[Mapping[str, float | str]]) -> dict[str, str]:
+    """The choice-valued hyper-parameters, which must be equal in all K configurations of one stack."""
+    out = {}
+    for name, value in configs[0].items():
+        if isinstance(value, str):
+            differing = sorted({str(c[name]) for c in configs})
+            if len(differing) > 1:
+                from .errors import ConfigError
+
+                raise ConfigError(f"configurations of one stack differ in the option {name} ({', '.join(differing)})",
+                                  "train configurations that differ in an option in separate stacks (grid.structural_groups)")
+            out[name] = value
+    return out
 
 
 class _Pool:
@@ -114,11 +131,12 @@ def train_heads(
     num_classes: int,
     augmenter_cls: type[FeatureAugmenter],
     loss: Loss,
-    configs: Sequence[Mapping[str, float]],
+    configs: Sequence[Mapping[str, float | str]],
     settings: TrainSettings,
     on_epoch_end: Callable[[int, object], None] | None = None,
 ) -> TrainResult:
-    """Train one head per configuration in ``configs`` (each maps every hyper-parameter name to a value)."""
+    """Train one head per configuration in ``configs`` (each maps every hyper-parameter name to a value;
+    choice-valued ones are strings and must agree across the configurations)."""
     import torch
 
     start = time.perf_counter()
@@ -128,13 +146,14 @@ def train_heads(
     y = torch.as_tensor(np.asarray(train_y, dtype=np.int64), device=device)
     n, d = x.shape
     hp = hp_tensors(configs, device)
+    options = hp_options(configs)
     lr = hp["lr"].view(K, 1, 1)
     wd = hp["wd"].view(K, 1, 1)
-    bound_loss = BoundLoss(loss, hp)
+    bound_loss = BoundLoss(loss, {**hp, **options})
     b = settings.batch_size
     run = RunInfo(train_x=x, train_y=y, num_classes=num_classes, hp=hp, num_heads=K, epochs=settings.epochs,
                   batch_size=b, steps_per_epoch=math.ceil(n / b), loss=bound_loss,
-                  rng=AugRNG(seed_stream(settings.seed, AUGMENT_STREAM), K), device=device)
+                  rng=AugRNG(seed_stream(settings.seed, AUGMENT_STREAM), K), device=device, options=options)
     augmenter = augmenter_cls(run)
     weight = init_weight(num_classes, d, settings.seed).to(device).expand(K, num_classes, d).clone()
     momentum_buf = torch.zeros_like(weight)
@@ -185,11 +204,14 @@ def head_gradients(aug: Augmented, weight, loss: BoundLoss):
         logits = aug.x.detach() @ w.transpose(1, 2)  # (K, r, C)
         if aug.logit_adjust is not None:
             logits = aug.logit_adjust(logits, w)
-        rows = loss.per_row(logits, aug.targets)  # (K, r)
+        rows = aug.row_loss(logits) if aug.row_loss is not None else loss.per_row(logits, aug.targets)  # (K, r)
         if aug.row_weight is None:
             per_head = rows.mean(-1)
         else:
             per_head = (rows * aug.row_weight).sum(-1)
+        batch_term = loss.batch_term(logits, aug.targets)
+        if batch_term is not None:
+            per_head = per_head + batch_term
         if aug.extra_loss is not None:
             per_head = per_head + aug.extra_loss(logits, w, aug.x.detach())
         (grad,) = torch.autograd.grad(per_head.sum(), w)
