@@ -70,11 +70,15 @@ def sea_augment(x, grad, alpha, eta):
     return push_along(x, span_direction(q, xk), eta)
 
 
+#: The step size of the in-batch direction methods (SeA, SeA_Neg, Rand, mixdir); 0 is the baseline.
+STEP_SIZE = HParam("eta", 0.8, "augmentation step size, >= 0 (0 = baseline)", low=0.0)
+
+
 class SeA(FeatureAugmenter):
     """SeA: push each feature towards the adversarial direction projected onto the other batch features."""
 
     hparams = (
-        HParam("eta", 0.8, "augmentation step size, >= 0 (0 = baseline)", low=0.0),
+        STEP_SIZE,
         HParam("alpha", 0.01, "entropy weight / softmax temperature of the projection, >= 0 (0 = one-hot)", low=0.0),
     )
     min_batch = 2  # the direction uses the *other* examples of the batch
