@@ -67,7 +67,8 @@ def negative_partners(gen, y, mode: str = "negative"):
 
 def hard_pairs(cos, y):
     """Paper semantics: ``hp(i) = argmin_{j != i, y_j = y_i} cos_ij`` (fallback i) and
-    ``hn(i) = argmax_{y_j != y_i} cos_ij`` (fallback argmax over j != i). ``cos`` (K, b, b); results (K, b)."""
+    ``hn(i) = argmax_{y_j != y_i} cos_ij`` (fallback argmax over j != i). ``cos`` (b, b) or (K, b, b);
+    results (b,) or (K, b)."""
     import torch
 
     b = y.shape[0]
@@ -133,9 +134,9 @@ class MixupHard(FeatureAugmenter):
         partner = negative_partners(run.rng.shared, y, opts["partner"])
         lam = torch.maximum(beta_per_head(run.rng, run.hp["alpha"], (b,), x.device), hp_column(run.hp["lam_n"], x)[..., 0])
         mu = torch.maximum(beta_per_head(run.rng, run.hp["alpha"], (b,), x.device), hp_column(run.hp["lam_p"], x)[..., 0])
-        xn = normalize_rows(x)
+        xn = normalize_rows(batch.x)  # shared rows: one (b, b) cosine matrix for all heads
         pick = official_hard_pairs if opts["hard_pairs"] == "official" else hard_pairs
-        hp, hn = pick(xn @ xn.transpose(1, 2), y)
+        hp, hn = pick(xn @ xn.transpose(-1, -2), y)
         x_neg = mix_pairs(x, partner, torch.arange(b, device=y.device), lam)
         x_pos = mix_pairs(x, hp, hn, mu)
         if opts["renormalize"] == "true":

@@ -103,7 +103,9 @@ class ISDA(FeatureAugmenter):
         import torch
 
         u, pos = torch.unique(y, return_inverse=True)
-        if self.full:
+        if self.full and u.shape[0] == self.run.num_classes:  # every class present: no gather of the rows
+            s = full_sigma2(weight, self.centred, self.run.train_y, self.run.train_y, u.shape[0])
+        elif self.full:
             mask = torch.isin(self.run.train_y, u)
             row_class = self.run.train_y[mask]
             s = full_sigma2(weight, self.centred[mask], torch.searchsorted(u, row_class), row_class, u.shape[0])

@@ -148,15 +148,13 @@ class MEADA(FeatureAugmenter):
             return None
         import torch
 
-        K = self.run.num_heads
-        sources_x = per_head(self.run.train_x, K)
-        sources_y = self.run.train_y
+        sources = [(per_head(self.run.train_x, self.run.num_heads), self.run.train_y)]
         if self.perturb_generated and self.generated_x is not None:
-            sources_x = torch.cat([sources_x, self.generated_x], 1)
-            sources_y = torch.cat([sources_y, self.generated_y])
-        b = self.run.batch_size
-        new_x = torch.cat([self._perturb(sources_x[:, s:s + b], sources_y[s:s + b], weight)
-                           for s in range(0, sources_y.shape[0], b)], 1)
+            sources.append((self.generated_x, self.generated_y))
+        b = self.run.batch_size  # chunks only bound memory: the ascent is per example
+        new_x = torch.cat([self._perturb(sx[:, s:s + b], sy[s:s + b], weight)
+                           for sx, sy in sources for s in range(0, sy.shape[0], b)], 1)
+        sources_y = torch.cat([sy for _, sy in sources])
         self.phases_run += 1
         if self.perturb_generated and self.phases_run < self.phases:  # keep them for the next phase
             self.generated_x = new_x if self.generated_x is None else torch.cat([self.generated_x, new_x], 1)

@@ -25,7 +25,7 @@ class MixDir(FeatureAugmenter):
 
     def augment(self, batch: Batch) -> Augmented:
         j = other_index(self.run.rng.shared, batch.y.shape[0]).to(batch.y.device)
-        direction = per_head(batch.x, self.run.num_heads)[:, j]
+        direction = per_head(batch.x[..., j, :], self.run.num_heads)
         return Augmented(push_along(batch.x, direction, self.run.hp["eta"]), Targets.hard(batch.y))
 
 

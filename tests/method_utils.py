@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
+from conftest import make_blobs
 
 from featbench.api import AugRNG, Batch, BoundLoss, RunInfo, seed_stream
 from featbench.grid import expand_grid, hparams_for
@@ -19,13 +19,9 @@ from featbench.train import AUGMENT_STREAM, TrainSettings, hp_options, hp_tensor
 
 
 def unit_blobs(n=96, d=16, C=4, seed=0, spread=0.5):
-    """Clustered non-negative (post-ReLU-like) unit-norm features with balanced labels; float32, int64."""
-    rng = np.random.default_rng(seed)
-    centers = rng.random((C, d)) * 2
-    y = np.arange(n) % C
-    rng.shuffle(y)
-    x = np.abs(centers[y] + spread * rng.standard_normal((n, d)))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), y.astype(np.int64)
+    """Training rows of conftest's clustered non-negative unit-norm blobs: (n, d) float32, (n,) int64."""
+    data = make_blobs(n_train=n, n_test=0, d=d, C=C, seed=seed, spread=spread)
+    return data["train_x"], data["train_y"]
 
 
 def configs_for(aug_cls, loss=None, *rows, **common):

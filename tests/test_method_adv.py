@@ -58,13 +58,6 @@ def test_a_small_step_raises_the_loss():
     assert torch.all(after > before)
 
 
-def test_eta_zero_is_the_baseline_exactly():
+def test_raw_mode_with_eta_zero_is_the_baseline_exactly():
     x, y = unit_blobs(n=70, d=12, C=3)
-    for flag in ("true", "false"):
-        assert_equals_baseline(Adv, configs_for(Adv, None, {"eta": 0.0, "normalize_grad": flag}, lr=1.0)[0], x, y, 3)
-
-
-def test_stack_equals_single_runs():
-    x, y = unit_blobs(n=70, d=12, C=3)
-    configs = configs_for(Adv, None, {"eta": 0.0}, {"eta": 0.01}, {"eta": 0.05, "lr": 0.5, "lamda": 1.0})
-    assert_stack_equals_singles(Adv, configs, x, y, 3)
+    assert_equals_baseline(Adv, configs_for(Adv, None, {"eta": 0.0, "normalize_grad": "false"}, lr=1.0)[0], x, y, 3)

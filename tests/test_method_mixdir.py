@@ -36,21 +36,3 @@ def test_equals_a_convex_mix_with_weight_one_over_one_plus_eta():
             mix = lam * xt[i] + (1 - lam) * xt[j[i]]
             torch.testing.assert_close(aug.x[k, i], mix / mix.norm(), atol=1e-6, rtol=1e-5)
     assert aug.targets.slots == 1 and torch.equal(aug.targets.index[:, 0], torch.as_tensor(y))  # hard labels
-
-
-def test_eta_zero_is_the_baseline_exactly():
-    x, y = unit_blobs(n=70, d=12, C=3)
-    assert_equals_baseline(MixDir, configs_for(MixDir, None, {"eta": 0.0}, lr=1.0)[0], x, y, 3)
-
-
-def test_seed_controls_the_draws():
-    x, y = unit_blobs(n=70, d=12, C=3)
-    cfg = configs_for(MixDir, None, {"eta": 0.8}, lr=1.0)
-    a, b, c = (train(MixDir, cfg, x, y, 3, seed=s) for s in (0, 0, 1))
-    assert torch.equal(a, b) and not torch.allclose(a, c)
-
-
-def test_stack_equals_single_runs():
-    x, y = unit_blobs(n=70, d=12, C=3)
-    configs = configs_for(MixDir, None, {"eta": 0.0}, {"eta": 0.4}, {"eta": 1.0, "lr": 0.5})
-    assert_stack_equals_singles(MixDir, configs, x, y, 3)

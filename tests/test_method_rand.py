@@ -68,18 +68,6 @@ def test_large_batches_of_non_negative_features_push_towards_the_batch_mean():
     assert float((mix @ mean).min()) > 0.99
 
 
-def test_eta_zero_is_the_baseline_exactly():
-    x, y = unit_blobs(n=70, d=12, C=3)
-    assert_equals_baseline(Rand, configs_for(Rand, None, {"eta": 0.0}, lr=1.0)[0], x, y, 3)
-
-
-def test_seed_controls_the_draws():
-    x, y = unit_blobs(n=70, d=12, C=3)
-    cfg = configs_for(Rand, None, {"eta": 0.8}, lr=1.0)
-    a, b, c = (train(Rand, cfg, x, y, 3, seed=s) for s in (0, 0, 1))
-    assert torch.equal(a, b) and not torch.allclose(a, c)
-
-
 def test_stack_equals_single_runs():
     x, y = unit_blobs(n=70, d=12, C=3)
     configs = configs_for(Rand, None, {"eta": 0.0}, {"eta": 0.4}, {"eta": 1.0, "lr": 0.5}, coeffs="signed")

@@ -92,11 +92,6 @@ def test_excluding_the_target_changes_the_direction():
     assert float((outs[0] - outs[1]).abs().max()) > 1e-3
 
 
-def test_eta_zero_is_the_baseline_exactly():
-    x, y = unit_blobs(n=70, d=12, C=3)
-    assert_equals_baseline(SeANeg, configs_for(SeANeg, None, {"eta": 0.0}, lr=1.0)[0], x, y, 3)
-
-
 def test_stack_with_mixed_eta_alpha_equals_single_runs():
     x, y = unit_blobs(n=70, d=12, C=3)
     configs = configs_for(SeANeg, None, {"eta": 0.0}, {"eta": 0.4, "alpha": 0.0}, {"eta": 1.0, "alpha": 0.05, "lr": 0.5},

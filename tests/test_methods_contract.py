@@ -1,12 +1,14 @@
 """Every built-in augmenter, generated from the plugin registry: K-stack == K single runs, determinism
-under a seed, detached finite outputs, and no NaN from a final batch of one row (methods.md 4.6 d)."""
+under a seed (and randomness from it for the random methods), the "off" setting == the baseline exactly,
+and no NaN from a final batch of one row (methods.md 4.6 d)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from method_utils import assert_stack_equals_singles, configs_for, train, unit_blobs
+from method_utils import assert_equals_baseline, assert_stack_equals_singles, configs_for, train, unit_blobs
 
+from featbench import train as train_module
 from featbench.manager import load_plugins
 
 # Two settings of each method's own hyper-parameters (vectorised ones, so they share one stack).
@@ -22,6 +24,14 @@ VARIATIONS = {
     "meada": [{"step_size": 0.1, "beta": 1.0, "steps": 2, "every": 1}, {"step_size": 0.5, "beta": 10.0, "steps": 3, "every": 1}],
     "mixup_hard": [{"alpha": 0.5, "lam_n": 0.8}, {"alpha": 2.0, "lam_n": 0.6}],
 }
+
+# The setting that switches each method off (methods.md 12: every grid holds one); mixup has none.
+OFF = {
+    "sea": {"eta": 0.0}, "sea_neg": {"eta": 0.0}, "rand": {"eta": 0.0}, "adv": {"eta": 0.0}, "mixdir": {"eta": 0.0},
+    "isda": {"lambda0": 0.0, "surrogate": "run"},  # surrogate=ce is plain CE: tested against --loss ce in its file
+    "meada": {"phases": 0, "every": 1},
+}
+RANDOM = ("rand", "mixdir", "mixup", "mixup_hard")
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +62,19 @@ def test_final_batch_of_one_row_stays_finite(augmenters, name):
     cfg = configs_for(augmenters[name], None, VARIATIONS[name][1], lr=1.0)
     w = train(augmenters[name], cfg, x, y, 3, epochs=2, batch_size=32)
     assert torch.isfinite(w).all()
+
+
+@pytest.mark.parametrize("name", sorted(OFF))
+def test_off_setting_is_the_baseline_exactly(augmenters, name):
+    x, y = unit_blobs(n=70, d=12, C=3)
+    assert_equals_baseline(augmenters[name], configs_for(augmenters[name], None, OFF[name], lr=1.0)[0], x, y, 3)
+
+
+@pytest.mark.parametrize("name", sorted(VARIATIONS))
+def test_only_the_random_methods_use_the_augmentation_stream(augmenters, name, monkeypatch):
+    x, y = unit_blobs(n=70, d=12, C=3)
+    cfg = configs_for(augmenters[name], None, VARIATIONS[name][1], lr=1.0)
+    a = train(augmenters[name], cfg, x, y, 3)
+    monkeypatch.setattr(train_module, "AUGMENT_STREAM", train_module.AUGMENT_STREAM + 100)  # same init and data order
+    b = train(augmenters[name], cfg, x, y, 3)
+    assert torch.equal(a, b) == (name not in RANDOM)
