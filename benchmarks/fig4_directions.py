@@ -145,11 +145,12 @@ def plot(results, meta, path):
             for e, m in zip(r["etas"], r["mean"]):
                 if m < floor:
                     low = True
-                    ax.annotate(f"{m:.1f}", (e, floor), textcoords="offset points", xytext=(0, 6), ha="center",
+                    ax.annotate(f"{m:.1f} (off scale)", (e, floor), textcoords="offset points", xytext=(0, 6), ha="center",
                                 color=line[0].get_color(), fontsize=8)
         ax.axhline(base, color="k", ls="--", lw=1, label="none")
         if low:
-            ax.set_ylim(floor - 1, max(max(m + s for m, s in zip(results[n]["mean"], results[n]["std"])) for n in names) + 1)
+            top = max(m + s for n in names for m, s in zip(results[n]["mean"], results[n]["std"]) if m >= floor)
+            ax.set_ylim(floor - 1, top + 1)
         ax.set_xlabel("step size η")
         ax.set_ylabel(f"test {meta['metric']} (%)")
         ax.grid(alpha=0.3)
