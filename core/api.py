@@ -2,7 +2,8 @@
 
 Everything is vectorised over K configurations: the trainer trains a stack of K bias-free linear heads
 ``W`` of shape ``(K, C, d)`` on the same mini-batches, each head with its own hyper-parameters. A
-hyper-parameter reaches a plugin as a tensor of shape ``(K,)``. Tensors named ``x`` are either shared by
+numeric hyper-parameter reaches a plugin as a tensor of shape ``(K,)``; a named option (``HParam.choices``)
+as one string shared by the stack. Tensors named ``x`` are either shared by
 all heads, shape ``(r, d)``, or per head, shape ``(K, r, d)``; :func:`per_head` lifts the first to the
 second without copying.
 

@@ -136,12 +136,12 @@ class MixupHard(FeatureAugmenter):
         mu = torch.maximum(beta_per_head(run.rng, run.hp["alpha"], (b,), x.device), hp_column(run.hp["lam_p"], x)[..., 0])
         xn = normalize_rows(batch.x)  # shared rows: one (b, b) cosine matrix for all heads
         pick = official_hard_pairs if opts["hard_pairs"] == "official" else hard_pairs
-        hp, hn = pick(xn @ xn.transpose(-1, -2), y)
+        pos, neg = pick(xn @ xn.transpose(-1, -2), y)
         x_neg = mix_pairs(x, partner, torch.arange(b, device=y.device), lam)
-        x_pos = mix_pairs(x, hp, hn, mu)
+        x_pos = mix_pairs(x, pos, neg, mu)
         if opts["renormalize"] == "true":
             x_neg, x_pos = normalize_rows(x_neg), normalize_rows(x_pos)
-        parts = [Targets.pair(y, y, torch.ones_like(lam)), Targets.pair(y[partner], y, lam), Targets.pair(y[hp], y[hn], mu)]
+        parts = [Targets.pair(y, y, torch.ones_like(lam)), Targets.pair(y[partner], y, lam), Targets.pair(y[pos], y[neg], mu)]
         targets = Targets(torch.cat([t.index for t in parts], 1), torch.cat([t.weight for t in parts], 1))
         row_weight = None
         if opts["ce_rows"] == "paper":

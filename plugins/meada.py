@@ -95,7 +95,7 @@ class MEADA(FeatureAugmenter):
     """ME-ADA: grow the training set with maximum-entropy adversarial copies of the features."""
 
     hparams = (
-        HParam("phases", 2, "number of max phases K, 0..3 (0 = baseline; each doubles the set)", low=0, high=3,
+        HParam("phases", 2, "number of max phases K, 0..3 (0 = baseline)", low=0, high=3,
                integer=True, vectorized=False),
         HParam("every", 10, "a max phase before every epoch e with (e + 1) mod every = 0 (T_min, epochs), >= 1",
                low=1, integer=True, vectorized=False),

@@ -18,8 +18,8 @@ from featbench.plugins.sea import SeA, sea_augment
 
 
 def predictive_distribution(grad_logits, y, include_target: bool = True):
-    """The loss' distribution p from its logit gradient ``p - e_y`` (K, b, C); the target entry is zeroed
-    when ``include_target`` is false."""
+    """The loss' distribution p from its logit gradient ``p - e_y`` (K, b, C) -- the form of the smoothed
+    hinge's and cross-entropy's gradients; the target entry is zeroed when ``include_target`` is false."""
     import torch
 
     onehot = torch.nn.functional.one_hot(y, grad_logits.shape[-1]).to(grad_logits.dtype)
