@@ -78,3 +78,25 @@ def test_only_the_random_methods_use_the_augmentation_stream(augmenters, name, m
     monkeypatch.setattr(train_module, "AUGMENT_STREAM", train_module.AUGMENT_STREAM + 100)  # same init and data order
     b = train(augmenters[name], cfg, x, y, 3)
     assert torch.equal(a, b) == (name not in RANDOM)
+
+
+@pytest.mark.parametrize("grid", ["paper", "quick"])
+def test_registry_grids_name_real_hyper_parameters_with_valid_values(augmenters, grid):
+    from featbench.config import grid_values, load_registry
+    from featbench.grid import TRAINER_HPARAMS
+
+    host = load_plugins(entry_points=[])
+    registry = load_registry()
+    components = {"trainer": {h.name: h for h in TRAINER_HPARAMS}}
+    components.update({e.name: {h.name: h for h in e.obj.hparams} for e in host.losses})
+    components.update({name: {h.name: h for h in cls.hparams} for name, cls in augmenters.items()})
+    entries = {k: v for k, v in registry["grids"][grid].items() if k != "doc"}
+    assert set(entries) == set(components)  # every built-in component has an entry (possibly empty)
+    for comp, params in components.items():
+        for name, values in grid_values(registry, grid, [comp]).items():
+            assert name in params, f"grids.{grid}.{comp}.{name} is not a hyper-parameter of {comp}"
+            assert all(params[name].check(v) is not None for v in values)
+    if grid == "paper":  # methods.md 12: every method's paper grid contains its off setting
+        for name, setting in OFF.items():
+            key = next(iter(setting))  # the numeric switch (eta, lambda0, phases) comes first
+            assert setting[key] in grid_values(registry, grid, [name])[key], name
