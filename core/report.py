@@ -147,8 +147,9 @@ def _marks(lines: Sequence[Line], columns: Sequence[str], grouped: bool) -> dict
 
 
 def _samples(a: Aggregate, b: Aggregate) -> list[sig.PairedSample] | None:
+    """Per-example correctness of both entries on the first seed they share (None if unavailable)."""
     common = sorted(set(a.by_seed) & set(b.by_seed))
-    if len(common) != 1:
+    if not common:
         return None
     ca = next(c for c in a.cells if c.seed == common[0])
     cb = next(c for c in b.cells if c.seed == common[0])

@@ -1,7 +1,8 @@
 """Is a gain real? Pure significance tests for differences between two augmenters on the same data.
 
 * Several seeds (the same seeds, hence the same data order and initialisation, for both rows): a two-sided
-  paired t-test on the per-seed values (:func:`paired_t_test`).
+  paired t-test on the per-seed values (:func:`paired_t_test`). If every seed gives exactly the same
+  difference the t-test is undefined, and the per-example test of the first shared seed is used instead.
 * One seed, top-1 accuracy: McNemar's exact test on the per-test-example correctness of the two final
   heads (:func:`mcnemar_exact`): under H0 the discordant examples split like a fair coin.
 * One seed, mean per-class accuracy, or an average over several data sets: a paired bootstrap over test
@@ -13,7 +14,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -67,17 +68,19 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
 
 
 def paired_t_test(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Two-sided paired t-test p-value of mean(a - b) = 0; None with fewer than 2 pairs or a NaN.
+    """Two-sided paired t-test p-value of mean(a - b) = 0.
 
-    Identical differences (zero spread) give 1.0 if they are all 0 and 0.0 otherwise.
+    None when it is undefined: fewer than 2 pairs, a NaN, or differences without spread (every seed
+    gave the same difference, so the seeds carry no information about the noise). All-zero
+    differences give 1.0.
     """
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     if d.size < 2 or not np.all(np.isfinite(d)):
         return None
     sd = float(np.std(d, ddof=1))
     mean = float(np.mean(d))
-    if sd == 0.0 or sd <= 1e-12 * max(1.0, abs(mean)):
-        return 1.0 if mean == 0.0 else 0.0
+    if sd <= 1e-12 * max(1.0, abs(mean)):
+        return 1.0 if np.all(d == 0) else None
     from scipy.stats import t
 
     stat = mean / (sd / math.sqrt(d.size))
@@ -127,24 +130,26 @@ def paired_bootstrap(samples: Sequence[PairedSample], resamples: int = 2000, see
     return float(min(1.0, 2.0 * min(le, ge)))
 
 
-def gain_test(values_a: dict[int, float], values_b: dict[int, float], samples: Sequence[PairedSample] | None) -> GainTest:
+def gain_test(values_a: Mapping[int, float], values_b: Mapping[int, float], samples: Sequence[PairedSample] | None) -> GainTest:
     """Compare row A with row B on one column (or on an average of columns).
 
-    ``values_*``: the reported value per seed. ``samples``: the per-example data of the single seed, one
-    per data set (None if unavailable). The gain is mean(A) - mean(B) over each row's own seeds; the test
-    uses only the seeds both rows share.
+    ``values_*``: the reported value per seed. ``samples``: per-example data of one seed both rows share,
+    one per data set (None if unavailable). The gain is mean(A) - mean(B) over each row's own seeds. With
+    two or more shared seeds the test is a paired t-test over them; with one shared seed, or when the
+    t-test is undefined (the same difference on every seed), a per-example test on ``samples``.
     """
     if not values_a or not values_b:
         return GainTest(float("nan"), None, None)
     gain = float(np.mean(list(values_a.values())) - np.mean(list(values_b.values())))
-    common = sorted(set(values_a) & set(values_b))
     if not math.isfinite(gain):
         return GainTest(gain, None, None)
+    common = sorted(set(values_a) & set(values_b))
     if len(common) >= 2:
-        return GainTest(gain, paired_t_test([values_a[s] for s in common], [values_b[s] for s in common]), PAIRED_T)
-    if len(common) == 1 and samples:
+        p = paired_t_test([values_a[s] for s in common], [values_b[s] for s in common])
+        if p is not None:
+            return GainTest(gain, p, PAIRED_T)
+    if common and samples:
         if len(samples) == 1 and samples[0].metric == "top1":
             return GainTest(gain, mcnemar_exact(samples[0].correct_a, samples[0].correct_b), MCNEMAR)
         return GainTest(gain, paired_bootstrap(samples), BOOTSTRAP)
     return GainTest(gain, None, None)
-

@@ -97,6 +97,8 @@ class Store:
             if not create and not os.path.isfile(path):
                 raise DataError(f"no featbench results store in {directory} (expected {DB_NAME})",
                                 "pass the --out directory of a featbench run")
+            if create:
+                os.makedirs(directory, exist_ok=True)
         try:
             self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")

@@ -167,7 +167,7 @@ def check(spec: RunSpec) -> RunSpec:
     spec.backbone_sets()  # validates explicit combinations
     for ds, files in spec.feature_files.items():
         if ds not in spec.datasets:
-            raise UnknownNameError("data set in feature_files", ds, spec.datasets, "feature_files keys must be listed in datasets")
+            continue  # a catalog may list more data sets than this run uses
         missing = [b for b in spec.backbones if b not in files]
         if missing:
             raise ConfigError(f"feature_files.{ds} has no file for backbone(s) {', '.join(missing)}",
@@ -282,8 +282,8 @@ _BOOL = {"quiet"}
 _STR = {"loss", "grid", "metric", "device", "format", "layout", "gain_of", "out", "executor", "cache_dir", "description"}
 
 
-def _coerce(name: str, value, base: str | None):
-    """Turn one raw value (from YAML or argparse) into the RunSpec field's type."""
+def _coerce(name: str, value, base: str | None, from_flags: bool = False):
+    """Turn one raw value (from YAML, or argparse when ``from_flags``) into the RunSpec field's type."""
     if name == "aug":
         return _aug_items(value)
     if name == "features":
@@ -293,7 +293,7 @@ def _coerce(name: str, value, base: str | None):
     if name == "feature_files":
         return _feature_files(value, base)
     if name == "hp":
-        if isinstance(value, (list, tuple)):  # --hp NAME=V,V flags
+        if from_flags:  # --hp NAME=V,V ...
             from .grid import parse_hp_args
 
             return {k: tuple(v) for k, v in parse_hp_args(value).items()}
@@ -358,5 +358,5 @@ def build_spec(flags: Mapping[str, object], config: str | None = None) -> RunSpe
     for name, value in flags.items():
         if name not in FIELDS:
             raise AssertionError(f"flag {name} has no RunSpec field")
-        values[name] = _coerce(name, value, None)
+        values[name] = _coerce(name, value, None, from_flags=True)
     return check(RunSpec(**{k: v for k, v in values.items() if v is not None}))
