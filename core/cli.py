@@ -226,7 +226,7 @@ def _run_flags(args) -> dict:
 
 
 def cmd_run(args) -> int:
-    from .runner import Runner
+    from .runner import LoadOptions, Runner
     from .store import Store
     from .suite import build_spec
     from .train import resolve_device
@@ -238,7 +238,8 @@ def cmd_run(args) -> int:
     progress = _Progress(spec.quiet)
     with Store(out) as store:
         try:
-            outcome = Runner(spec, host, store, device=device, registry_path=args.registry, listener=progress).run()
+            load = LoadOptions(cache_dir=spec.cache_dir, device=device, weights=dict(spec.weights), progress=progress.tty)
+            outcome = Runner(spec, host, store, device=device, registry_path=args.registry, listener=progress, load=load).run()
         finally:
             progress.close()
         if outcome.interrupted:

@@ -2,7 +2,8 @@
 
 * ``hp_<NAME>__<source>.png`` (Fig. 3-4 style): test accuracy against a hyper-parameter, one line per
   augmenter row. At each value, the other hyper-parameters take the setting with the best validation
-  score; the heads are those trained in the search (on the search split), mean ± std over seeds.
+  score; the heads are those trained in the search (on the search split), mean ± std over seeds. Rows
+  whose grid does not vary it (``none`` against ``eta``) are a dashed level: their best search head.
 * ``epochs__<row>__<source>.png`` (Fig. 2 style, needs ``--log-every``): train and test accuracy per epoch,
   one line per value of the row's first varying hyper-parameter (profiled as above, first seed), and the
   refit of the chosen configuration.
@@ -52,7 +53,12 @@ def _search(cell: CellRecord, members: Mapping[str, Sequence[str]], configs: Map
 
 
 def _figure():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        from .errors import ConfigError
+
+        raise ConfigError("featbench plot needs matplotlib, which is not installed", "pip install 'featbench[plot]'") from None
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -74,10 +80,13 @@ def plot_hp(cells: Sequence[CellRecord], members, configs, name: str, out_dir: s
         sources.setdefault((c.dataset, c.backbones), []).append(c)
     for (dataset, bset), group in sources.items():
         rows: dict[str, dict[float, list[float]]] = {}
+        flat: dict[str, list[float]] = {}  # rows whose grid does not vary the hyper-parameter (e.g. none vs eta)
         metric = group[0].metric
         for cell in group:
             search = _search(cell, members, configs)
             if name not in varying(search):
+                best = search[select_best([c.val for c in search])].test if search else cell.value
+                flat.setdefault(cell.row, []).append(best)
                 continue
             for x, rec in profile(search, name).items():
                 rows.setdefault(cell.row, {}).setdefault(x, []).append(rec.test)
@@ -91,6 +100,10 @@ def plot_hp(cells: Sequence[CellRecord], members, configs, name: str, out_dir: s
             means = [np.nanmean(points[x]) for x in xs]
             stds = [np.nanstd(points[x], ddof=1) if len(points[x]) > 1 else 0.0 for x in xs]
             ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=row)
+        for row, values in flat.items():
+            ax.axhline(float(np.nanmean(values)), linestyle="--", color="gray", linewidth=1.2)
+            ax.annotate(f"{row} (no {name})", (0.99, float(np.nanmean(values))), xycoords=("axes fraction", "data"),
+                        ha="right", va="bottom", fontsize=8, color="gray")
         if _log_x(sorted(all_x)):
             ax.set_xscale("log")
         ax.set_xlabel(name)

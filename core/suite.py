@@ -329,15 +329,9 @@ ALIASES = {"dataset": "datasets", "backbone": "backbones", "augmenters": "aug", 
 
 def load_suite(path: str) -> dict:
     """Read a suite YAML file into raw RunSpec fields (unknown keys are an error)."""
-    import yaml
+    from .config import read_yaml
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"suite file not found: {path}", "pass --config PATH.yaml") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax") from None
+    data = read_yaml(path, "suite file", "pass --config PATH.yaml")
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
