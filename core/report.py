@@ -343,13 +343,15 @@ def render(report: Report, fmt: str, digits: int = 2) -> str:
     if not report.tables:
         return "(no finished cells)"
     parts = []
+    titled = len(report.tables) > 1  # a single table prints bare, like the paper's
     for table in report.tables:
         header, body = _grid(table, fmt, digits)
         rows = [cells for _, cells in body]
+        title = f"{table.layout} layout: {table.title}"
         if fmt == "csv":
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")
-            writer.writerow([f"{header[0]} [{table.layout}: {table.title}]", *header[1:]])
+            writer.writerow([f"{header[0]} [{title}]" if titled else header[0], *header[1:]])
             writer.writerows(rows)
             parts.append(buf.getvalue().rstrip("\n"))
         elif fmt == "latex":
@@ -358,8 +360,8 @@ def render(report: Report, fmt: str, digits: int = 2) -> str:
             style = "simple" if fmt == "table" else "github"
             text = tabulate(rows, headers=header, tablefmt=style, disable_numparse=True,
                             colalign=("left",) + ("right",) * (len(header) - 1))
-            title = f"{table.layout} layout: {table.title}"
-            parts.append((f"### {title}\n\n" if fmt == "markdown" else f"[{title}]\n") + text)
+            heading = (f"### {title}\n\n" if fmt == "markdown" else f"[{title}]\n") if titled else ""
+            parts.append(heading + text)
     legend = _legend(report, fmt)
     if fmt == "latex":
         parts.append("% " + legend)
