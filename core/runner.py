@@ -345,6 +345,13 @@ class LocalExecutor:
             yield result
 
 
+def make_executor(spec: RunSpec, host, load: LoadOptions, listener: Listener) -> Executor:
+    """The executor named by ``spec.executor`` (validated against ``suite.EXECUTORS``)."""
+    if spec.executor == "local":
+        return LocalExecutor(host, load, listener)
+    raise ConfigError(f"executor {spec.executor!r} is not available in this installation", "use --executor local")
+
+
 # ---- progress ---------------------------------------------------------------------------------
 
 
@@ -404,7 +411,7 @@ class Runner:
         self.load = load or LoadOptions(cache_dir=spec.cache_dir, device=device, weights=dict(spec.weights))
         self.rows = plan_rows(spec, host, registry_path)
         self.cells = plan_cells(spec, self.rows, device, self.load)
-        self.executor = executor or LocalExecutor(host, self.load, self.listener)
+        self.executor = executor or make_executor(spec, host, self.load, self.listener)
         self._by_key = {c.key: c for c in self.cells}
 
     def run(self) -> RunOutcome:
@@ -431,6 +438,9 @@ class Runner:
                 self._record(result)
         except KeyboardInterrupt:
             interrupted = True
+        except BaseException:
+            store.finish_run(run_id, "failed")  # everything finished so far stays recorded
+            raise
         store.finish_run(run_id, "interrupted" if interrupted else "finished")
         return RunOutcome(run_id, tuple(keys), self._finished, len(done), self._trained, interrupted)
 

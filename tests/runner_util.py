@@ -8,21 +8,11 @@ import numpy as np
 
 
 def make_features(path: str, seed: int, n_train: int = 90, n_test: int = 60, dim: int = 6, classes: int = 3,
-                  val: int = 0, metric: str | None = None, shift: float = 1.5) -> str:
-    """A small learnable .npz feature file: Gaussian blobs around class means, labels 0..classes-1."""
-    rng = np.random.default_rng(seed)
-    means = rng.normal(0.0, shift, size=(classes, dim))
+                  val: int = 0, metric: str | None = None) -> str:
+    """A small learnable .npz feature file (conftest's blobs), optionally with a val split and a metric."""
+    from conftest import make_blobs
 
-    def split(n):
-        y = np.arange(n) % classes
-        rng.shuffle(y)
-        return (means[y] + rng.normal(0.0, 1.0, size=(n, dim))).astype(np.float32), y.astype(np.int64)
-
-    arrays = {}
-    arrays["train_x"], arrays["train_y"] = split(n_train)
-    arrays["test_x"], arrays["test_y"] = split(n_test)
-    if val:
-        arrays["val_x"], arrays["val_y"] = split(val)
+    arrays = make_blobs(n_train=n_train, n_test=n_test, d=dim, C=classes, seed=seed, n_val=val)
     if metric:
         arrays["metric"] = np.array(metric)
     np.savez(path, **arrays)

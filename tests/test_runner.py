@@ -222,11 +222,13 @@ def test_dataset_backbone_cells_resolve_through_sources(files, plugin_host, monk
     assert calls == [] and outcome.configs_trained == 0
 
 
-def test_dataset_cells_without_sources_module_are_a_clear_error(plugin_host, monkeypatch):
+def test_dataset_cells_without_sources_module_are_a_clear_error(plugin_host, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "featbench.sources", None)  # import fails
     spec = check(RunSpec(aug=("none",), datasets=("d1",), backbones=("A",), epochs=1))
     with pytest.raises(ConfigError, match="needs featbench.sources"):
-        _run(spec, plugin_host)
+        _run(spec, plugin_host, str(tmp_path))
+    with Store(str(tmp_path)) as store:
+        assert [r.status for r in store.runs()] == ["failed"]
 
 
 def test_source_identity_follows_file_contents(files, plugin_host, tmp_path):
