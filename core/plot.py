@@ -100,10 +100,9 @@ def plot_hp(cells: Sequence[CellRecord], members, configs, name: str, out_dir: s
             means = [np.nanmean(points[x]) for x in xs]
             stds = [np.nanstd(points[x], ddof=1) if len(points[x]) > 1 else 0.0 for x in xs]
             ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=row)
-        for row, values in flat.items():
-            ax.axhline(float(np.nanmean(values)), linestyle="--", color="gray", linewidth=1.2)
-            ax.annotate(f"{row} (no {name})", (0.99, float(np.nanmean(values))), xycoords=("axes fraction", "data"),
-                        ha="right", va="bottom", fontsize=8, color="gray")
+        for i, (row, values) in enumerate(flat.items()):
+            ax.axhline(float(np.nanmean(values)), linestyle=("--", ":", "-.")[i % 3], color="gray", linewidth=1.2,
+                       label=f"{row} (no {name})")
         if _log_x(sorted(all_x)):
             ax.set_xscale("log")
         ax.set_xlabel(name)
