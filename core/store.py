@@ -19,6 +19,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
+import attrs
 import numpy as np
 
 from .errors import ConfigError, DataError
@@ -238,7 +239,7 @@ class Store:
                         f"SELECT config_key, epoch, train, test FROM epochs WHERE config_key IN ({', '.join('?' * len(part))}) "
                         "ORDER BY config_key, epoch", part):
                     logs.setdefault(k, []).append(EpochLog(ep, _nan(tr), _nan(te)))
-            out = {k: _evolve_epochs(r, tuple(logs.get(k, ()))) for k, r in out.items()}
+            out = {k: attrs.evolve(r, epochs=tuple(logs.get(k, ()))) for k, r in out.items()}
         return out
 
     @staticmethod
@@ -305,12 +306,6 @@ class Store:
     def cell_config_keys(self, cell_key: str) -> list[str]:
         return [r[0] for r in self.conn.execute(
             "SELECT config_key FROM cell_configs WHERE cell_key = ? ORDER BY position", (cell_key,))]
-
-
-def _evolve_epochs(rec: ConfigRecord, logs: tuple[EpochLog, ...]) -> ConfigRecord:
-    import attrs
-
-    return attrs.evolve(rec, epochs=logs)
 
 
 class _Transaction:
