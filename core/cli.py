@@ -1,4 +1,4 @@
-"""Command line: ``featbench plugins`` and ``featbench run``. Only this module prints for humans.
+"""Command line: ``featbench plugins``, ``run``, ``report`` and ``plot``. Only this module prints for humans.
 
 Every user error ends as one line ``featbench: error: PROBLEM (FIX)`` on stderr and exit status 2;
 ``--debug`` shows tracebacks instead.
@@ -9,16 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
-import time
 import warnings
 from collections.abc import Sequence
 
 from . import __version__
 from .errors import ConfigError, FeatbenchError, UnknownNameError
-
-DEFAULT_LOSS = "hinge"
 
 
 def _common(defaults: bool) -> argparse.ArgumentParser:
@@ -50,38 +46,82 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("run", parents=[late], help="train and compare augmenters on feature sets",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
-                        description="Train linear heads with each augmenter on each feature set and print a comparison.\n"
+                        description="Train linear heads with each augmenter on each feature source and print a comparison.\n"
                                     "Several --hp values (or --grid) are searched on the validation split, then the\n"
-                                    "chosen configuration is refit on train+val and scored on test.")
-    rp.add_argument("--aug", default="none,sea", metavar="NAME[,NAME...]|all", help="augmenters to compare (default: none,sea)")
-    rp.add_argument("--features", action="append", default=[], metavar="A.npz[,B.npz...]",
-                    help="a feature set (several comma-separated files form an ensemble); repeat for more columns. "
-                         "Default: the embedded scikit-learn digits set")
-    rp.add_argument("--loss", default=DEFAULT_LOSS, help=f"training loss (default: {DEFAULT_LOSS})")
-    rp.add_argument("--hp", action="append", default=[], metavar="KEY=V[,V2...]",
-                    help="fix a hyper-parameter, or give several values to search (repeatable)")
-    rp.add_argument("--grid", default=None, metavar="NAME", help="search a named grid from registry.yaml (paper, quick)")
-    rp.add_argument("--epochs", type=int, default=100, help="training epochs (default: 100)")
-    rp.add_argument("--batch-size", type=int, default=256, help="mini-batch size (default: 256)")
-    rp.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
-    rp.add_argument("--seeds", type=int, default=1, help="number of seeds, seed..seed+N-1 (default: 1)")
-    rp.add_argument("--val-fraction", type=float, default=0.2, help="hold-out fraction of train for the search when there is no val split")
-    rp.add_argument("--metric", choices=["top1", "mean_per_class"], default=None, help="override the feature set's metric")
-    rp.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
-    rp.add_argument("--format", default="table", help="table, markdown, csv, json or latex (default: table)")
-    rp.add_argument("--gain-of", default=None, metavar="NAME", help="augmenter of the Gain row (default: sea, else the last)")
-    rp.add_argument("--out", default=None, metavar="DIR", help="also write results.json, cells.jsonl and the table here")
-    rp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+                                    "chosen configuration is refit on train+val and scored on test. With --out DIR every\n"
+                                    "trained configuration is recorded in DIR/featbench.sqlite and a rerun skips it.\n"
+                                    "--config SUITE.yaml takes every setting below (flags given here override it).")
+    _run_options(rp)
+
+    rep = sub.add_parser("report", parents=[late], help="rebuild the tables of a run directory from its results store")
+    rep.add_argument("dir", metavar="DIR", help="the --out directory of a featbench run")
+    rep.add_argument("--format", default="table", help="table, markdown, csv, json or latex (default: table)")
+    rep.add_argument("--run", type=int, default=None, metavar="ID", help="which run of DIR (default: the latest)")
+    rep.add_argument("--layout", default=None, help="auto, table5, table4 or both (default: the run's)")
+    rep.add_argument("--gain-of", default=None, metavar="NAME", help="row of the Gain line (default: the run's)")
+    rep.add_argument("--digits", type=int, default=None, help="decimals (default: the run's)")
+
+    pl = sub.add_parser("plot", parents=[late], help="write PNG figures of a run directory (accuracy vs hyper-parameter, per epoch)")
+    pl.add_argument("dir", metavar="DIR", help="the --out directory of a featbench run")
+    pl.add_argument("--run", type=int, default=None, metavar="ID", help="which run of DIR (default: the latest)")
+    pl.add_argument("--hp", action="append", default=[], metavar="NAME", help="hyper-parameter for the x axis (repeatable; default: every one the grid varies)")
+    pl.add_argument("--out", default=None, metavar="PLOTDIR", help="where to write the PNGs (default: DIR/plots)")
     return parser
 
 
 # ------------------------------------------------------------------------------------------------
 
 
-def _host(args):
+def _run_options(rp: argparse.ArgumentParser) -> None:
+    """The options of ``featbench run``; none has an argparse default, so only given flags override a suite."""
+    from .suite import DEFAULT_STACK, RunSpec
+
+    D = RunSpec()
+    S = argparse.SUPPRESS
+    rp.add_argument("--config", default=None, metavar="SUITE.yaml", help="read settings from a suite file (see benchmarks/)")
+    g = rp.add_argument_group("what to compare")
+    g.add_argument("--aug", default=S, metavar="NAME[,NAME...]|all", help="augmenter rows (default: none,sea)")
+    g.add_argument("--features", action="append", default=S, metavar="A.npz[,B.npz...]",
+                   help="a feature-file column (several comma-separated files form an ensemble); repeatable. "
+                        "Default without --dataset: the embedded scikit-learn digits set")
+    g.add_argument("--dataset", dest="datasets", default=S, metavar="NAME[,NAME...]", help="data sets (columns)")
+    g.add_argument("--backbones", default=S, metavar="B[,B...]", help="backbones; by default one ensemble of all of them")
+    g.add_argument("--combos", default=S, metavar="all|singles|A+B[,...]",
+                   help="backbone sets to evaluate: all non-empty subsets of --backbones (Table 4), each alone, or a list")
+    g.add_argument("--weights", action="append", default=S, metavar="NAME=PATH", help="local checkpoint for a backbone; repeatable")
+    g.add_argument("--cache-dir", default=S, metavar="DIR", help="feature cache directory")
+    g.add_argument("--metric", choices=["top1", "mean_per_class"], default=S, help="override the sources' metric")
+    g = rp.add_argument_group("protocol")
+    g.add_argument("--loss", default=S, help=f"training loss (default: {D.loss})")
+    g.add_argument("--hp", action="append", default=S, metavar="[ROW.]KEY=V[,V2...]",
+                   help="fix a hyper-parameter, or give several values to search; ROW.KEY applies to one row (repeatable)")
+    g.add_argument("--grid", default=S, metavar="NAME", help="search a named grid from registry.yaml (paper, quick)")
+    g.add_argument("--epochs", type=int, default=S, help=f"training epochs (default: {D.epochs})")
+    g.add_argument("--batch-size", type=int, default=S, help=f"mini-batch size (default: {D.batch_size})")
+    g.add_argument("--seed", type=int, default=S, help=f"first seed (default: {D.seed})")
+    g.add_argument("--seeds", type=int, default=S, help="number of seeds, seed..seed+N-1; tables show mean ± std (default: 1)")
+    g.add_argument("--val-fraction", type=float, default=S, help=f"hold-out fraction of train for the search when there is no val split (default: {D.val_fraction})")
+    g.add_argument("--device", default=S, help="auto, cpu or cuda[:N] (default: auto)")
+    g.add_argument("--max-heads", type=int, default=S, help=f"configurations trained together per job (default: {DEFAULT_STACK}; smaller stacks resume at a finer grain)")
+    g.add_argument("--executor", default=S, help="where jobs run (default: local)")
+    g = rp.add_argument_group("output")
+    g.add_argument("--format", default=S, help="table, markdown, csv, json or latex (default: table)")
+    g.add_argument("--layout", default=S, help="auto (Table 5, plus Table 4 with several backbone sets), table5, table4 or both")
+    g.add_argument("--gain-of", default=S, metavar="NAME", help="row of the Gain line (default: sea, else the last)")
+    g.add_argument("--digits", type=int, default=S, help=f"decimals in tables (default: {D.digits})")
+    g.add_argument("--out", default=S, metavar="DIR", help="run directory: results store, results.json and the table")
+    g.add_argument("--log-every", type=int, default=S, metavar="N", help="record train/test accuracy every N epochs (for featbench plot)")
+    g.add_argument("--quiet", action="store_true", default=S, help="no progress on stderr")
+
+
+_RUN_NOT_SPEC = {"config", "command", "plugins", "disabled", "strict_plugins", "registry", "debug"}
+
+
+def _host(args, extra_plugins: Sequence[str] = ()):
     from .manager import load_plugins
 
-    return load_plugins(local_modules=args.plugins, disabled=args.disabled, strict=args.strict_plugins or None)
+    return load_plugins(local_modules=[*args.plugins, *extra_plugins], disabled=args.disabled,
+                        strict=args.strict_plugins or None)
 
 
 def cmd_plugins(args) -> int:
@@ -107,55 +147,12 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-def _versions(device: str) -> dict:
-    import numpy
-    import torch
-
-    v = {"featbench": __version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-         "platform": platform.platform(), "device": device}
-    if device.startswith("cuda"):
-        v["gpu"] = torch.cuda.get_device_name(0)
-    return v
-
-
-def _feature_sets(args):
-    from .features import load_features
-
-    if not args.features:
-        from .demo import digits_features
-
-        if not args.quiet:
-            print("featbench: no --features given: using the embedded default (scikit-learn digits, pixel features)", file=sys.stderr)
-        fs = digits_features(seed=0)
-        if args.metric:
-            import attrs
-
-            fs = attrs.evolve(fs, metric=args.metric)
-        return [fs]
-    return [load_features([p for p in spec.split(",") if p], metric=args.metric) for spec in args.features]
-
-
-def _check_settings(args) -> None:
-    if args.epochs < 1:
-        raise ConfigError(f"--epochs {args.epochs} must be at least 1", "e.g. --epochs 100")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size {args.batch_size} must be at least 1", "e.g. --batch-size 256")
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds {args.seeds} must be at least 1", "e.g. --seeds 3")
-    if not 0 < args.val_fraction < 1:
-        raise ConfigError(f"--val-fraction {args.val_fraction} must be between 0 and 1", "e.g. --val-fraction 0.2")
-    from .report import FORMATS
-
-    if args.format not in FORMATS:
-        raise UnknownNameError("output format", args.format, FORMATS)
-
-
 def _prepare_out(path: str | None) -> str | None:
     if path is None:
         return None
     try:
         os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".featbench-write-test")
+        probe = os.path.join(path, f".featbench-write-test{os.getpid()}")
         with open(probe, "w") as f:
             f.write("")
         os.remove(probe)
@@ -171,90 +168,148 @@ def _write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _plan(args, host):
-    """Resolve augmenters, loss and each augmenter's grid before any computation."""
-    from .config import grid_values, load_registry
-    from .grid import expand_grid, hparams_for, parse_hp_args
+class _Progress:
+    """Progress on stderr: a bar over configuration-epochs on a TTY, one line per finished cell otherwise."""
 
-    names = host.list_augmenters() if args.aug.strip() == "all" else [a.strip() for a in args.aug.split(",") if a.strip()]
-    if not names:
-        raise ConfigError("--aug is empty", f"name augmenters, e.g. --aug none,sea (registered: {', '.join(host.list_augmenters())})")
-    aug_classes = {n: host.get_augmenter(n) for n in names}
-    loss_cls = host.get_loss(args.loss)
-    user_hp = parse_hp_args(args.hp)
-    registry = load_registry(args.registry) if args.grid else None
-    plans = []
-    known: set[str] = set()
-    for name, cls in aug_classes.items():
-        params = hparams_for(loss_cls, cls)
-        known |= set(params)
-        values = grid_values(registry, args.grid, ["trainer", args.loss, name]) if registry is not None else {}
-        values = {k: v for k, v in values.items() if k in params}
-        values.update({k: v for k, v in user_hp.items() if k in params})
-        plans.append((name, cls, params, expand_grid(params, values)))
-    for k in user_hp:
-        if k not in known:
-            raise UnknownNameError("hyper-parameter", k, known, f"for --aug {','.join(names)} with --loss {args.loss}")
-    return plans, loss_cls
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty() and not quiet
+        self.bar = None
+
+    # runner.Listener protocol
+    def planned(self, cells_total, cells_done, configs_todo, epochs):
+        if self.quiet:
+            return
+        self._say(f"featbench: {cells_total} cell(s), {cells_done} already recorded; {configs_todo} configuration(s) to train")
+        if self.tty and configs_todo:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=configs_todo * epochs, unit="cfg-ep", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def loading(self, source):
+        if not self.quiet:
+            self._say(f"featbench: loading features of {source.dataset}" + (f" [{source.backbone_label}]" if source.backbones else ""))
+
+    def job_started(self, job):
+        if self.bar is not None:
+            self.bar.set_description(f"{job.phase} {job.label}", refresh=False)
+
+    def epoch(self, job, epoch):
+        if self.bar is not None:
+            self.bar.update(len(job.configs))
+
+    def job_finished(self, job, new_configs):
+        pass
+
+    def cell_finished(self, cell, done, total):
+        if self.quiet:
+            return
+        where = cell.dataset + (f" [{cell.backbones}]" if cell.backbones else "")
+        extra = f", {cell.diverged_configs} diverged" if cell.diverged_configs else ""
+        self._say(f"[{done}/{total}] {cell.row} on {where} (seed {cell.seed}, {cell.grid_size} config(s)): "
+                  f"{cell.metric} {cell.value:.2f} in {cell.seconds:.1f}s{extra}")
+
+    def _say(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _run_flags(args) -> dict:
+    return {k: v for k, v in vars(args).items() if k not in _RUN_NOT_SPEC}
 
 
 def cmd_run(args) -> int:
-    from .protocol import run_cell
-    from .report import aggregate, render, to_json_data
-    from .train import TrainSettings, resolve_device
+    from .runner import LoadOptions, Runner
+    from .store import Store
+    from .suite import build_spec
+    from .train import resolve_device
 
-    _check_settings(args)
-    host = _host(args)
-    plans, loss_cls = _plan(args, host)
-    out = _prepare_out(args.out)
-    sets = _feature_sets(args)
-    device = resolve_device(args.device)
-    seeds = list(range(args.seed, args.seed + args.seeds))
-    total = len(sets) * len(plans) * len(seeds)
-    results = []
-    done = 0
-    cells_path = os.path.join(out, "cells.jsonl") if out else None
-    interrupted = False
-    try:
-        for fs in sets:
-            for name, cls, params, configs in plans:
-                for seed in seeds:
-                    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, seed=seed, device=device)
-                    r = run_cell(fs, name, cls, args.loss, loss_cls(), params, configs, settings, args.val_fraction)
-                    results.append(r)
-                    done += 1
-                    if not args.quiet:
-                        extra = f", {sum(r.diverged)} diverged" if any(r.diverged) else ""
-                        print(f"[{done}/{total}] {name} on {fs.name} (seed {seed}, {len(configs)} config(s)): "
-                              f"{r.metric} {r.value:.2f} in {r.seconds:.1f}s{extra}", file=sys.stderr)
-                    if cells_path:
-                        with open(cells_path, "a", encoding="utf-8") as f:
-                            f.write(json.dumps({k: v for k, v in _cell_dict(r).items()}) + "\n")
-    except KeyboardInterrupt:
-        interrupted = True
-        print(f"featbench: interrupted after {done}/{total} cells; reporting those", file=sys.stderr)
-    if not results:
-        return 130
-    meta = {"versions": _versions(device),
-            "settings": {"epochs": args.epochs, "batch_size": args.batch_size, "seeds": seeds, "loss": args.loss,
-                         "grid": args.grid, "hp": args.hp, "val_fraction": args.val_fraction, "momentum": 0.9}}
-    report = aggregate(results, args.gain_of, meta)
-    text = render(report, args.format)
-    print(text)
-    if out:
-        _write_atomic(os.path.join(out, "results.json"), json.dumps(to_json_data(report), indent=2, default=str))
-        _write_atomic(os.path.join(out, f"table.{ {'table': 'txt', 'markdown': 'md', 'latex': 'tex'}.get(args.format, args.format) }"), text + "\n")
-    return 130 if interrupted else 0
+    spec = build_spec(_run_flags(args), args.config)
+    host = _host(args, spec.plugins)
+    out = _prepare_out(spec.out)
+    device = resolve_device(spec.device)
+    progress = _Progress(spec.quiet)
+    with Store(out) as store:
+        try:
+            load = LoadOptions(cache_dir=spec.cache_dir, device=device, weights=dict(spec.weights), progress=progress.tty)
+            outcome = Runner(spec, host, store, device=device, registry_path=args.registry, listener=progress, load=load).run()
+        finally:
+            progress.close()
+        if outcome.interrupted:
+            print(f"featbench: interrupted; {outcome.cells_finished} cell(s) finished in this run, every finished "
+                  "configuration is recorded" + (f" in {out} (rerun the same command to resume)" if out else ""), file=sys.stderr)
+        if not spec.quiet:
+            print(f"featbench: trained {outcome.configs_trained} configuration(s); {outcome.cells_skipped} cell(s) were "
+                  "already recorded", file=sys.stderr)
+        text = _render_run(store, outcome.run_id, spec.format, spec.layout, spec.gain_of, spec.digits)
+        print(text)
+        if out:
+            json_text = _render_run(store, outcome.run_id, "json", spec.layout, spec.gain_of, spec.digits)
+            _write_atomic(os.path.join(out, "results.json"), json_text + "\n")
+            ext = {"table": "txt", "markdown": "md", "latex": "tex"}.get(spec.format, spec.format)
+            _write_atomic(os.path.join(out, f"table.{ext}"), text + "\n")
+    return 130 if outcome.interrupted else 0
 
 
-def _cell_dict(r) -> dict:
-    return {"augmenter": r.augmenter, "loss": r.loss, "features": r.features, "metric": r.metric, "value": r.value,
-            "top1": r.top1, "mean_per_class": r.mean_per_class, "hp": r.hp, "seed": r.seed, "seconds": r.seconds,
-            "grid_size": r.grid_size, "val_value": r.val_value, "diverged": list(r.diverged),
-            "unaugmented_batches": r.unaugmented_batches}
+def _render_run(store, run_id: int | None, fmt: str, layout: str | None, gain_of: str | None, digits: int | None) -> str:
+    """Render the tables of one run from the store alone (what ``run`` prints and ``report`` reprints)."""
+    from .report import build, render
+    from .suite import FORMATS
+
+    if fmt not in FORMATS:
+        raise UnknownNameError("output format", fmt, FORMATS)
+    run = store.run(run_id)
+    planned = store.planned_cells(run.id)
+    cells = store.cells(planned)
+    spec = run.spec
+    meta = {"run": {"id": run.id, "status": run.status}, "cells": {"planned": len(planned), "finished": len(cells)},
+            "versions": run.versions, "settings": spec}
+    report = build(cells, gain_of=gain_of if gain_of is not None else spec.get("gain_of"),
+                   layout=layout or spec.get("layout", "auto"), meta=meta)
+    return render(report, fmt, digits if digits is not None else spec.get("digits", 2))
 
 
-COMMANDS = {"plugins": cmd_plugins, "run": cmd_run}
+def cmd_report(args) -> int:
+    from .store import Store
+
+    with Store(_existing_dir(args.dir), create=False) as store:
+        print(_render_run(store, args.run, args.format, args.layout, args.gain_of, args.digits))
+    return 0
+
+
+def _existing_dir(path: str) -> str:
+    if not os.path.isdir(path):
+        raise ConfigError(f"no such run directory: {path}", "pass the --out directory of a featbench run")
+    return path
+
+
+def cmd_plot(args) -> int:
+    from .plot import write_plots
+    from .store import Store
+
+    with Store(_existing_dir(args.dir), create=False) as store:
+        run = store.run(args.run)
+        cells = store.cells(store.planned_cells(run.id))
+        members = {c.key: store.cell_config_keys(c.key) for c in cells}
+        configs = store.configs({k for keys in members.values() for k in keys}, with_epochs=True)
+    out = _prepare_out(args.out or os.path.join(args.dir, "plots"))
+    paths = write_plots(cells, members, configs, out, hps=args.hp or None)
+    for p in paths:
+        print(p)
+    if not paths:
+        print("featbench: nothing to plot (no hyper-parameter varies in the grids and no per-epoch log; "
+              "use --hp NAME=V1,V2,... and --log-every N)", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"plugins": cmd_plugins, "run": cmd_run, "report": cmd_report, "plot": cmd_plot}
 
 
 def _format_warning(message, category, filename, lineno, file=None, line=None):

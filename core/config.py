@@ -20,15 +20,20 @@ def registry_path(override: str | None = None) -> str:
     return str(resources.files("featbench").joinpath("registry.yaml"))
 
 
-@lru_cache(maxsize=8)
-def _load(path: str) -> dict:
+def read_yaml(path: str, what: str, missing_hint: str):
+    """Parse a YAML file, turning a missing file or bad syntax into a ConfigError naming ``what``."""
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            return yaml.safe_load(f)
     except FileNotFoundError:
-        raise ConfigError(f"registry file not found: {path}", "pass --registry PATH or reinstall featbench") from None
+        raise ConfigError(f"{what} not found: {path}", missing_hint) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax") from None
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> dict:
+    data = read_yaml(path, "registry file", "pass --registry PATH or reinstall featbench")
     if not isinstance(data, dict):
         raise ConfigError(f"{path} does not hold a mapping at the top level", "see the registry.yaml shipped with featbench")
     return data

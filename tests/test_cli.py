@@ -28,8 +28,11 @@ def test_run_prints_valid_json_with_both_rows(capsys, feature_file, tmp_path):
         assert r["seeds"] == [0] and r["seconds"] > 0 and r["std"] is None
     assert rows["sea"]["hp"]["eta"] == 0.8 and "eta" not in rows["none"]["hp"]
     assert data["versions"]["featbench"] and data["versions"]["torch"]
-    assert set(os.listdir(tmp_path / "o")) == {"results.json", "cells.jsonl", "table.json"}
-    assert len(open(tmp_path / "o" / "cells.jsonl").read().splitlines()) == 2
+    assert set(os.listdir(tmp_path / "o")) == {"results.json", "featbench.sqlite", "table.json"}
+    from featbench.store import Store
+
+    with Store(str(tmp_path / "o"), create=False) as store:
+        assert len(store.cells(store.planned_cells(store.run().id))) == 2
 
 
 def test_grid_search_seeds_and_table_formats(capsys, feature_file):
