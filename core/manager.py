@@ -168,11 +168,24 @@ class PluginHost:
     def get_loss(self, name: str) -> type:
         return self._get(self.losses, name).obj
 
+    def _get_member(self, catalog: Catalog, name: str) -> Any:
+        """A name, or a member ``FAMILY:REST`` of a prefix family registered as ``FAMILY:`` (resolved by
+        the family's ``resolve(name)``); a plain name wins over a family member of the same spelling."""
+        family = name.split(":", 1)[0] + ":" if ":" in name else None
+        if name not in catalog and family in catalog and len(name) > len(family):
+            return catalog.get(family).resolve(name)
+        spec = self._get(catalog, name).obj
+        if getattr(spec, "resolve", None) is not None:
+            raise UnknownNameError(catalog.kind, name, catalog.names(), f"{name} is a family: name a member, e.g. {name}NAME")
+        return spec
+
     def get_backbone(self, name: str) -> Any:
-        return self._get(self.backbones, name).obj
+        """The :class:`featbench.api.BackboneSpec` of ``name`` (``timm:resnet50`` resolves through ``timm:``)."""
+        return self._get_member(self.backbones, name)
 
     def get_dataset(self, name: str) -> Any:
-        return self._get(self.datasets, name).obj
+        """The :class:`featbench.api.DatasetSpec` of ``name`` (``folder:PATH`` resolves through ``folder:``)."""
+        return self._get_member(self.datasets, name)
 
     def list_augmenters(self) -> list[str]:
         return self.augmenters.names()

@@ -8,4 +8,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "featbench.plugins.losses",
     "featbench.plugins.baseline",
     "featbench.plugins.sea",
+    "featbench.plugins.backbones_resnet",
+    "featbench.plugins.backbones_offline",
+    "featbench.plugins.backbones_hub",
+    "featbench.plugins.datasets",
 )
