@@ -118,7 +118,7 @@ def load_cifar(entry: CatalogEntry, root: str) -> Splits:
     from featbench import safe_pickle
 
     base = _base(entry, root)
-    ten = "cifar-10" in entry.dir
+    ten = int(entry.options.get("variant", 10)) == 10
     names = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]) if ten else (["train"], ["test"])
     meta = safe_pickle.load(os.path.join(base, "batches.meta" if ten else "meta"), encoding="latin1")
     classes = meta["label_names" if ten else "fine_label_names"]
