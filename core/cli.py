@@ -1,4 +1,4 @@
-"""Command line: ``featbench plugins`` and ``featbench run``. Only this module prints for humans.
+"""Command line: ``featbench plugins``, ``run``, ``extract`` and ``convert``. Only this module prints for humans.
 
 Every user error ends as one line ``featbench: error: PROBLEM (FIX)`` on stderr and exit status 2;
 ``--debug`` shows tracebacks instead.
@@ -72,7 +72,35 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--gain-of", default=None, metavar="NAME", help="augmenter of the Gain row (default: sea, else the last)")
     rp.add_argument("--out", default=None, metavar="DIR", help="also write results.json, cells.jsonl and the table here")
     rp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _image_options(rp, extract=False)
+
+    ep = sub.add_parser("extract", parents=[late], help="extract backbone features of a data set into the feature cache")
+    _image_options(ep, extract=True)
+    ep.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    ep.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+
+    cp = sub.add_parser("convert", parents=[late], help="convert a released checkpoint to a plain torchvision state dict")
+    cp.add_argument("source", choices=["byol"], help="byol: BYOL's JAX/Haiku pretrain_res50x1.pkl (read without running code)")
+    cp.add_argument("input", metavar="PKL", help="the released file")
+    cp.add_argument("output", metavar="OUT", help="where to write the .pth (use it with --weights B=OUT)")
     return parser
+
+
+def _image_options(p: argparse.ArgumentParser, extract: bool) -> None:
+    """Options that take features from images: backbones x data sets through the feature cache."""
+    g = p.add_argument_group("features from images (instead of --features)" if not extract else "what to extract")
+    g.add_argument("--backbones", default=None, required=extract, metavar="NAME[,NAME...]",
+                   help="backbones whose features are ensembled, e.g. S,M,B,C or timm:resnet50 (see featbench plugins)")
+    g.add_argument("--dataset", default=None, required=extract, metavar="NAME[,NAME...]",
+                   help="data sets, one column each, e.g. cifar100, digits, folder:PATH")
+    g.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
+                   help="weights for a backbone: a checkpoint file, 'random' or 'pretrained'; repeatable")
+    g.add_argument("--cache-dir", default=None, metavar="DIR", help="feature and weights cache (default: $FEATBENCH_CACHE or ~/.cache/featbench)")
+    g.add_argument("--data-root", default=None, metavar="DIR", help="where data sets live (default: $FEATBENCH_DATA or ~/.cache/featbench/data)")
+    g.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="crop size N for every backbone, keeping each one's resize/crop ratio (default: each backbone's own)")
+    g.add_argument("--extract-batch-size", type=int, default=64, metavar="B", help="images per forward pass (default: 64)")
+    g.add_argument("--workers", type=int, default=None, metavar="N", help="image-decoding workers (default: by device)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -118,9 +146,46 @@ def _versions(device: str) -> dict:
     return v
 
 
-def _feature_sets(args):
+def _parse_weights(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ConfigError(f"--weights {item!r} is not NAME=PATH", "e.g. --weights M=~/ckpt/r-50-1000ep.pth.tar")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _image_feature_sets(args, host):
+    """One FeatureSet per --dataset, from the --backbones ensemble (extracting what the cache lacks)."""
+    import attrs
+
+    from .sources import feature_set_for
+
+    if not args.backbones or not args.dataset:
+        raise ConfigError("--backbones and --dataset go together", "e.g. --backbones timm:test_resnet --dataset digits")
+    if getattr(args, "features", None):
+        raise ConfigError("--features and --backbones/--dataset are alternatives", "give one of them")
+    if args.image_size is not None and args.image_size < 8:
+        raise ConfigError(f"--image-size {args.image_size} is too small", "e.g. --image-size 224")
+    sets = []
+    for dataset in _split(args.dataset):
+        fs = feature_set_for(dataset, _split(args.backbones), host=host, cache_dir=args.cache_dir, device=args.device,
+                             weights=_parse_weights(args.weights), progress=not args.quiet, data_root=args.data_root,
+                             preprocess=args.image_size, batch_size=args.extract_batch_size, workers=args.workers)
+        sets.append(attrs.evolve(fs, metric=args.metric) if getattr(args, "metric", None) else fs)
+    return sets
+
+
+def _feature_sets(args, host=None):
     from .features import load_features
 
+    if args.backbones or args.dataset:
+        return _image_feature_sets(args, host)
     if not args.features:
         from .demo import digits_features
 
@@ -207,7 +272,7 @@ def cmd_run(args) -> int:
     host = _host(args)
     plans, loss_cls = _plan(args, host)
     out = _prepare_out(args.out)
-    sets = _feature_sets(args)
+    sets = _feature_sets(args, host)
     device = resolve_device(args.device)
     seeds = list(range(args.seed, args.seed + args.seeds))
     total = len(sets) * len(plans) * len(seeds)
@@ -254,7 +319,30 @@ def _cell_dict(r) -> dict:
             "unaugmented_batches": r.unaugmented_batches}
 
 
-COMMANDS = {"plugins": cmd_plugins, "run": cmd_run}
+def cmd_extract(args) -> int:
+    from .sources import extract
+
+    host = _host(args)
+    for dataset in _split(args.dataset):
+        splits, _, feats = extract(dataset, _split(args.backbones), host=host, cache_dir=args.cache_dir, device=args.device,
+                                   weights=_parse_weights(args.weights), progress=not args.quiet, data_root=args.data_root,
+                                   preprocess=args.image_size, batch_size=args.extract_batch_size, workers=args.workers)
+        for f in feats:
+            sizes = ", ".join(f"{s} {c.x.shape[0]}x{c.x.shape[1]}" for s, c in f.splits.items())
+            print(f"{dataset} {f.backbone}: {sizes}; extracted {', '.join(f.extracted) or 'nothing (all cached)'}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .convert import convert_byol
+
+    sd = convert_byol(args.input, args.output)
+    print(f"wrote {args.output}: {len(sd)} tensors (torchvision resnet50 keys, with the online classifier as fc); "
+          f"use it with --weights B={args.output}")
+    return 0
+
+
+COMMANDS = {"plugins": cmd_plugins, "run": cmd_run, "extract": cmd_extract, "convert": cmd_convert}
 
 
 def _format_warning(message, category, filename, lineno, file=None, line=None):
