@@ -136,14 +136,14 @@ class FeatureCache:
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
         """Hold an exclusive lock on entry ``key`` (other featbench processes wait); a no-op without fcntl."""
-        d = self.entry_dir(key)
-        os.makedirs(d, exist_ok=True)
+        locks = os.path.join(self.root, "locks")  # outside the entry, which load() may delete
+        os.makedirs(locks, exist_ok=True)
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
             yield
             return
-        with open(os.path.join(d, "lock"), "a") as f:
+        with open(os.path.join(locks, f"{key}.lock"), "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield

@@ -78,6 +78,22 @@ def _check_class(base_name: str):
     return check
 
 
+def _check_spec(type_name: str):
+    """Backbones and data sets are spec instances; a name ending in ':' is a family with ``resolve``."""
+
+    def check(name: str, obj: Any) -> None:
+        from . import api
+
+        if not isinstance(obj, getattr(api, type_name)):
+            raise PluginError(f"{name!r} is a {type(obj).__name__}, not a featbench.api.{type_name}",
+                              f"register a featbench.api.{type_name}(...)")
+        if name.endswith(":") != (obj.resolve is not None):
+            raise PluginError(f"{name!r}: a family's name ends in ':' and its spec sets resolve (and only then)",
+                              "register 'family:' with resolve=..., or a plain name with build/load")
+
+    return check
+
+
 class PluginHost:
     """The plugin manager plus the catalogs built from it. Build one with :func:`load_plugins`."""
 
@@ -88,8 +104,8 @@ class PluginHost:
         self.providers: dict[str, Provider] = {}
         self.augmenters: Catalog = Catalog("augmenter", _check_class("FeatureAugmenter"))
         self.losses: Catalog = Catalog("loss", _check_class("Loss"))
-        self.backbones: Catalog = Catalog("backbone")
-        self.datasets: Catalog = Catalog("dataset")
+        self.backbones: Catalog = Catalog("backbone", _check_spec("BackboneSpec"))
+        self.datasets: Catalog = Catalog("dataset", _check_spec("DatasetSpec"))
 
     # ---- loading -----------------------------------------------------------------------------
 

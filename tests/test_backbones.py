@@ -278,3 +278,34 @@ def test_importing_the_builtin_plugins_stays_light():
             "print(sorted(m for m in ('torch', 'timm', 'torchvision', 'sklearn', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_registrations_are_checked():
+    from featbench import hookimpl
+    from featbench.api import BackboneSpec, DatasetSpec
+    from featbench.errors import PluginError
+
+    class Bad:
+        @hookimpl
+        def register_backbones(self, registry):
+            registry.add("not-a-spec", object())
+
+    class BadFamily:
+        @hookimpl
+        def register_datasets(self, registry):
+            registry.add("fam", DatasetSpec(resolve=lambda n: None))
+
+    class Good:
+        @hookimpl
+        def register_backbones(self, registry):
+            registry.add("mine:", BackboneSpec(resolve=lambda n: BackboneSpec(build=lambda w: n, arch=n)))
+
+    for plugin, match in ((Bad(), "not a featbench.api.BackboneSpec"), (BadFamily(), "ends in ':'")):
+        host = load_plugins(strict=True, entry_points=[], builtins=[])
+        host.register_module(plugin, "p", "test")
+        with pytest.raises(PluginError, match=match):
+            host.build_catalogs()
+    host = load_plugins(strict=True, entry_points=[], builtins=[])
+    host.register_module(Good(), "g", "test")
+    host.build_catalogs()
+    assert host.get_backbone("mine:x").arch == "mine:x"
