@@ -1,4 +1,5 @@
-"""What plugins implement: the FeatureAugmenter and Loss contracts, and the typed values they exchange.
+"""What plugins implement: the FeatureAugmenter and Loss contracts, the BackboneSpec and DatasetSpec values
+backbone and data-set plugins register, and the typed values they exchange.
 
 Everything is vectorised over K configurations: the trainer trains a stack of K bias-free linear heads
 ``W`` of shape ``(K, C, d)`` on the same mini-batches, each head with its own hyper-parameters. A

@@ -160,6 +160,17 @@ def _split(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
+def _source_options(args, host) -> dict:
+    """The keyword arguments of ``featbench.sources.feature_set_for`` / ``extract`` from the image options."""
+    if args.image_size is not None and args.image_size < 8:
+        raise ConfigError(f"--image-size {args.image_size} is too small", "e.g. --image-size 224")
+    if args.extract_batch_size < 1:
+        raise ConfigError(f"--extract-batch-size {args.extract_batch_size} must be at least 1", "e.g. --extract-batch-size 64")
+    return dict(host=host, cache_dir=args.cache_dir, device=args.device, weights=_parse_weights(args.weights),
+                progress=not args.quiet, data_root=args.data_root, preprocess=args.image_size,
+                batch_size=args.extract_batch_size, workers=args.workers)
+
+
 def _image_feature_sets(args, host):
     """One FeatureSet per --dataset, from the --backbones ensemble (extracting what the cache lacks)."""
     import attrs
@@ -170,13 +181,10 @@ def _image_feature_sets(args, host):
         raise ConfigError("--backbones and --dataset go together", "e.g. --backbones timm:test_resnet --dataset digits")
     if getattr(args, "features", None):
         raise ConfigError("--features and --backbones/--dataset are alternatives", "give one of them")
-    if args.image_size is not None and args.image_size < 8:
-        raise ConfigError(f"--image-size {args.image_size} is too small", "e.g. --image-size 224")
+    options = _source_options(args, host)
     sets = []
     for dataset in _split(args.dataset):
-        fs = feature_set_for(dataset, _split(args.backbones), host=host, cache_dir=args.cache_dir, device=args.device,
-                             weights=_parse_weights(args.weights), progress=not args.quiet, data_root=args.data_root,
-                             preprocess=args.image_size, batch_size=args.extract_batch_size, workers=args.workers)
+        fs = feature_set_for(dataset, _split(args.backbones), **options)
         sets.append(attrs.evolve(fs, metric=args.metric) if getattr(args, "metric", None) else fs)
     return sets
 
@@ -322,11 +330,9 @@ def _cell_dict(r) -> dict:
 def cmd_extract(args) -> int:
     from .sources import extract
 
-    host = _host(args)
+    options = _source_options(args, _host(args))
     for dataset in _split(args.dataset):
-        splits, _, feats = extract(dataset, _split(args.backbones), host=host, cache_dir=args.cache_dir, device=args.device,
-                                   weights=_parse_weights(args.weights), progress=not args.quiet, data_root=args.data_root,
-                                   preprocess=args.image_size, batch_size=args.extract_batch_size, workers=args.workers)
+        _, _, feats = extract(dataset, _split(args.backbones), **options)
         for f in feats:
             sizes = ", ".join(f"{s} {c.x.shape[0]}x{c.x.shape[1]}" for s, c in f.splits.items())
             print(f"{dataset} {f.backbone}: {sizes}; extracted {', '.join(f.extracted) or 'nothing (all cached)'}")

@@ -238,7 +238,7 @@ def registry_backbones(registry: Mapping, arch: str) -> list[tuple[str, str, Wei
             source = WeightsSource(rule=rule, **{k: v for k, v in raw.items() if k in _SOURCE_KEYS})
             pre = dict(raw.get("preprocess") or {})
             Preprocess(**pre)  # validate now, not at extraction time
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"registry backbones.{name}: {exc}", "see the entries shipped in registry.yaml") from None
         out.append((name, raw.get("doc", ""), source, pre, raw))
     return out
