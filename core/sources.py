@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 import numpy as np
 
-from .api import Preprocess, ResolvedWeights
+from .api import BackboneSpec, Preprocess, ResolvedWeights
 from .cache import CachedFeatures, FeatureCache, cache_key
 from .datasets import ImageSource, Splits, default_data_root
 from .errors import ConfigError, DataError
@@ -57,12 +57,10 @@ def load_splits(dataset: str, host, data_root: str | None = None) -> tuple[Split
     return splits, spec.metric
 
 
-def backbone_features(dataset: str, splits: Splits, backbone: str, *, host, cache: FeatureCache,
-                      weights: str | None = None, preprocess: Preprocess | int | None = None,
-                      settings: ExtractSettings = ExtractSettings(), cache_dir: str | None = None) -> BackboneFeatures:
+def backbone_features(dataset: str, splits: Splits, backbone: str, spec: BackboneSpec, rw: ResolvedWeights, *,
+                      cache: FeatureCache, preprocess: Preprocess | int | None = None,
+                      settings: ExtractSettings = ExtractSettings()) -> BackboneFeatures:
     """Load backbone ``backbone``'s features of every split from the cache, extracting the missing ones."""
-    spec = host.get_backbone(backbone)
-    rw = resolve_weights(backbone, spec, weights, cache_dir)
     pre = spec.preprocess.with_size(preprocess) if isinstance(preprocess, int) else (preprocess or spec.preprocess)
     model, transform = None, None
     out, extracted = {}, []
@@ -133,10 +131,13 @@ def extract(dataset: str, backbones: Sequence[str], *, host, cache_dir: str | No
     if unknown:
         raise ConfigError(f"--weights names {unknown}, which are not among the backbones {names}", "use --weights NAME=PATH for a listed backbone")
     splits, metric = load_splits(dataset, host, data_root)
+    specs = [host.get_backbone(b) for b in names]
+    # every backbone's weights first, so a missing file fails before any long extraction
+    resolved = [resolve_weights(b, spec, weights.get(b), cache_dir) for b, spec in zip(names, specs)]
     cache = FeatureCache(cache_dir)
     settings = _settings(device, progress, batch_size, workers)
-    feats = [backbone_features(dataset, splits, b, host=host, cache=cache, weights=weights.get(b), preprocess=preprocess,
-                               settings=settings, cache_dir=cache_dir) for b in names]
+    feats = [backbone_features(dataset, splits, b, spec, rw, cache=cache, preprocess=preprocess, settings=settings)
+             for b, spec, rw in zip(names, specs, resolved)]
     return splits, metric, feats
 
 

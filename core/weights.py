@@ -48,11 +48,18 @@ def check_sha256(path: str, expected: str | None, what: str) -> str:
     return digest
 
 
+DOWNLOAD_TIMEOUT_S = 60  # a firewalled network drops packets instead of refusing: do not hang forever
+
+
 def _download(url: str, path: str, expected: str | None, name: str) -> None:
+    import socket
+
     import torch.hub
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.partial{os.getpid()}"
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         torch.hub.download_url_to_file(url, tmp, progress=True)
         check_sha256(tmp, expected, f"backbone {name}")
@@ -63,6 +70,7 @@ def _download(url: str, path: str, expected: str | None, name: str) -> None:
         raise WeightsUnavailableError(f"backbone {name}: weights are not at {path} and downloading {url} failed ({type(exc).__name__}: {exc})",
                                       f"download {url} to {path} yourself, or pass --weights {name}=FILE") from None
     finally:
+        socket.setdefaulttimeout(old_timeout)
         if os.path.exists(tmp):
             os.remove(tmp)
 

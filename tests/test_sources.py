@@ -126,3 +126,15 @@ def test_unknown_names_and_bad_weights_are_reported(host, tmp_path):
         feature_set_for("digits", ["timm:test_resnet"], host=host, weights={"M": "x.pth"}, cache_dir=str(tmp_path), progress=False)
     with pytest.raises(ConfigError, match="twice"):
         feature_set_for("digits", ["S", "S"], host=host, cache_dir=str(tmp_path), progress=False)
+
+
+def test_missing_weights_fail_before_any_extraction(host, tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    from featbench.weights import WeightsUnavailableError
+
+    def no_build(*a, **k):
+        raise AssertionError("extraction started before all weights were found")
+
+    monkeypatch.setattr("featbench.sources.build_backbone", no_build)
+    with pytest.raises(WeightsUnavailableError, match="--weights C=FILE"):
+        feature_set_for("digits", ["timm:test_resnet", "C"], host=host, cache_dir=str(tmp_path), progress=False, preprocess=SIZE)
