@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import featbench.weights
-from featbench.api import Preprocess
 from featbench.cache import FeatureCache
 from featbench.extract import ExtractSettings, extract_array, extract_into
-from featbench.features import FeatureSet, ensemble, l2_normalize
+from featbench.features import ensemble, l2_normalize
 from featbench.manager import load_plugins
 from featbench.sources import assemble, feature_set_for
 from featbench.weights import build_backbone, resolve_weights
