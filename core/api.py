@@ -1,4 +1,5 @@
-"""What plugins implement: the FeatureAugmenter and Loss contracts, and the typed values they exchange.
+"""What plugins implement: the FeatureAugmenter and Loss contracts, the BackboneSpec and DatasetSpec values
+backbone and data-set plugins register, and the typed values they exchange.
 
 Everything is vectorised over K configurations: the trainer trains a stack of K bias-free linear heads
 ``W`` of shape ``(K, C, d)`` on the same mini-batches, each head with its own hyper-parameters. A
@@ -338,3 +339,144 @@ def per_head(x: Tensor, num_heads: int) -> Tensor:
 def hp_column(value: Tensor, like: Tensor) -> Tensor:
     """Reshape a (K,) hyper-parameter so that it broadcasts over the trailing dims of ``like`` (K, ...)."""
     return value.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Backbones and data sets (registered through ``register_backbones`` / ``register_datasets``)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+def _three_floats(value) -> tuple[float, float, float]:
+    t = tuple(float(v) for v in value)
+    if len(t) != 3:
+        raise ConfigError(f"expected 3 channel values, got {value!r}", "give one value per RGB channel")
+    return t
+
+
+def _positive(instance, attribute, value) -> None:
+    if value < 1:
+        raise ConfigError(f"preprocess {attribute.name}={value} must be a positive size", "e.g. 224")
+
+
+@attrs.frozen
+class Preprocess:
+    """Image preprocessing bound to a backbone: resize the shorter side, centre-crop, normalise.
+
+    The default is the transfer linear-evaluation protocol (Resize 224 bicubic + CenterCrop 224, ImageNet
+    mean/std). Every field is part of the feature-cache key.
+    """
+
+    resize: int = attrs.field(default=224, converter=int, validator=_positive)
+    crop: int = attrs.field(default=224, converter=int, validator=_positive)
+    interpolation: str = attrs.field(default="bicubic", validator=attrs.validators.in_(INTERPOLATIONS))
+    mean: tuple[float, float, float] = attrs.field(default=IMAGENET_MEAN, converter=_three_floats)
+    std: tuple[float, float, float] = attrs.field(default=IMAGENET_STD, converter=_three_floats)
+
+    def with_size(self, size: int) -> Preprocess:
+        """The same preprocessing at crop ``size``, keeping the resize/crop ratio."""
+        return attrs.evolve(self, resize=round(size * self.resize / self.crop), crop=size)
+
+    def key(self) -> dict:
+        return attrs.asdict(self)
+
+    def transform(self):
+        """The torchvision transform: PIL RGB image -> float tensor (3, crop, crop)."""
+        from torchvision import transforms as T
+
+        mode = getattr(T.InterpolationMode, self.interpolation.upper())
+        return T.Compose([T.Resize(self.resize, interpolation=mode, antialias=True), T.CenterCrop(self.crop),
+                          T.ToTensor(), T.Normalize(self.mean, self.std)])
+
+
+def _str_tuple(value) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value or ())
+
+
+@attrs.frozen
+class ConversionRule:
+    """How a checkpoint file becomes a model state dict (``convert:`` in registry.yaml).
+
+    Applied in order: take ``top_key`` of the loaded dict (if given and present); keep only keys starting
+    with ``keep``; remove the prefix ``strip``; drop keys starting with any prefix in ``drop``.
+    """
+
+    top_key: str | None = None
+    keep: str = ""
+    strip: str = ""
+    drop: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+
+    def key(self) -> dict:
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class WeightsSource:
+    """Where a backbone's weights file comes from (``url``, stored as ``file`` under the cache's weights/).
+
+    ``sha256``: the full hex digest or a prefix of at least 8 digits (torch.hub convention), checked on
+    every file taken from the cache; None when unknown. ``download=False`` marks URLs that cannot be
+    fetched by a script (Google Drive, a file that needs converting); ``manual`` then says what to do
+    (``{url}`` and ``{path}`` are filled in). ``package``: the file ships inside this installed Python
+    package (``file`` is relative to the package folder); ``install`` says how to install it.
+    """
+
+    file: str
+    url: str | None = None
+    sha256: str | None = None
+    rule: ConversionRule = ConversionRule()
+    download: bool = True
+    manual: str | None = None
+    package: str | None = None
+    install: str | None = None
+
+
+@attrs.frozen
+class ResolvedWeights:
+    """The weights a backbone is built with, and their identity in the feature-cache key.
+
+    ``mode``: ``file`` (``path`` is a checkpoint, converted with ``rule``), ``pretrained`` (the library
+    fetches its own weights) or ``random`` (seeded initialisation, for tests and CI).
+    """
+
+    mode: str
+    id: str
+    path: str | None = None
+    rule: ConversionRule = ConversionRule()
+
+
+@attrs.frozen
+class BackboneSpec:
+    """A frozen feature extractor, as a plugin registers it: ``registry.add(name, spec, summary)``.
+
+    ``build(weights)`` returns a torch module in eval mode that maps a preprocessed batch (B, 3, H, W)
+    to pooled features (B, d), with ``weights`` (:class:`ResolvedWeights`) loaded. ``arch`` names the
+    architecture (part of the cache key). ``weights`` describes a file source; without one,
+    ``default_weights`` is ``pretrained`` (then ``pretrained_id`` identifies those weights) or ``random``.
+    A prefix family (``timm:``) sets ``resolve(full_name) -> BackboneSpec`` instead of ``build``.
+    """
+
+    build: Callable[[ResolvedWeights], Any] | None = None
+    arch: str = ""
+    preprocess: Preprocess = Preprocess()
+    weights: WeightsSource | None = None
+    default_weights: str = attrs.field(default="file", validator=attrs.validators.in_(("file", "pretrained", "random")))
+    pretrained_id: str | None = None
+    resolve: Callable[[str], BackboneSpec] | None = None
+
+
+@attrs.frozen
+class DatasetSpec:
+    """An image data set, as a plugin registers it: ``registry.add(name, spec, summary)``.
+
+    ``load(data_root)`` returns :class:`featbench.datasets.Splits` (train / val / test image sources and
+    class names) or raises :class:`featbench.errors.DataError` naming what to download and where to put
+    it. ``metric`` is ``top1`` or ``mean_per_class``. A prefix family (``folder:``) sets
+    ``resolve(full_name) -> DatasetSpec`` instead of ``load``.
+    """
+
+    load: Callable[[str], Any] | None = None
+    metric: str = attrs.field(default="top1", validator=attrs.validators.in_(("top1", "mean_per_class")))
+    resolve: Callable[[str], DatasetSpec] | None = None

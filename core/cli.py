@@ -1,4 +1,5 @@
-"""Command line: ``featbench plugins``, ``run``, ``report`` and ``plot``. Only this module prints for humans.
+"""Command line: ``featbench plugins``, ``run``, ``report``, ``plot``, ``extract`` and ``convert``. Only this
+module prints for humans.
 
 Every user error ends as one line ``featbench: error: PROBLEM (FIX)`` on stderr and exit status 2;
 ``--debug`` shows tracebacks instead.
@@ -66,7 +67,34 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--run", type=int, default=None, metavar="ID", help="which run of DIR (default: the latest)")
     pl.add_argument("--hp", action="append", default=[], metavar="NAME", help="hyper-parameter for the x axis (repeatable; default: every one the grid varies)")
     pl.add_argument("--out", default=None, metavar="PLOTDIR", help="where to write the PNGs (default: DIR/plots)")
+
+    ep = sub.add_parser("extract", parents=[late], help="extract backbone features of a data set into the feature cache")
+    _image_options(ep, extract=True)
+    ep.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    ep.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+
+    cp = sub.add_parser("convert", parents=[late], help="convert a released checkpoint to a plain torchvision state dict")
+    cp.add_argument("source", choices=["byol"], help="byol: BYOL's JAX/Haiku pretrain_res50x1.pkl (read without running code)")
+    cp.add_argument("input", metavar="PKL", help="the released file")
+    cp.add_argument("output", metavar="OUT", help="where to write the .pth (use it with --weights B=OUT)")
     return parser
+
+
+def _image_options(p: argparse.ArgumentParser, extract: bool) -> None:
+    """Options that take features from images: backbones x data sets through the feature cache."""
+    g = p.add_argument_group("features from images (instead of --features)" if not extract else "what to extract")
+    g.add_argument("--backbones", default=None, required=extract, metavar="NAME[,NAME...]",
+                   help="backbones whose features are ensembled, e.g. S,M,B,C or timm:resnet50 (see featbench plugins)")
+    g.add_argument("--dataset", default=None, required=extract, metavar="NAME[,NAME...]",
+                   help="data sets, one column each, e.g. cifar100, digits, folder:PATH")
+    g.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
+                   help="weights for a backbone: a checkpoint file, 'random' or 'pretrained'; repeatable")
+    g.add_argument("--cache-dir", default=None, metavar="DIR", help="feature and weights cache (default: $FEATBENCH_CACHE or ~/.cache/featbench)")
+    g.add_argument("--data-root", default=None, metavar="DIR", help="where data sets live (default: $FEATBENCH_DATA or ~/.cache/featbench/data)")
+    g.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="crop size N for every backbone, keeping each one's resize/crop ratio (default: each backbone's own)")
+    g.add_argument("--extract-batch-size", type=int, default=64, metavar="B", help="images per forward pass (default: 64)")
+    g.add_argument("--workers", type=int, default=None, metavar="N", help="image-decoding workers (default: by device)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -89,7 +117,12 @@ def _run_options(rp: argparse.ArgumentParser) -> None:
     g.add_argument("--combos", default=S, metavar="all|singles|A+B[,...]",
                    help="backbone sets to evaluate: all non-empty subsets of --backbones (Table 4), each alone, or a list")
     g.add_argument("--weights", action="append", default=S, metavar="NAME=PATH", help="local checkpoint for a backbone; repeatable")
-    g.add_argument("--cache-dir", default=S, metavar="DIR", help="feature cache directory")
+    g.add_argument("--cache-dir", default=S, metavar="DIR", help="feature and weights cache (default: $FEATBENCH_CACHE or ~/.cache/featbench)")
+    g.add_argument("--data-root", default=S, metavar="DIR", help="where data sets live (default: $FEATBENCH_DATA or ~/.cache/featbench/data)")
+    g.add_argument("--image-size", type=int, default=S, metavar="N",
+                   help="crop size N for every backbone, keeping each one's resize/crop ratio (default: each backbone's own)")
+    g.add_argument("--extract-batch-size", type=int, default=S, metavar="B", help="images per forward pass (default: 64)")
+    g.add_argument("--workers", type=int, default=S, metavar="N", help="image-decoding workers (default: by device)")
     g.add_argument("--metric", choices=["top1", "mean_per_class"], default=S, help="override the sources' metric")
     g = rp.add_argument_group("protocol")
     g.add_argument("--loss", default=S, help=f"training loss (default: {D.loss})")
@@ -145,6 +178,31 @@ def cmd_plugins(args) -> int:
     for f in failures:
         print(f"FAILED  {f['plugin']} ({f['distribution']}): {f['error']}")
     return 0
+
+
+def _parse_weights(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ConfigError(f"--weights {item!r} is not NAME=PATH", "e.g. --weights M=~/ckpt/r-50-1000ep.pth.tar")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _source_options(args, host) -> dict:
+    """The keyword arguments of ``featbench.sources.feature_set_for`` / ``extract`` from the image options."""
+    if args.image_size is not None and args.image_size < 8:
+        raise ConfigError(f"--image-size {args.image_size} is too small", "e.g. --image-size 224")
+    if args.extract_batch_size < 1:
+        raise ConfigError(f"--extract-batch-size {args.extract_batch_size} must be at least 1", "e.g. --extract-batch-size 64")
+    return dict(host=host, cache_dir=args.cache_dir, device=args.device, weights=_parse_weights(args.weights),
+                progress=not args.quiet, data_root=args.data_root, preprocess=args.image_size,
+                batch_size=args.extract_batch_size, workers=args.workers)
 
 
 def _prepare_out(path: str | None) -> str | None:
@@ -238,7 +296,9 @@ def cmd_run(args) -> int:
     progress = _Progress(spec.quiet)
     with Store(out) as store:
         try:
-            load = LoadOptions(cache_dir=spec.cache_dir, device=device, weights=dict(spec.weights), progress=progress.tty)
+            load = LoadOptions(cache_dir=spec.cache_dir, device=device, weights=dict(spec.weights), progress=progress.tty,
+                               data_root=spec.data_root, image_size=spec.image_size,
+                               extract_batch_size=spec.extract_batch_size, workers=spec.workers)
             outcome = Runner(spec, host, store, device=device, registry_path=args.registry, listener=progress, load=load).run()
         finally:
             progress.close()
@@ -309,7 +369,29 @@ def cmd_plot(args) -> int:
     return 0
 
 
-COMMANDS = {"plugins": cmd_plugins, "run": cmd_run, "report": cmd_report, "plot": cmd_plot}
+def cmd_extract(args) -> int:
+    from .sources import extract
+
+    options = _source_options(args, _host(args))
+    for dataset in _split(args.dataset):
+        _, _, feats = extract(dataset, _split(args.backbones), **options)
+        for f in feats:
+            sizes = ", ".join(f"{s} {c.x.shape[0]}x{c.x.shape[1]}" for s, c in f.splits.items())
+            print(f"{dataset} {f.backbone}: {sizes}; extracted {', '.join(f.extracted) or 'nothing (all cached)'}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .convert import convert_byol
+
+    sd = convert_byol(args.input, args.output)
+    print(f"wrote {args.output}: {len(sd)} tensors (torchvision resnet50 keys, with the online classifier as fc); "
+          f"use it with --weights B={args.output}")
+    return 0
+
+
+COMMANDS = {"plugins": cmd_plugins, "run": cmd_run, "report": cmd_report, "plot": cmd_plot,
+            "extract": cmd_extract, "convert": cmd_convert}
 
 
 def _format_warning(message, category, filename, lineno, file=None, line=None):

@@ -60,10 +60,12 @@ def register_losses(registry):
 def register_backbones(registry):
     """Register frozen feature extractors.
 
-    :param registry: call ``registry.add(name, factory)`` where ``factory`` is a
-        :class:`featbench.api.BackboneSpec` describing how to build the model, load its weights and
-        preprocess images. A name may also be a prefix family (``timm:``, ``torchvision:``): see
-        ``BackboneSpec.prefix``.
+    :param registry: call ``registry.add(name, spec, summary)`` where ``spec`` is a
+        :class:`featbench.api.BackboneSpec`: how to build the model with its weights
+        (:class:`featbench.api.ResolvedWeights`), where a weights file comes from
+        (:class:`featbench.api.WeightsSource`) and the preprocessing (:class:`featbench.api.Preprocess`).
+        A name ending in ``:`` (``timm:``) is a prefix family whose ``spec.resolve(full_name)`` returns
+        the spec of a member (``timm:resnet50``). Import torch/timm inside ``build``, not at module level.
 
     Called once per plugin when the plugin manager builds its catalog.
     """
@@ -71,10 +73,12 @@ def register_backbones(registry):
 
 @hookspec
 def register_datasets(registry):
-    """Register image data sets (train/val/test splits, number of classes, metric).
+    """Register image data sets (train/val/test splits, class names, metric).
 
-    :param registry: call ``registry.add(name, spec)`` where ``spec`` is a
-        :class:`featbench.api.DatasetSpec`.
+    :param registry: call ``registry.add(name, spec, summary)`` where ``spec`` is a
+        :class:`featbench.api.DatasetSpec` whose ``load(data_root)`` returns
+        :class:`featbench.datasets.Splits`. A name ending in ``:`` (``folder:``) is a prefix family
+        resolved by ``spec.resolve(full_name)``.
 
     Called once per plugin when the plugin manager builds its catalog.
     """

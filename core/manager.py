@@ -78,6 +78,22 @@ def _check_class(base_name: str):
     return check
 
 
+def _check_spec(type_name: str):
+    """Backbones and data sets are spec instances; a name ending in ':' is a family with ``resolve``."""
+
+    def check(name: str, obj: Any) -> None:
+        from . import api
+
+        if not isinstance(obj, getattr(api, type_name)):
+            raise PluginError(f"{name!r} is a {type(obj).__name__}, not a featbench.api.{type_name}",
+                              f"register a featbench.api.{type_name}(...)")
+        if name.endswith(":") != (obj.resolve is not None):
+            raise PluginError(f"{name!r}: a family's name ends in ':' and its spec sets resolve (and only then)",
+                              "register 'family:' with resolve=..., or a plain name with build/load")
+
+    return check
+
+
 class PluginHost:
     """The plugin manager plus the catalogs built from it. Build one with :func:`load_plugins`."""
 
@@ -88,8 +104,8 @@ class PluginHost:
         self.providers: dict[str, Provider] = {}
         self.augmenters: Catalog = Catalog("augmenter", _check_class("FeatureAugmenter"))
         self.losses: Catalog = Catalog("loss", _check_class("Loss"))
-        self.backbones: Catalog = Catalog("backbone")
-        self.datasets: Catalog = Catalog("dataset")
+        self.backbones: Catalog = Catalog("backbone", _check_spec("BackboneSpec"))
+        self.datasets: Catalog = Catalog("dataset", _check_spec("DatasetSpec"))
 
     # ---- loading -----------------------------------------------------------------------------
 
@@ -168,11 +184,24 @@ class PluginHost:
     def get_loss(self, name: str) -> type:
         return self._get(self.losses, name).obj
 
+    def _get_member(self, catalog: Catalog, name: str) -> Any:
+        """A name, or a member ``FAMILY:REST`` of a prefix family registered as ``FAMILY:`` (resolved by
+        the family's ``resolve(name)``); a plain name wins over a family member of the same spelling."""
+        family = name.split(":", 1)[0] + ":" if ":" in name else None
+        if name not in catalog and family in catalog and len(name) > len(family):
+            return catalog.get(family).resolve(name)
+        spec = self._get(catalog, name).obj
+        if getattr(spec, "resolve", None) is not None:
+            raise UnknownNameError(catalog.kind, name, catalog.names(), f"{name} is a family: name a member, e.g. {name}NAME")
+        return spec
+
     def get_backbone(self, name: str) -> Any:
-        return self._get(self.backbones, name).obj
+        """The :class:`featbench.api.BackboneSpec` of ``name`` (``timm:resnet50`` resolves through ``timm:``)."""
+        return self._get_member(self.backbones, name)
 
     def get_dataset(self, name: str) -> Any:
-        return self._get(self.datasets, name).obj
+        """The :class:`featbench.api.DatasetSpec` of ``name`` (``folder:PATH`` resolves through ``folder:``)."""
+        return self._get_member(self.datasets, name)
 
     def list_augmenters(self) -> list[str]:
         return self.augmenters.names()

@@ -64,6 +64,10 @@ class LoadOptions:
     device: str = "auto"
     weights: Mapping[str, str] = attrs.field(factory=dict)
     progress: bool = False
+    data_root: str | None = None
+    image_size: int | None = None  # crop size for every backbone (None: each backbone's own)
+    extract_batch_size: int = 64
+    workers: int | None = None
 
 
 _DIGESTS: dict[tuple, str] = {}
@@ -135,7 +139,9 @@ def load_source(src: SourceSpec, host, options: LoadOptions) -> FeatureSet:
                           "(backbones and data sets), which this installation lacks",
                           "pass feature files with --features or feature_files in the suite") from None
     fs = sources.feature_set_for(src.dataset, list(src.backbones), host=host, cache_dir=options.cache_dir,
-                                 device=options.device, weights=dict(options.weights) or None, progress=options.progress)
+                                 device=options.device, weights=dict(options.weights) or None, progress=options.progress,
+                                 data_root=options.data_root, preprocess=options.image_size,
+                                 batch_size=options.extract_batch_size, workers=options.workers)
     if src.metric is not None and fs.metric != src.metric:
         fs = attrs.evolve(fs, metric=src.metric)
     return fs

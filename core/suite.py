@@ -76,6 +76,10 @@ class RunSpec:
     max_heads: int | None = None
     executor: str = "local"
     cache_dir: str | None = None
+    data_root: str | None = None
+    image_size: int | None = None
+    extract_batch_size: int = 64
+    workers: int | None = None
     weights: Mapping[str, str] = attrs.field(factory=dict)
     plugins: tuple[str, ...] = ()
     description: str = ""
@@ -276,10 +280,10 @@ def _weights(value) -> dict[str, str]:
     return out
 
 
-_INT = {"epochs", "batch_size", "seed", "seeds", "digits", "log_every", "max_heads"}
+_INT = {"epochs", "batch_size", "seed", "seeds", "digits", "log_every", "max_heads", "image_size", "extract_batch_size", "workers"}
 _FLOAT = {"val_fraction"}
 _BOOL = {"quiet"}
-_STR = {"loss", "grid", "metric", "device", "format", "layout", "gain_of", "out", "executor", "cache_dir", "description"}
+_STR = {"loss", "grid", "metric", "device", "format", "layout", "gain_of", "out", "executor", "cache_dir", "data_root", "description"}
 
 
 def _coerce(name: str, value, base: str | None, from_flags: bool = False):

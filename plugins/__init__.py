@@ -17,4 +17,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "featbench.plugins.isda",
     "featbench.plugins.meada",
     "featbench.plugins.core_tuning",
+    "featbench.plugins.backbones_resnet",
+    "featbench.plugins.backbones_offline",
+    "featbench.plugins.backbones_hub",
+    "featbench.plugins.datasets",
 )
