@@ -296,7 +296,7 @@ def cmd_run(args) -> int:
     progress = _Progress(spec.quiet)
     with Store(out) as store:
         try:
-            load = LoadOptions(cache_dir=spec.cache_dir, device=device, weights=dict(spec.weights), progress=progress.tty,
+            load = LoadOptions(cache_dir=spec.cache_dir, device=device, weights=dict(spec.weights), progress=not spec.quiet,
                                data_root=spec.data_root, image_size=spec.image_size,
                                extract_batch_size=spec.extract_batch_size, workers=spec.workers)
             outcome = Runner(spec, host, store, device=device, registry_path=args.registry, listener=progress, load=load).run()

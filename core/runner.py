@@ -268,7 +268,7 @@ def config_key(source_id: str, augmenter: str, loss: str, phase: str, hp: Mappin
                val_fraction: float) -> str:
     """Identity of one trained configuration (independent of the grid it came from and of the row label)."""
     return stable_hash({"source": source_id, "augmenter": augmenter, "loss": loss, "phase": phase,
-                        "hp": {k: float(v) for k, v in hp.items()}, **_settings_ident(settings, val_fraction)})
+                        "hp": {k: v if isinstance(v, str) else float(v) for k, v in hp.items()}, **_settings_ident(settings, val_fraction)})
 
 
 def plan_cells(spec: RunSpec, rows: Sequence[RowPlan], device: str, load: LoadOptions) -> list[CellPlan]:
