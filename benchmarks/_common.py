@@ -95,10 +95,19 @@ def alternate(fns: dict[str, Callable[[], object]], repeats: int, warmup: dict[s
         for name, fn in fns.items():
             c0, t0 = time.process_time(), time.perf_counter()
             res = fn()
+            _sync()
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             t = out[name]
             t.wall, t.cpu, t.result = min(t.wall, wall), min(t.cpu, cpu), res
     return out
+
+
+def _sync() -> None:
+    """Wait for queued GPU work, so a timing covers it."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def top1(weight, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -108,6 +117,25 @@ def top1(weight, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     w = weight if weight.dim() == 3 else weight[None]
     return metrics.top1(predict(w, x), y)
+
+
+def reference_run(data: dict, size: Size, config: dict, epochs: int | None = None, device: str = "cpu"):
+    """A closure training ``config`` with the official-style reference loop; returns the weight (C, d)."""
+    from reference_sea import train_reference
+
+    cfg = {k: config[k] for k in ("lr", "wd", "alpha", "eta", "lamda", "delta")}
+    return lambda: train_reference(data["train_x"], data["train_y"], size.C, epochs=epochs or size.epochs,
+                                   batch_size=size.b, seed=0, device=device, **cfg)
+
+
+def featbench_run(data: dict, size: Size, configs: list[dict], epochs: int | None = None, **settings):
+    """A closure training ``configs`` as one featbench K-stack of SeA heads; returns the weights (K, C, d)."""
+    from featbench.plugins.losses import SmoothedHinge
+    from featbench.plugins.sea import SeA
+    from featbench.train import TrainSettings, train_heads
+
+    ts = TrainSettings(epochs=epochs or size.epochs, batch_size=size.b, seed=0, **settings)
+    return lambda: train_heads(data["train_x"], data["train_y"], size.C, SeA, SmoothedHinge(), configs, ts).weight
 
 
 def set_threads(n: int | None) -> None:

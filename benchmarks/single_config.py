@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import argparse
 
-from _common import add_size_args, alternate, header, set_threads, size_from_args, synthetic_features, top1
+from _common import (add_size_args, alternate, featbench_run, header, reference_run, set_threads, size_from_args,
+                     synthetic_features, top1)
 
 OFFICIAL = dict(lr=1.6, wd=1e-6, alpha=0.01, eta=0.8, lamda=0.1, delta=0.0)
 
@@ -34,26 +35,14 @@ def main() -> None:
     header("single SeA configuration: featbench vs the reference loop", size)
     data = synthetic_features(size)
 
-    import torch
+    def featbench(fast: bool, epochs: int | None = None):
+        run = featbench_run(data, size, [OFFICIAL], epochs, device=args.device, fast=fast, matmul=args.matmul)
+        return lambda: run()[0]
 
-    from featbench.plugins.losses import SmoothedHinge
-    from featbench.plugins.sea import SeA
-    from featbench.train import TrainSettings, train_heads
-    from reference_sea import train_reference
-
-    def reference(epochs: int):
-        return lambda: train_reference(data["train_x"], data["train_y"], size.C, epochs=epochs, batch_size=size.b, seed=0,
-                                       **OFFICIAL)
-
-    def featbench(fast: bool, epochs: int):
-        settings = TrainSettings(epochs=epochs, batch_size=size.b, seed=0, device=args.device, fast=fast,
-                                 matmul=args.matmul)
-        return lambda: train_heads(data["train_x"], data["train_y"], size.C, SeA, SmoothedHinge(), [OFFICIAL], settings).weight[0]
-
-    sides = {"reference loop": reference(size.epochs), "featbench": featbench(True, size.epochs)}
-    warm = {"reference loop": reference(1), "featbench": featbench(True, 1)}
+    sides = {"reference loop": reference_run(data, size, OFFICIAL, device=args.device), "featbench": featbench(True)}
+    warm = {"reference loop": reference_run(data, size, OFFICIAL, 1, args.device), "featbench": featbench(True, 1)}
     if args.generic:
-        sides["featbench generic"] = featbench(False, size.epochs)
+        sides["featbench generic"] = featbench(False)
     times = alternate(sides, args.repeats, warm)
     ref = times["reference loop"]
     print(f"config: {OFFICIAL}; best of {args.repeats}")
@@ -63,7 +52,6 @@ def main() -> None:
         gap = float((w - ref.result.cpu()).abs().max())
         print(f"{name:18s} wall {t.wall:8.2f} s  cpu {t.cpu:8.2f} s  test top-1 {acc:6.2f}  max|W - W_ref| {gap:.1e}"
               f"  speed-up wall {ref.wall / t.wall:5.2f}x  cpu {ref.cpu / t.cpu:5.2f}x")
-    del torch
 
 
 if __name__ == "__main__":

@@ -72,6 +72,16 @@ def row_weights(dz: Tensor, row_weight: Tensor | None) -> Tensor:
     return dz * (w.unsqueeze(-1) if w.dim() == 2 else w.view(1, -1, 1))
 
 
+def select_heads(loss: BoundLoss, heads: Tensor) -> BoundLoss:
+    """The loss bound to a subset of the heads (every per-head hyper-parameter indexed by ``heads``)."""
+    from .api import BoundLoss
+
+    K = max((v.shape[0] for v in loss.hp.values() if getattr(v, "dim", lambda: 0)() == 1), default=0)
+    hp = {k: v.index_select(0, heads) if getattr(v, "dim", lambda: 0)() == 1 and v.shape[0] == K else v
+          for k, v in loss.hp.items()}
+    return BoundLoss(loss.loss, hp)
+
+
 def per_row_loss(loss: BoundLoss) -> bool:
     """True when the loss adds no batch-level term to its per-row losses (``Loss.batch_term`` not overridden)."""
     from .api import Loss

@@ -8,7 +8,7 @@ import torch
 from featbench.api import Augmented, Batch, BoundLoss, Targets
 from featbench.fastpath import (batch_gram, closed_form_eligible, closed_form_gradients, dense_grad, gradient_similarities,
                                 gradient_sq_norms, linear_weight_grad, push_mix, row_mix_logits, row_mix_weight_grad,
-                                stacked_logits)
+                                select_heads, stacked_logits)
 from featbench.plugins.losses import CrossEntropy, SmoothedHinge
 from featbench.plugins.sea import (feature_gradients, masked_softmax_weights, push_along, sea_augment,
                                    sea_fused_gradients, span_direction)
@@ -120,20 +120,28 @@ def sea_batch(b=B, d=D, C=C, K=4, seed=0):
     return Batch(x=x, y=y, weight=w, epoch=0, step=0), BoundLoss(SmoothedHinge(), hp)
 
 
+@pytest.mark.parametrize("active", [None, torch.tensor([0, 1, 3])])  # all heads, or only those with eta != 0
 @pytest.mark.parametrize("shape", [(B, D, C), (12, 6, 9), (16, 40, 20)])  # C < b, d < b, C > b
-def test_fused_sea_step_equals_the_generic_sea_step(shape):
+def test_fused_sea_step_equals_the_generic_sea_step(shape, active):
     b, d, C = shape
     batch, loss = sea_batch(b, d, C)
     hp = loss.hp
     x_aug = sea_augment(batch.x, feature_gradients(batch, loss, 4), hp["alpha"], hp["eta"])
     expect = head_gradients(Augmented(x_aug, Targets.hard(batch.y)), batch.weight, loss)
-    fused = dense_grad(sea_fused_gradients(batch.x, batch.y, batch.weight, loss, hp["alpha"], hp["eta"]))
+    fused = dense_grad(sea_fused_gradients(batch.x, batch.y, batch.weight, loss, hp["alpha"], hp["eta"], active))
     assert torch.allclose(fused, expect, atol=1e-12, rtol=1e-9)
 
 
-def test_fused_sea_with_eta_zero_is_the_closed_form_baseline_bit_for_bit():
+@pytest.mark.parametrize("active", [None, torch.tensor([], dtype=torch.int64)])
+def test_fused_sea_with_eta_zero_is_the_closed_form_baseline_bit_for_bit(active):
     batch, loss = sea_batch()
     hp = {**loss.hp, "eta": torch.zeros(4, dtype=F64)}
-    fused = sea_fused_gradients(batch.x, batch.y, batch.weight, loss, hp["alpha"], hp["eta"])
+    fused = sea_fused_gradients(batch.x, batch.y, batch.weight, loss, hp["alpha"], hp["eta"], active)
     base = closed_form_gradients(Augmented(batch.x, Targets.hard(batch.y)), batch.weight, loss)
     assert torch.equal(fused.dz, base.dz) and torch.equal(fused.x, base.x)
+
+
+def test_selecting_heads_subsets_every_per_head_hyper_parameter():
+    loss = BoundLoss(SmoothedHinge(), {**hinge(4).hp, "name": "literal"})
+    sub = select_heads(loss, torch.tensor([2, 0]))
+    assert torch.equal(sub.hp["lamda"], loss.hp["lamda"][[2, 0]]) and sub.hp["name"] == "literal"
