@@ -119,22 +119,22 @@ def top1(weight, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return metrics.top1(predict(w, x), y)
 
 
-def reference_run(data: dict, size: Size, config: dict, epochs: int | None = None, device: str = "cpu"):
+def reference_run(data: dict, size: Size, config: dict, epochs: int | None = None, device: str = "cpu", seed: int = 0):
     """A closure training ``config`` with the official-style reference loop; returns the weight (C, d)."""
     from reference_sea import train_reference
 
     cfg = {k: config[k] for k in ("lr", "wd", "alpha", "eta", "lamda", "delta")}
     return lambda: train_reference(data["train_x"], data["train_y"], size.C, epochs=epochs or size.epochs,
-                                   batch_size=size.b, seed=0, device=device, **cfg)
+                                   batch_size=size.b, seed=seed, device=device, **cfg)
 
 
-def featbench_run(data: dict, size: Size, configs: list[dict], epochs: int | None = None, **settings):
+def featbench_run(data: dict, size: Size, configs: list[dict], epochs: int | None = None, seed: int = 0, **settings):
     """A closure training ``configs`` as one featbench K-stack of SeA heads; returns the weights (K, C, d)."""
     from featbench.plugins.losses import SmoothedHinge
     from featbench.plugins.sea import SeA
     from featbench.train import TrainSettings, train_heads
 
-    ts = TrainSettings(epochs=epochs or size.epochs, batch_size=size.b, seed=0, **settings)
+    ts = TrainSettings(epochs=epochs or size.epochs, batch_size=size.b, seed=seed, **settings)
     return lambda: train_heads(data["train_x"], data["train_y"], size.C, SeA, SmoothedHinge(), configs, ts).weight
 
 

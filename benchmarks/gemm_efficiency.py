@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 import numpy as np
 from _common import add_size_args, alternate, featbench_run, header, set_threads, size_from_args, synthetic_features, top1
@@ -24,13 +23,15 @@ from grid import grid_configs
 
 
 def gemm_rate(m: int, k: int, n: int, precision: str, repeats: int = 10) -> float:
-    """Best GFLOP/s of a (m, k) x (k, n) float32 product with the given oneDNN precision ('none' or 'bf16')."""
+    """Best GFLOP/s of a (m, k) x (k, n) float32 product in ``precision`` (``fp32`` or ``bf16``, as the trainer)."""
     import time
 
     import torch
 
+    from featbench.train import matmul_precision
+
     a, b = torch.randn(m, k), torch.randn(k, n)
-    with mkldnn_precision(precision):
+    with matmul_precision(precision, torch.device("cpu")):
         a @ b
         best = float("inf")
         for _ in range(repeats):
@@ -38,19 +39,6 @@ def gemm_rate(m: int, k: int, n: int, precision: str, repeats: int = 10) -> floa
             a @ b
             best = min(best, time.perf_counter() - t)
     return 2 * m * k * n / best / 1e9
-
-
-@contextlib.contextmanager
-def mkldnn_precision(value: str):
-    import torch
-
-    flags = torch.backends.mkldnn.matmul
-    before = flags.fp32_precision
-    flags.fp32_precision = value
-    try:
-        yield
-    finally:
-        flags.fp32_precision = before
 
 
 def step_flops(configs: list[dict], size) -> float:
@@ -72,11 +60,11 @@ def main() -> None:
     configs = grid_configs(24)
     K = len(configs)
     header(f"arithmetic efficiency of a K = {K} SeA stack, and bf16 on CPU", size)
-    for prec, label in (("none", "fp32"), ("bf16", "bf16 (oneDNN)")):
+    for prec, label in (("fp32", "fp32"), ("bf16", "bf16 (oneDNN)")):
         fwd = gemm_rate(K * size.C, size.d, size.b, prec)
         bwd = gemm_rate(K * size.C, size.b, size.d, prec)
         print(f"plain {label} GEMM: logits shape {fwd:6.1f} GFLOP/s, weight-gradient shape {bwd:6.1f} GFLOP/s")
-    peak = max(gemm_rate(K * size.C, size.d, size.b, "none"), gemm_rate(K * size.C, size.b, size.d, "none"))
+    peak = max(gemm_rate(K * size.C, size.d, size.b, "fp32"), gemm_rate(K * size.C, size.b, size.d, "fp32"))
     data = synthetic_features(size)
     steps = -(-size.n // size.b) * args.timing_epochs
     flops = step_flops(configs, size)

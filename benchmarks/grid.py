@@ -14,7 +14,7 @@ single runs are printed beside the same configuration's head in the stack (equal
     python benchmarks/grid.py --grid 24                 # 3 lr x 4 eta x 2 alpha, CPU size, 30 epochs
     python benchmarks/grid.py --grid 24 --C 10
     python benchmarks/grid.py --grid 216 --epochs 3     # 6 lr x 4 eta x 3 alpha x 3 lamda
-    python benchmarks/grid.py --grid 1728 --size paper --device cuda   # the paper's whole SeA grid
+    python benchmarks/grid.py --grid 1728 --size paper --device cuda --matmul tf32 --cuda-graphs  # the whole SeA grid
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--matmul", default="fp32")
+    ap.add_argument("--cuda-graphs", action="store_true", help="featbench replays epochs as CUDA graphs (GPU only)")
     ap.add_argument("--max-heads", type=int, default=0, help="heads stepped at a time (0: as many as fit)")
     args = ap.parse_args()
     set_threads(args.threads)
@@ -82,9 +83,10 @@ def main() -> None:
     header(f"grid of K = {len(configs)} SeA configurations: together vs one after another", size)
     print(f"grid axes: {GRIDS[args.grid]}; other hyper-parameters {DEFAULTS}")
     data = synthetic_features(size)
-    opts = dict(device=args.device, matmul=args.matmul)
+    opts = dict(device=args.device, matmul=args.matmul, cuda_graphs=args.cuda_graphs)
 
-    alternate({"warm-up": featbench_run(data, size, configs[:2], 1, **opts)}, 1)
+    alternate({"warm-up": featbench_run(data, size, configs[:2], 1, **opts),
+               "warm-up reference": reference_run(data, size, configs[-1], 1, args.device)}, 1)
     stack = alternate({"together": featbench_run(data, size, configs, max_heads=args.max_heads, **opts)}, 1)["together"]
     acc_stack = top1(stack.result.cpu(), data["test_x"], data["test_y"])
 

@@ -37,16 +37,18 @@ def epoch_graphs(stacks, settings, device):
     if unsafe:
         warnings.warn(f"CUDA graphs are off: {', '.join(unsafe)} does not declare cuda_graph_safe", stacklevel=3)
         return None
-    return [EpochGraph() for _ in stacks]
+    shared: dict = {"pool": None}  # one memory pool for all chunks' graphs (replayed in capture order)
+    return [EpochGraph(shared) for _ in stacks]
 
 
 class EpochGraph:
     """Runs a stack's epochs: eager first, then captured once and replayed with a new permutation."""
 
-    def __init__(self):
+    def __init__(self, shared: dict):
         self.graph = None
         self.perm = None
         self.eager_epochs = 0
+        self.shared = shared
 
     def run(self, stack, epoch: int, perm, step: int) -> None:
         import torch
@@ -59,8 +61,10 @@ class EpochGraph:
         if self.graph is None:
             self.perm = perm.clone()
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            with torch.cuda.graph(self.graph, pool=self.shared["pool"]):
                 stack.run_epoch(epoch, self.perm, step)
+            if self.shared["pool"] is None:
+                self.shared["pool"] = self.graph.pool()
         elif perm.shape != self.perm.shape:  # the training set changed size: cannot replay
             stack.run_epoch(epoch, perm, step)
             return

@@ -5,7 +5,9 @@ Features are stored once and gathered per mini-batch, converted to the math dtyp
 * float32 / float64 arrays (the default) become a tensor of the math dtype on the training device, as before;
 * half-precision arrays (``np.float16``, including an ``np.memmap`` of a feature file larger than RAM) are
   kept in half precision: zero-copy on the CPU (a memmap stays on disk and only the pages a batch touches
-  are read), copied chunk by chunk to an accelerator. No full float32 copy is ever made;
+  are read), copied chunk by chunk to an accelerator (resident there, unless they would take more than
+  half of its free memory: then they stay on the host and every batch is copied over). No full float32
+  copy is ever made;
 * ``storage="float16"`` / ``"bfloat16"`` converts any array to that storage dtype chunk by chunk.
 
 Half-precision storage changes the features by the rounding of the stored values only (tested: a float16
@@ -62,7 +64,7 @@ def place_features(train_x, device, math_dtype: str = "float32", storage: str = 
     """The training rows as a tensor to gather batches from: (n, d) in the storage dtype.
 
     On the CPU a row block already in the storage dtype is used in place (zero copy). Otherwise rows
-    are converted ``_CHUNK_ROWS`` at a time into a tensor on ``device``.
+    are converted ``_CHUNK_ROWS`` at a time into a tensor on ``device`` (or on the host, see above).
     """
     import torch
 
@@ -71,6 +73,8 @@ def place_features(train_x, device, math_dtype: str = "float32", storage: str = 
     if isinstance(train_x, np.ndarray) and train_x.dtype not in (np.float16, np.float32, np.float64):
         train_x = np.asarray(train_x, dtype=np.float32)
     src = _host_view(train_x)
+    if dev.type == "cuda" and src.numel() * torch.empty((), dtype=dt).element_size() > memory_budget(dev) // 2:
+        dev = torch.device("cpu")  # larger than half the device: stays on the host, batches are copied over
     if src.dtype == dt and src.device == dev:
         return src
     out = torch.empty(src.shape, dtype=dt, device=dev)

@@ -8,8 +8,8 @@ data-order generator, walked in chunks of ``batch_size`` with the last partial c
 Heads are independent: their losses are summed only to get every head's own gradient in one backward
 pass, so K heads trained together equal K single runs with the same seed (tested). Each step takes the
 cheapest exact route (featbench.fastpath): an augmenter's fused step, else the closed-form weight gradient
-``(dL/dZ)^T X``, else autograd through ``head_gradients`` (the reference). Nothing in an epoch reads a
-device value on the host; divergence is detected on the device after each epoch.
+``(dL/dZ)^T X``, else autograd through ``head_gradients`` (the reference). The trainer itself reads no
+device value on the host inside an epoch; divergence is detected on the device after each epoch.
 """
 
 from __future__ import annotations
@@ -179,11 +179,13 @@ class _Stack:
 
     def run_epoch(self, epoch: int, perm, step: int) -> None:
         """Every mini-batch of ``perm`` (on the rows' device); no host synchronisation of its own."""
+        import torch
+
         b = self.settings.batch_size
         for s in range(0, perm.shape[0], b):
             bx, by = self.pool.gather(perm[s:s + b])
             grad = self.gradient(Batch(x=bx, y=by, weight=self.weight, epoch=epoch, step=step + s // b))
-            with no_grad():
+            with torch.no_grad():
                 sgd_momentum_(self.weight, self.momentum_buf, grad, self.lr, self.wd, self.settings.momentum)
 
     def gradient(self, batch: Batch):
@@ -211,12 +213,6 @@ class _Stack:
             self.weight.masked_fill_(newly, 0)
             self.momentum_buf.masked_fill_(newly, 0)
             self.lr.masked_fill_(~self.alive.view(-1, 1, 1), 0)
-
-
-def no_grad():
-    import torch
-
-    return torch.no_grad()
 
 
 def _chunks(K: int, x, num_classes: int, augmenter_cls, settings: TrainSettings, device, dtype) -> list[range]:
@@ -267,6 +263,8 @@ def train_heads(
             for st in stacks:
                 st.start_epoch(epoch)
             n = len(stacks[0].pool)
+            if any(len(st.pool) != n for st in stacks):
+                raise RuntimeError("chunks of heads disagree on the number of training rows; train them with max_heads=K")
             perm = torch.randperm(n, generator=order)
             for i, st in enumerate(stacks):
                 p = to_device(perm, st.pool.x.device)

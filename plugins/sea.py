@@ -31,17 +31,19 @@ def masked_softmax_weights(scores, alpha):
     """
     import torch
 
-    K, b, _ = scores.shape
-    eye = torch.eye(b, dtype=torch.bool, device=scores.device)
     a = hp_column(alpha, scores)
     safe_a = torch.where(a > 0, a, torch.ones_like(a))
-    soft = torch.softmax((scores / safe_a).masked_fill_(eye, float("-inf")), dim=-1)
+    scaled = scores / safe_a
+    scaled.diagonal(dim1=-2, dim2=-1).fill_(float("-inf"))  # the mask touches the K*b diagonal entries only
+    soft = torch.softmax(scaled, dim=-1)
     # Reading alpha on the host is free on the CPU; on an accelerator it would stall the queue every
     # step, so there both branches are computed and selected on the device.
     if scores.device.type == "cpu" and bool((a > 0).all()):
         return soft
-    hard_idx = scores.masked_fill(eye, float("-inf")).argmax(-1)
-    hard = torch.nn.functional.one_hot(hard_idx, b).to(scores.dtype)
+    masked = scores.clone()
+    masked.diagonal(dim1=-2, dim2=-1).fill_(float("-inf"))
+    hard_idx = masked.argmax(-1, keepdim=True)
+    hard = torch.zeros_like(scores).scatter_(-1, hard_idx, 1.0)  # one-hot without one_hot's range check (a sync)
     return torch.where(a > 0, soft, hard)
 
 
