@@ -41,18 +41,19 @@ def get_adv(model, x, y, lamda, delta, alpha, eta):
 
 
 def train_reference(xtr, ytr, num_classes, *, lr=1.6, wd=1e-6, lamda=0.1, delta=0.0, alpha=0.01, eta=0.8,
-                    epochs=100, batch_size=256, seed=0, augment=True):
-    """Returns the trained weight (C, d). ``augment=False`` is the Baseline."""
-    xtr = torch.as_tensor(xtr, dtype=torch.float32)
-    ytr = torch.as_tensor(ytr, dtype=torch.int64)
+                    epochs=100, batch_size=256, seed=0, augment=True, device="cpu"):
+    """Returns the trained weight (C, d). ``augment=False`` is the Baseline. ``device`` as ``.cuda()`` in the
+    official code (the data-order generator stays on the CPU so every device sees the same order)."""
+    xtr = torch.as_tensor(xtr, dtype=torch.float32, device=device)
+    ytr = torch.as_tensor(ytr, dtype=torch.int64, device=device)
     n, d = xtr.shape
-    model = torch.nn.Linear(d, num_classes, bias=False)
+    model = torch.nn.Linear(d, num_classes, bias=False).to(device)
     with torch.no_grad():
         model.weight.copy_(init_weight(num_classes, d, seed))
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
     order = torch.Generator().manual_seed(seed_stream(seed, DATA_ORDER_STREAM))
     for _ in range(epochs):
-        perm = torch.randperm(n, generator=order)
+        perm = torch.randperm(n, generator=order).to(device)
         xe, ye = xtr[perm], ytr[perm]
         for s in range(0, n, batch_size):
             x, y = xe[s:s + batch_size], ye[s:s + batch_size]

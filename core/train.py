@@ -6,11 +6,15 @@ weight decay added to the gradient of the mean batch loss; a fresh permutation p
 data-order generator, walked in chunks of ``batch_size`` with the last partial chunk kept.
 
 Heads are independent: their losses are summed only to get every head's own gradient in one backward
-pass, so K heads trained together equal K single runs with the same seed (tested).
+pass, so K heads trained together equal K single runs with the same seed (tested). Each step takes the
+cheapest exact route (featbench.fastpath): an augmenter's fused step, else the closed-form weight gradient
+``(dL/dZ)^T X``, else autograd through ``head_gradients`` (the reference). The trainer itself reads no
+device value on the host inside an epoch; divergence is detected on the device after each epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +23,9 @@ import attrs
 import numpy as np
 
 from .api import AugRNG, Augmented, Batch, BoundLoss, ExtraRows, FeatureAugmenter, Loss, RunInfo, Targets, seed_stream
+from .cudagraph import epoch_graphs
+from .fastpath import closed_form_eligible, closed_form_gradients, sgd_momentum_
+from .storage import head_bytes, memory_budget, place_features, plan_chunk
 
 DATA_ORDER_STREAM = 0
 INIT_STREAM = 3
@@ -27,20 +34,36 @@ AUGMENT_STREAM = 4
 
 @attrs.frozen
 class TrainSettings:
-    """Settings shared by all heads of one training run."""
+    """Settings shared by all heads of one training run.
+
+    Performance options (none changes what is computed beyond floating-point rounding; each is tested
+    against the straightforward path): ``fast`` uses closed-form and fused steps where available
+    (featbench.fastpath), else the generic autograd step; ``dtype`` is the dtype of the weights and the
+    math (float32, or float64 for exactness checks); ``storage`` the dtype the features are kept in
+    (featbench.storage: ``auto`` keeps float16 inputs such as memmaps half); ``matmul`` the precision of
+    float32 matrix products: ``fp32``, ``tf32`` (CUDA) or ``bf16`` (oneDNN on CPUs with bf16 units);
+    ``max_heads`` the most heads stepped at a time (0: as many as fit the device memory); ``cuda_graphs``
+    replays each epoch as a CUDA graph for augmenters that declare ``cuda_graph_safe``.
+    """
 
     epochs: int = 100
     batch_size: int = 256
     momentum: float = 0.9
     seed: int = 0
     device: str = "cpu"
+    fast: bool = True
+    dtype: str = "float32"
+    storage: str = "auto"
+    matmul: str = "fp32"
+    max_heads: int = 0
+    cuda_graphs: bool = False
 
 
 @attrs.frozen
 class TrainResult:
     """The trained heads and what happened during training."""
 
-    weight: object  # torch.Tensor (K, C, d), float32, on the CPU
+    weight: object  # torch.Tensor (K, C, d), float32 (float64 with dtype="float64"), on the CPU
     diverged: tuple[bool, ...]  # heads whose weights became non-finite (frozen at zero from then on)
     unaugmented_batches: int  # batches too small for the augmenter (trained on clean rows)
     seconds: float
@@ -92,10 +115,15 @@ def hp_options(configs: Sequence[Mapping[str, float | str]]) -> dict[str, str]:
 
 
 class _Pool:
-    """The training rows: the shared base set plus rows added per head by the augmenter (ME-ADA)."""
+    """The training rows: the shared base set plus rows added per head by the augmenter (ME-ADA).
 
-    def __init__(self, x, y):
-        self.x, self.y = x, y
+    The base rows stay in their storage dtype and place (featbench.storage); a gathered batch is moved to
+    ``device`` and converted to the math ``dtype``.
+    """
+
+    def __init__(self, x, y, device, dtype):
+        self.x, self.y = x, y.to(x.device)
+        self.device, self.dtype = device, dtype
         self.extra_x = None  # (K, m, d)
         self.extra_y = None
 
@@ -111,18 +139,111 @@ class _Pool:
             self.extra_x = torch.cat([self.extra_x, rows.x], 1)
             self.extra_y = torch.cat([self.extra_y, rows.y], 0)
 
+    def _base(self, idx):
+        idx = idx.to(self.x.device, non_blocking=True)
+        return (self.x.index_select(0, idx).to(self.device, self.dtype, non_blocking=True),
+                self.y.index_select(0, idx).to(self.device, non_blocking=True))
+
     def gather(self, idx):
         import torch
 
         if self.extra_x is None:
-            return self.x[idx], self.y[idx]
+            return self._base(idx)
         n = self.x.shape[0]
+        idx = idx.to(self.device)
         is_extra = idx >= n
-        base = self.x[idx.clamp(max=n - 1)]
+        base_x, base_y = self._base(idx.clamp(max=n - 1))
         extra = self.extra_x[:, (idx - n).clamp(min=0)]
-        x = torch.where(is_extra[None, :, None], extra, base.unsqueeze(0))
-        y = torch.where(is_extra, self.extra_y[(idx - n).clamp(min=0)], self.y[idx.clamp(max=n - 1)])
+        x = torch.where(is_extra[None, :, None], extra, base_x.unsqueeze(0))
+        y = torch.where(is_extra, self.extra_y[(idx - n).clamp(min=0)], base_y)
         return x, y
+
+
+def small_batches(n: int, batch_size: int, min_batch: int) -> int:
+    """How many of an epoch's batches (n rows in chunks of ``batch_size``, last kept) have < ``min_batch`` rows."""
+    full, last = divmod(n, batch_size)
+    return (full if batch_size < min_batch else 0) + (1 if 0 < last < min_batch else 0)
+
+
+class _Stack:
+    """One chunk of the K heads, stepped together: weights, momentum, hyper-parameters, augmenter, rows."""
+
+    def __init__(self, x, y, num_classes, augmenter_cls, loss, configs, settings: TrainSettings, device, dtype):
+        import torch
+
+        K = len(configs)
+        n, d = x.shape
+        hp = hp_tensors(configs, device)
+        options = hp_options(configs)
+        self.lr = hp["lr"].view(K, 1, 1).clone()  # zeroed for diverged heads
+        self.wd = hp["wd"].view(K, 1, 1)
+        self.loss = BoundLoss(loss, {**hp, **options})
+        self.settings = settings
+        b = settings.batch_size
+        run = RunInfo(train_x=x, train_y=y, num_classes=num_classes, hp=hp, num_heads=K, epochs=settings.epochs,
+                      batch_size=b, steps_per_epoch=math.ceil(n / b), loss=self.loss,
+                      rng=AugRNG(seed_stream(settings.seed, AUGMENT_STREAM), K), device=device, options=options)
+        self.augmenter = augmenter_cls(run)
+        self.weight = init_weight(num_classes, d, settings.seed).to(device, dtype).expand(K, num_classes, d).clone()
+        self.momentum_buf = torch.zeros_like(self.weight)
+        self.alive = torch.ones(K, dtype=torch.bool, device=device)
+        self.pool = _Pool(x, y, device, dtype)
+        self.fused = getattr(self.augmenter, "fused_gradients", None) if settings.fast else None
+
+    def start_epoch(self, epoch: int) -> None:
+        rows = self.augmenter.on_epoch_start(epoch, self.weight.detach())
+        if rows is not None:
+            self.pool.add(rows)
+
+    def run_epoch(self, epoch: int, perm, step: int) -> None:
+        """Every mini-batch of ``perm`` (on the rows' device); no host synchronisation of its own."""
+        import torch
+
+        b = self.settings.batch_size
+        for s in range(0, perm.shape[0], b):
+            bx, by = self.pool.gather(perm[s:s + b])
+            grad = self.gradient(Batch(x=bx, y=by, weight=self.weight, epoch=epoch, step=step + s // b))
+            with torch.no_grad():
+                sgd_momentum_(self.weight, self.momentum_buf, grad, self.lr, self.wd, self.settings.momentum)
+
+    def gradient(self, batch: Batch):
+        """Every head's weight gradient of its mean loss on the (augmented) batch: fused, closed form or autograd."""
+        if batch.y.shape[0] < self.augmenter.min_batch:
+            aug = Augmented(batch.x, Targets.hard(batch.y))
+        else:
+            if self.fused is not None:
+                grad = self.fused(batch)
+                if grad is not None:
+                    return grad
+            aug = self.augmenter.augment(batch)
+        if self.settings.fast and closed_form_eligible(aug, self.loss):
+            return closed_form_gradients(aug, self.weight, self.loss)
+        return head_gradients(aug, self.weight, self.loss)
+
+    def freeze_diverged_(self) -> None:
+        """Zero the weights, momentum and learning rate of heads that became non-finite, on the device."""
+        import torch
+
+        with torch.no_grad():
+            finite = torch.isfinite(self.weight).flatten(1).all(1)
+            newly = (self.alive & ~finite).view(-1, 1, 1)
+            self.alive &= finite
+            self.weight.masked_fill_(newly, 0)
+            self.momentum_buf.masked_fill_(newly, 0)
+            self.lr.masked_fill_(~self.alive.view(-1, 1, 1), 0)
+
+
+def _chunks(K: int, x, num_classes: int, augmenter_cls, settings: TrainSettings, device, dtype) -> list[range]:
+    """Split the K heads into chunks that fit the device memory (or ``settings.max_heads``)."""
+    import torch
+
+    size = settings.max_heads
+    if size <= 0:
+        fused = settings.fast and hasattr(augmenter_cls, "fused_gradients")
+        elem = torch.empty((), dtype=dtype).element_size()
+        persistent, transient = head_bytes(num_classes, x.shape[1], settings.batch_size, elem, fused)
+        size = plan_chunk(K, persistent, transient, memory_budget(device))
+    return [range(s, min(s + size, K)) for s in range(0, K, size)]
 
 
 def train_heads(
@@ -136,63 +257,97 @@ def train_heads(
     on_epoch_end: Callable[[int, object], None] | None = None,
 ) -> TrainResult:
     """Train one head per configuration in ``configs`` (each maps every hyper-parameter name to a value;
-    choice-valued ones are strings and must agree across the configurations)."""
+    choice-valued ones are strings and must agree across the configurations).
+
+    ``train_x`` may be any (n, d) array, including a float16 ``np.memmap`` (featbench.storage). The heads
+    are stepped in chunks that fit the device (``settings.max_heads``); every chunk sees the same batches,
+    so chunking does not change the result.
+    """
     import torch
 
     start = time.perf_counter()
     device = torch.device(resolve_device(settings.device))
-    K = len(configs)
-    x = torch.as_tensor(np.asarray(train_x, dtype=np.float32), device=device)
+    dtype = math_dtype(settings.dtype)
+    x = place_features(train_x, device, settings.dtype, settings.storage)
     y = torch.as_tensor(np.asarray(train_y, dtype=np.int64), device=device)
-    n, d = x.shape
-    hp = hp_tensors(configs, device)
-    options = hp_options(configs)
-    lr = hp["lr"].view(K, 1, 1)
-    wd = hp["wd"].view(K, 1, 1)
-    bound_loss = BoundLoss(loss, {**hp, **options})
-    b = settings.batch_size
-    run = RunInfo(train_x=x, train_y=y, num_classes=num_classes, hp=hp, num_heads=K, epochs=settings.epochs,
-                  batch_size=b, steps_per_epoch=math.ceil(n / b), loss=bound_loss,
-                  rng=AugRNG(seed_stream(settings.seed, AUGMENT_STREAM), K), device=device, options=options)
-    augmenter = augmenter_cls(run)
-    weight = init_weight(num_classes, d, settings.seed).to(device).expand(K, num_classes, d).clone()
-    momentum_buf = torch.zeros_like(weight)
-    alive = torch.ones(K, dtype=torch.bool, device=device)
+    K = len(configs)
+    chunks = _chunks(K, x, num_classes, augmenter_cls, settings, device, dtype)
+    stacks = [_Stack(x, y, num_classes, augmenter_cls, loss, [configs[k] for k in c], settings, device, dtype) for c in chunks]
+    graphs = epoch_graphs(stacks, settings, device)
     order = torch.Generator().manual_seed(seed_stream(settings.seed, DATA_ORDER_STREAM))
-    pool = _Pool(x, y)
     step = 0
     unaugmented = 0
-    for epoch in range(settings.epochs):
-        rows = augmenter.on_epoch_start(epoch, weight.detach())
-        if rows is not None:
-            pool.add(rows)
-        perm = torch.randperm(len(pool), generator=order).to(device)
-        for s in range(0, len(pool), b):
-            bx, by = pool.gather(perm[s:s + b])
-            batch = Batch(x=bx, y=by, weight=weight, epoch=epoch, step=step)
-            if by.shape[0] < augmenter.min_batch:
-                unaugmented += 1
-                aug = Augmented(bx, Targets.hard(by))
-            else:
-                aug = augmenter.augment(batch)
-            grad = head_gradients(aug, weight, bound_loss)
-            with torch.no_grad():
-                grad.add_(wd * weight)
-                momentum_buf.mul_(settings.momentum).add_(grad)
-                weight.sub_(lr * momentum_buf)
-            step += 1
-        finite = torch.isfinite(weight).flatten(1).all(1)
-        if not bool(finite.all()):
-            newly = alive & ~finite
-            alive &= finite
-            with torch.no_grad():
-                weight[newly] = 0
-                momentum_buf[newly] = 0
-                lr = torch.where(alive.view(K, 1, 1), lr, torch.zeros_like(lr))
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, weight)
-    return TrainResult(weight=weight.detach().cpu(), diverged=tuple(bool(v) for v in (~alive).cpu()),
-                       unaugmented_batches=unaugmented, seconds=time.perf_counter() - start, epochs_run=settings.epochs)
+    with matmul_precision(settings.matmul, device):
+        for epoch in range(settings.epochs):
+            for st in stacks:
+                st.start_epoch(epoch)
+            n = len(stacks[0].pool)
+            if any(len(st.pool) != n for st in stacks):
+                raise RuntimeError("chunks of heads disagree on the number of training rows; train them with max_heads=K")
+            perm = torch.randperm(n, generator=order)
+            for i, st in enumerate(stacks):
+                p = to_device(perm, st.pool.x.device)
+                if graphs is not None:
+                    graphs[i].run(st, epoch, p, step)
+                else:
+                    st.run_epoch(epoch, p, step)
+                st.freeze_diverged_()
+            step += math.ceil(n / settings.batch_size)
+            unaugmented += small_batches(n, settings.batch_size, stacks[0].augmenter.min_batch)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, stacks[0].weight if len(stacks) == 1 else torch.cat([st.weight for st in stacks]))
+    weight = torch.cat([st.weight.detach().cpu() for st in stacks])
+    alive = torch.cat([st.alive.cpu() for st in stacks])
+    return TrainResult(weight=weight, diverged=tuple(bool(v) for v in ~alive), unaugmented_batches=unaugmented,
+                       seconds=time.perf_counter() - start, epochs_run=settings.epochs)
+
+
+def math_dtype(name: str):
+    """The torch dtype of the weights and the math (float32 or float64)."""
+    import torch
+
+    if name not in ("float32", "float64"):
+        from .errors import ConfigError
+
+        raise ConfigError(f"unknown training dtype {name!r}", "use float32 (or float64 for exactness checks)")
+    return getattr(torch, name)
+
+
+def to_device(t, device):
+    """Copy a CPU tensor to ``device`` without blocking the host (pinned staging on CUDA)."""
+    if t.device == device:
+        return t
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+@contextlib.contextmanager
+def matmul_precision(mode: str, device):
+    """Run float32 matrix products in ``mode``: fp32 (IEEE), tf32 (CUDA tensor cores) or bf16 (oneDNN on CPU).
+
+    The backend flag is restored afterwards.
+    """
+    import torch
+
+    from .errors import ConfigError
+
+    if mode == "fp32":
+        yield
+        return
+    if mode == "tf32" and device.type == "cuda":
+        flags, value = torch.backends.cuda.matmul, "tf32"
+    elif mode == "bf16" and device.type == "cpu":
+        flags, value = torch.backends.mkldnn.matmul, "bf16"
+    else:
+        raise ConfigError(f"matmul precision {mode!r} is not available on {device.type}",
+                          "use fp32 anywhere, tf32 on CUDA, bf16 on a CPU with bf16 units")
+    before = flags.fp32_precision
+    flags.fp32_precision = value
+    try:
+        yield
+    finally:
+        flags.fp32_precision = before
 
 
 def head_gradients(aug: Augmented, weight, loss: BoundLoss):

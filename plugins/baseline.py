@@ -7,7 +7,12 @@ from featbench.api import Augmented, Batch, FeatureAugmenter, Targets
 
 
 class NoAugmentation(FeatureAugmenter):
-    """No augmentation (the paper's Baseline): clean features, hard labels."""
+    """No augmentation (the paper's Baseline): clean features, hard labels.
+
+    Its step is the trainer's closed-form one (featbench.fastpath): ``dL/dW = (dL/dZ)^T X``, no autograd.
+    """
+
+    cuda_graph_safe = True  # deterministic, no host reads (featbench.fastpath.FusedAugmenter)
 
     def augment(self, batch: Batch) -> Augmented:
         return Augmented(batch.x, Targets.hard(batch.y))

@@ -43,6 +43,10 @@ def smoothed_hinge_grad(logits, index, weight, lamda, delta):
 
     K, r, C = logits.shape
     index = index.expand(K, r, index.shape[-1])
+    if weight is None and index.shape[-1] == 1:  # hard labels: the same numbers in fewer passes
+        lam, dlt = hp_column(lamda, logits), hp_column(delta, logits)
+        shifted = logits.scatter_add(-1, index, (-dlt).expand(K, r, 1)).div_(lam)
+        return torch.softmax(shifted, dim=-1).scatter_add_(-1, index, torch.full_like(dlt, -1.0).expand(K, r, 1))
     lam = hp_column(lamda, logits).unsqueeze(-1)
     dlt = hp_column(delta, logits).unsqueeze(-1)
     onehot = torch.nn.functional.one_hot(index, C).to(logits.dtype)
@@ -87,10 +91,16 @@ class CrossEntropy(Loss):
         return cross_entropy_rows(logits, targets.index, targets.weight)
 
     def grad_logits(self, logits, targets: Targets, hp):
+        """``softmax(z) - sum_s w_s e_{index_s}``, accumulated in the logits' dtype."""
         import torch
 
         K, r, C = logits.shape
-        return torch.softmax(logits, -1) - targets.dense_probs(C).expand(K, r, C).to(logits.dtype)
+        index = targets.index.expand(K, r, targets.slots)
+        if targets.weight is None:
+            w = torch.ones(index.shape, dtype=logits.dtype, device=logits.device)
+        else:
+            w = targets.weight.to(logits.dtype).expand(index.shape)
+        return torch.softmax(logits, -1).scatter_add(-1, index, -w)
 
 
 @hookimpl

@@ -60,8 +60,11 @@ def batch_of(x, y, weight, epoch=0, step=0) -> Batch:
 
 
 def train(aug_cls, configs, x, y, C, loss=None, epochs=3, batch_size=32, seed=0):
-    """Train a stack; returns the weights (K, C, d)."""
-    settings = TrainSettings(epochs=epochs, batch_size=batch_size, seed=seed)
+    """Train a stack on the generic (autograd) path; returns the weights (K, C, d).
+
+    Methods are compared with each other bit for bit on the generic path; the closed-form fast paths are
+    proven equal to it separately (tests/test_fast_*.py)."""
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, seed=seed, fast=False)
     return train_heads(x, y, C, aug_cls, loss or SmoothedHinge(), configs, settings).weight
 
 
