@@ -2,8 +2,9 @@
 
 The reference is ``reference_sea.train_reference``: the official SeA loop (nn.Linear, torch.optim.SGD,
 autograd for the feature gradient, softmax / zero-diagonal / renormalise). Both sides train the same
-configuration (the official defaults) on the same synthetic features from the same initial weights in the
-same data order, alternately, ``--repeats`` times; the best time of each side is reported.
+configuration (the official defaults, or ``--hp`` overrides) on the same synthetic features from the same
+initial weights in the same data order, alternately, ``--repeats`` times; the best time of each side is
+reported.
 
 Equal accuracy: with the same seed both sides follow the same trajectory up to floating-point rounding,
 but SeA's dynamics can amplify rounding differences (alpha = 0.01 is a sharp softmax), so accuracy is
@@ -12,6 +13,7 @@ compared as mean +- std of test top-1 over ``--seeds`` seeds (initial weights an
     python benchmarks/single_config.py                  # CPU size: 5,784 x 2,560, C = 101, 30 epochs
     python benchmarks/single_config.py --C 10           # the same with 10 classes
     python benchmarks/single_config.py --matmul bf16    # featbench with bf16 matrix products (oneDNN)
+    python benchmarks/single_config.py --C 10 --hp lr=0.5 --hp alpha=0.05   # another configuration
     python benchmarks/single_config.py --size paper --device cuda --repeats 3
 """
 
@@ -36,19 +38,21 @@ def main() -> None:
     ap.add_argument("--matmul", default="fp32", help="featbench's matmul precision: fp32 | tf32 (CUDA) | bf16 (CPU)")
     ap.add_argument("--cuda-graphs", action="store_true", help="featbench replays epochs as CUDA graphs (GPU only)")
     ap.add_argument("--generic", action="store_true", help="also time featbench's generic (autograd) step")
+    ap.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="override an official default")
     args = ap.parse_args()
     set_threads(args.threads)
+    config = {**OFFICIAL, **{k: float(v) for k, v in (item.split("=", 1) for item in args.hp)}}
     size = size_from_args(args)
     header("single SeA configuration: featbench vs the reference loop", size)
     data = synthetic_features(size)
 
     def featbench(seed: int = 0, epochs: int | None = None, fast: bool = True):
-        run = featbench_run(data, size, [OFFICIAL], epochs, seed, device=args.device, fast=fast, matmul=args.matmul,
+        run = featbench_run(data, size, [config], epochs, seed, device=args.device, fast=fast, matmul=args.matmul,
                             cuda_graphs=args.cuda_graphs and fast)
         return lambda: run()[0]
 
     def reference(seed: int = 0, epochs: int | None = None):
-        return reference_run(data, size, OFFICIAL, epochs, args.device, seed)
+        return reference_run(data, size, config, epochs, args.device, seed)
 
     sides = {"reference loop": reference(), "featbench": featbench()}
     warm = {"reference loop": reference(epochs=1), "featbench": featbench(epochs=1)}
@@ -56,7 +60,7 @@ def main() -> None:
         sides["featbench generic"] = featbench(fast=False)
     times = alternate(sides, args.repeats, warm)
     ref = times["reference loop"]
-    print(f"config: {OFFICIAL}; featbench matmul {args.matmul}; best of {args.repeats}")
+    print(f"config: {config}; featbench matmul {args.matmul}; best of {args.repeats}")
     for name, t in times.items():
         gap = float((t.result.cpu() - ref.result.cpu()).abs().max())
         print(f"{name:18s} wall {t.wall:8.2f} s  cpu {t.cpu:8.2f} s  speed-up wall {ref.wall / t.wall:5.2f}x  "

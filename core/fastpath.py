@@ -21,10 +21,21 @@ exact in real arithmetic and is tested against the direct computation in float64
    (:func:`push_mix`). SeA, Rand and mixdir are of this form; mixup (``lam X + (1 - lam) X[pi]``) is a
    row mix too.
 
+6. **Factored momentum update**: a gradient ``E^T X`` is never materialised; :func:`sgd_momentum_`
+   accumulates it into the momentum buffer with one GEMM (``buf = momentum * buf + E^T X``).
+
 A fast path is an optional capability: the trainer uses :func:`closed_form_gradients` for every
 augmented batch whose loss is a function of the logits only (no ``logit_adjust`` / ``extra_loss``), and an
 augmenter may offer a fully fused step through :class:`FusedAugmenter`. The generic autograd path
 (``featbench.train.head_gradients``) stays the reference every fast path is tested against.
+
+Where they apply: ``none`` and every augmenter whose batch loss depends on the logits only get 1 and 6
+from the trainer (ME-ADA's appended rows and Core-tuning's concatenated rows included); ``sea`` uses 1-6
+(``plugins/sea.py``). Not wired here but of the same form: SeA_Neg (2-5 with ``E`` replaced by ``P``),
+Rand and mixdir (3-5 with a drawn ``Q``), mixup (4 with ``M = lam I + (1 - lam) Pi``) and Adv
+(``X~ = normalize(X + eta normalize(E W))``: logits ``c (Z + eta / ||g|| E W W^T)``, norms from
+``diag(E Z^T)`` and ``A``, weight gradient through a C x C product). ISDA's differentiable logit
+adjustment takes the autograd path.
 """
 
 from __future__ import annotations

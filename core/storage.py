@@ -100,10 +100,19 @@ def head_bytes(num_classes: int, dim: int, batch: int, elem: int, fused: bool) -
     return persistent, transient
 
 
-def plan_chunk(num_heads: int, persistent: int, transient: int, budget: int) -> int:
-    """How many heads to step at a time so that all heads' state plus one chunk's step fits ``budget``."""
+#: On the CPU a chunk's weights and momentum are kept near the cache size: K = 216 heads of 101 x 2560
+#: stepped 72 at a time ran 9 % faster than all at once (benchmarks/README.md).
+CPU_CHUNK_BYTES = 128 << 20
+
+
+def plan_chunk(num_heads: int, persistent: int, transient: int, budget: int, cap_bytes: int | None = None) -> int:
+    """How many heads to step at a time so that all heads' state plus one chunk's step fits ``budget``
+    (and, with ``cap_bytes``, one chunk's persistent state stays under it)."""
     room = budget - num_heads * persistent
-    return max(1, min(num_heads, room // max(transient, 1)))
+    size = max(1, min(num_heads, room // max(transient, 1)))
+    if cap_bytes is not None:
+        size = max(1, min(size, cap_bytes // max(persistent, 1)))
+    return size
 
 
 def memory_budget(device) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 from .api import AugRNG, Augmented, Batch, BoundLoss, ExtraRows, FeatureAugmenter, Loss, RunInfo, Targets, seed_stream
 from .cudagraph import epoch_graphs
 from .fastpath import closed_form_eligible, closed_form_gradients, sgd_momentum_
-from .storage import head_bytes, memory_budget, place_features, plan_chunk
+from .storage import CPU_CHUNK_BYTES, head_bytes, memory_budget, place_features, plan_chunk
 
 DATA_ORDER_STREAM = 0
 INIT_STREAM = 3
@@ -42,7 +42,8 @@ class TrainSettings:
     math (float32, or float64 for exactness checks); ``storage`` the dtype the features are kept in
     (featbench.storage: ``auto`` keeps float16 inputs such as memmaps half); ``matmul`` the precision of
     float32 matrix products: ``fp32``, ``tf32`` (CUDA) or ``bf16`` (oneDNN on CPUs with bf16 units);
-    ``max_heads`` the most heads stepped at a time (0: as many as fit the device memory); ``cuda_graphs``
+    ``max_heads`` the most heads stepped at a time (0: as many as fit the device memory, and on the CPU
+    at most ``storage.CPU_CHUNK_BYTES`` of weights and momentum per chunk); ``cuda_graphs``
     replays each epoch as a CUDA graph for augmenters that declare ``cuda_graph_safe``.
     """
 
@@ -242,7 +243,8 @@ def _chunks(K: int, x, num_classes: int, augmenter_cls, settings: TrainSettings,
         fused = settings.fast and hasattr(augmenter_cls, "fused_gradients")
         elem = torch.empty((), dtype=dtype).element_size()
         persistent, transient = head_bytes(num_classes, x.shape[1], settings.batch_size, elem, fused)
-        size = plan_chunk(K, persistent, transient, memory_budget(device))
+        cap = CPU_CHUNK_BYTES if device.type == "cpu" else None
+        size = plan_chunk(K, persistent, transient, memory_budget(device), cap)
     return [range(s, min(s + size, K)) for s in range(0, K, size)]
 
 

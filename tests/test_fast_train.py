@@ -87,6 +87,7 @@ def test_memory_plan_fits_the_budget():
     assert 1 <= k <= 1728 and 1728 * persistent + k * transient <= 60 << 30
     assert plan_chunk(10, persistent, transient, budget=1 << 40) == 10
     assert plan_chunk(10, persistent, transient, budget=0) == 1
+    assert plan_chunk(1728, persistent, transient, budget=1 << 40, cap_bytes=20 * persistent) == 20
 
 
 def test_float16_memmap_trains_like_the_same_values_in_memory(tmp_path):
@@ -171,3 +172,25 @@ def test_cuda_graphs_are_opt_in_and_only_for_safe_augmenters():
     assert epoch_graphs([], TrainSettings(), torch.device("cpu")) is None
     with pytest.raises(ConfigError):
         train(SeA, sea_configs()[:1], cuda_graphs=True)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 2e-5)])
+def test_every_builtin_augmenter_trains_the_same_on_the_fast_and_the_generic_path(dtype, tol):
+    """Generated from the registry: each built-in augmenter's default path (fused or closed-form weight
+    gradient) against its generic autograd path, two settings of its own hyper-parameters in one stack."""
+    from method_utils import configs_for, unit_blobs
+    from test_methods_contract import VARIATIONS
+
+    from featbench.manager import load_plugins
+
+    host = load_plugins(entry_points=[], local_modules=(), disabled=())
+    augmenters = {e.name: e.obj for e in host.augmenters if e.provider.dist == "featbench"}
+    assert sorted(augmenters) == sorted(VARIATIONS)
+    x, y = unit_blobs(n=70, d=12, C=3, seed=1)
+    for name, aug in augmenters.items():
+        a, b = VARIATIONS[name]
+        configs = configs_for(aug, None, {**a, "lr": 1.0}, {**b, "lr": 0.5, "wd": 1e-4})
+        runs = [train_heads(x, y, 3, aug, SmoothedHinge(), configs, TrainSettings(epochs=3, batch_size=32, dtype=dtype, fast=f))
+                for f in (True, False)]
+        scale = float(runs[1].weight.abs().max())
+        assert float((runs[0].weight - runs[1].weight).abs().max()) <= tol * scale, name
