@@ -7,7 +7,8 @@ does not depend on them) on ``--images`` random 224 px images. Two sides, altern
   floor, nothing but the network;
 * the extractor: ``--extractor loop`` (default) is a plain batched extraction loop as featbench does it:
   uint8 images -> float, normalise, channels_last, ``inference_mode`` forward, L2-normalise, store fp16;
-  ``--extractor featbench`` runs featbench's own extractor (core/extract.py, on the backbones branch).
+  ``--extractor featbench`` runs featbench's own extractor (core/extract.py: PIL images, per-image
+  transform, DataLoader).
 
     python benchmarks/extraction.py [--model resnet18] [--images 256] [--batch 64]
 """
@@ -37,19 +38,18 @@ def loop_extractor(model, images, batch: int, device):
 
 
 # ------------------------------------------------------------------------------------------------------
-# LEAD: the switch to featbench's extractor. core/extract.py lives on the backbones branch; once it is
-# merged, ``--extractor featbench`` runs the function below. It is written against that branch's API as
-# of this writing (``iter_features(model, source, transform, ExtractSettings)`` over an ``ImageSource``);
-# adjust the three marked lines if the API changed in the merge.
+# The switch to featbench's extractor (``--extractor featbench``): core/extract.py's ``iter_features`` over
+# an in-memory ``ImageSource`` (PIL images, per-image transform, DataLoader), as `featbench extract` runs
+# it. The three lines marked LEAD are the API it depends on; adjust them if that API changes.
 def featbench_extractor(model, images, batch: int, device):
     import numpy as np
     import torch
 
     try:
-        from featbench.datasets import ImageSource  # LEAD: check after merging
-        from featbench.extract import ExtractSettings, iter_features  # LEAD: check after merging
+        from featbench.datasets import ImageSource  # LEAD: API this depends on
+        from featbench.extract import ExtractSettings, iter_features  # LEAD: API this depends on
     except ImportError as exc:
-        raise SystemExit(f"--extractor featbench needs core/extract.py (backbones branch), not on this branch: {exc}") from None
+        raise SystemExit(f"--extractor featbench needs featbench.extract and featbench.datasets: {exc}") from None
     from PIL import Image
 
     class ArrayImages(ImageSource):
@@ -62,7 +62,7 @@ def featbench_extractor(model, images, batch: int, device):
         x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1) / 255
         return (x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
 
-    settings = ExtractSettings(batch_size=batch, device=str(device), progress=False)  # LEAD: check after merging
+    settings = ExtractSettings(batch_size=batch, device=str(device), progress=False)  # LEAD: API this depends on
     return np.concatenate(list(iter_features(model, ArrayImages(), transform, settings)))
 # ------------------------------------------------------------------------------------------------------
 
