@@ -26,16 +26,19 @@ def masked_softmax_weights(scores, alpha):
     """Projection weights ``q_i = softmax_{j != i}(scores_ij / alpha)`` (K, b, b), diagonal exactly 0.
 
     ``alpha = 0`` (per head) gives the one-hot ``argmax_{j != i}`` (SeA App. B.2). The diagonal is masked
-    with -inf before the softmax (the official softmax-zero-renormalise route can produce 0/0). No host
-    synchronisation on accelerators.
+    with -inf before the softmax (the official softmax-zero-renormalise route can produce 0/0), and weights
+    below ``1e-25`` of the row's largest are exactly 0 (``softmax_without_subnormals``: equal to rounding,
+    and no subnormal floats to slow the CPU down). No host synchronisation on accelerators.
     """
     import torch
+
+    from featbench.fastpath import softmax_without_subnormals
 
     a = hp_column(alpha, scores)
     safe_a = torch.where(a > 0, a, torch.ones_like(a))
     scaled = scores / safe_a
     scaled.diagonal(dim1=-2, dim2=-1).fill_(float("-inf"))  # the mask touches the K*b diagonal entries only
-    soft = torch.softmax(scaled, dim=-1)
+    soft = softmax_without_subnormals(scaled)
     # Reading alpha on the host is free on the CPU; on an accelerator it would stall the queue every
     # step, so there both branches are computed and selected on the device.
     if scores.device.type == "cpu" and bool((a > 0).all()):

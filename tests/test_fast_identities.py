@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from featbench.api import Augmented, Batch, BoundLoss, Targets
-from featbench.fastpath import (batch_gram, closed_form_eligible, closed_form_gradients, dense_grad, gradient_similarities,
+from featbench.fastpath import (SUBNORMAL_MARGIN, softmax_without_subnormals, batch_gram, closed_form_eligible, closed_form_gradients, dense_grad, gradient_similarities,
                                 gradient_sq_norms, linear_weight_grad, push_mix, row_mix_logits, row_mix_weight_grad,
                                 select_heads, stacked_logits)
 from featbench.plugins.losses import CrossEntropy, SmoothedHinge
@@ -145,3 +147,21 @@ def test_selecting_heads_subsets_every_per_head_hyper_parameter():
     loss = BoundLoss(SmoothedHinge(), {**hinge(4).hp, "name": "literal"})
     sub = select_heads(loss, torch.tensor([2, 0]))
     assert torch.equal(sub.hp["lamda"], loss.hp["lamda"][[2, 0]]) and sub.hp["name"] == "literal"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softmax_without_subnormals_equals_softmax_and_leaves_no_subnormal(dtype):
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(4, 64, 64, generator=g, dtype=dtype) * (30.0 if dtype == torch.float32 else 300.0)
+    scores.diagonal(dim1=-2, dim2=-1).fill_(float("-inf"))  # SeA's masked diagonal
+    plain = torch.softmax(scores, -1)
+    tiny = torch.finfo(dtype).tiny
+    assert ((plain > 0) & (plain < tiny)).any()  # the sharp softmax does make subnormals
+    fast = softmax_without_subnormals(scores)
+    assert not ((fast > 0) & (fast < tiny)).any()
+    assert not ((fast > 0) & (fast < tiny * 1e11)).any()  # products with factors above n * e^-30 stay normal too
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-20 if dtype == torch.float32 else 1e-280)
+    assert torch.equal(fast == 0, (plain < fast.amax(-1, keepdim=True) * torch.exp(torch.tensor(
+        math.log(tiny) + SUBNORMAL_MARGIN, dtype=dtype))))  # exactly the tail is dropped
+    assert torch.all(fast.diagonal(dim1=-2, dim2=-1) == 0)
+
