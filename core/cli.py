@@ -137,6 +137,13 @@ def _run_options(rp: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=S, help="auto, cpu or cuda[:N] (default: auto)")
     g.add_argument("--max-heads", type=int, default=S, help=f"configurations trained together per job (default: {DEFAULT_STACK}; smaller stacks resume at a finer grain)")
     g.add_argument("--executor", default=S, help="where jobs run (default: local)")
+    g = rp.add_argument_group("performance (benchmarks/README.md)")
+    g.add_argument("--matmul", default=S, help="float32 matrix products: fp32 (default), tf32 (CUDA) or bf16 (CPUs with "
+                   "bf16 units); reduced precision changes results slightly and is recorded with them")
+    g.add_argument("--storage", default=S, help="dtype the training features are kept in: auto (default: float16 caches "
+                   "stay half), float32, float16 or bfloat16")
+    g.add_argument("--cuda-graphs", action="store_true", default=S, help="replay each training epoch as a CUDA graph "
+                   "(GPU, augmenters that declare it safe)")
     g = rp.add_argument_group("output")
     g.add_argument("--format", default=S, help="table, markdown, csv, json or latex (default: table)")
     g.add_argument("--layout", default=S, help="auto (Table 5, plus Table 4 with several backbone sets), table5, table4 or both")
@@ -287,12 +294,13 @@ def cmd_run(args) -> int:
     from .runner import LoadOptions, Runner
     from .store import Store
     from .suite import build_spec
-    from .train import resolve_device
+    from .train import check_matmul, resolve_device
 
     spec = build_spec(_run_flags(args), args.config)
     host = _host(args, spec.plugins)
-    out = _prepare_out(spec.out)
     device = resolve_device(spec.device)
+    check_matmul(spec.matmul, device)
+    out = _prepare_out(spec.out)
     progress = _Progress(spec.quiet)
     with Store(out) as store:
         try:

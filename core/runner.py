@@ -259,9 +259,13 @@ class JobResult:
 
 
 def _settings_ident(job_or_cell_settings: TrainSettings, val_fraction: float) -> dict:
+    """The settings that make a result what it is. Reduced-precision products and storage change the numbers,
+    so they are part of it when not the default; chunking and CUDA graphs do not (tested equal)."""
     s = job_or_cell_settings
+    precision = {k: v for k, v in (("matmul", s.matmul), ("storage", s.storage))
+                 if v != attrs.fields_dict(TrainSettings)[k].default}
     return {"v": PROTOCOL_VERSION, "epochs": s.epochs, "batch_size": s.batch_size, "momentum": s.momentum,
-            "seed": s.seed, "val_fraction": val_fraction}
+            "seed": s.seed, "val_fraction": val_fraction, **precision}
 
 
 def config_key(source_id: str, augmenter: str, loss: str, phase: str, hp: Mapping[str, float], settings: TrainSettings,
@@ -278,7 +282,8 @@ def plan_cells(spec: RunSpec, rows: Sequence[RowPlan], device: str, load: LoadOp
         sid = source_id(src, load.weights)
         for row in rows:
             for seed in spec.seed_list:
-                settings = TrainSettings(epochs=spec.epochs, batch_size=spec.batch_size, momentum=MOMENTUM, seed=seed, device=device)
+                settings = TrainSettings(epochs=spec.epochs, batch_size=spec.batch_size, momentum=MOMENTUM, seed=seed, device=device,
+                                         matmul=spec.matmul, storage=spec.storage, cuda_graphs=spec.cuda_graphs)
                 search = len(row.configs) > 1
                 keys = tuple(config_key(sid, row.augmenter, spec.loss, SEARCH, c, settings, spec.val_fraction)
                              for c in row.configs) if search else ()

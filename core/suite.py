@@ -29,6 +29,7 @@ from .errors import ConfigError, UnknownNameError
 FORMATS = ("table", "markdown", "csv", "json", "latex")
 LAYOUTS = ("auto", "table5", "table4", "both")
 EXECUTORS = ("local",)
+MATMULS = ("fp32", "tf32", "bf16")  # featbench.train.matmul_precision
 METRICS = ("top1", "mean_per_class")
 DEFAULT_STACK = 64  # configurations per job (one K-stack) unless max_heads says otherwise
 
@@ -74,6 +75,9 @@ class RunSpec:
     quiet: bool = False
     log_every: int = 0
     max_heads: int | None = None
+    matmul: str = "fp32"  # precision of float32 matrix products (featbench.train.TrainSettings)
+    storage: str = "auto"  # dtype the training features are kept in (featbench.storage)
+    cuda_graphs: bool = False
     executor: str = "local"
     cache_dir: str | None = None
     data_root: str | None = None
@@ -154,8 +158,11 @@ def check(spec: RunSpec) -> RunSpec:
         raise ConfigError(f"--max-heads {spec.max_heads} must be at least 1", "or leave it out for the memory-based default")
     if not 0 <= spec.digits <= 6:
         raise ConfigError(f"--digits {spec.digits} must be between 0 and 6", "e.g. --digits 2")
+    from .storage import STORAGE_CHOICES
+
     for value, valid, what in ((spec.format, FORMATS, "output format"), (spec.layout, LAYOUTS, "table layout"),
-                               (spec.executor, EXECUTORS, "executor")):
+                               (spec.executor, EXECUTORS, "executor"), (spec.matmul, MATMULS, "matmul precision"),
+                               (spec.storage, STORAGE_CHOICES, "feature storage")):
         if value not in valid:
             raise UnknownNameError(what, value, valid)
     if spec.metric is not None and spec.metric not in METRICS:
@@ -282,8 +289,9 @@ def _weights(value) -> dict[str, str]:
 
 _INT = {"epochs", "batch_size", "seed", "seeds", "digits", "log_every", "max_heads", "image_size", "extract_batch_size", "workers"}
 _FLOAT = {"val_fraction"}
-_BOOL = {"quiet"}
-_STR = {"loss", "grid", "metric", "device", "format", "layout", "gain_of", "out", "executor", "cache_dir", "data_root", "description"}
+_BOOL = {"quiet", "cuda_graphs"}
+_STR = {"loss", "grid", "metric", "device", "format", "layout", "gain_of", "out", "executor", "cache_dir", "data_root", "description",
+        "matmul", "storage"}
 
 
 def _coerce(name: str, value, base: str | None, from_flags: bool = False):

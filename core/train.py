@@ -324,6 +324,19 @@ def to_device(t, device):
     return t.to(device)
 
 
+def check_matmul(mode: str, device) -> None:
+    """Reject a matrix-product precision the device cannot run (a one-line ConfigError)."""
+    import torch
+
+    kind = torch.device(device).type
+    if mode == "fp32" or (mode, kind) in (("tf32", "cuda"), ("bf16", "cpu")):
+        return
+    from .errors import ConfigError
+
+    raise ConfigError(f"matmul precision {mode!r} is not available on {kind}",
+                      "use fp32 anywhere, tf32 on CUDA, bf16 on a CPU with bf16 units")
+
+
 @contextlib.contextmanager
 def matmul_precision(mode: str, device):
     """Run float32 matrix products in ``mode``: fp32 (IEEE), tf32 (CUDA tensor cores) or bf16 (oneDNN on CPU).
@@ -332,18 +345,11 @@ def matmul_precision(mode: str, device):
     """
     import torch
 
-    from .errors import ConfigError
-
+    check_matmul(mode, device)
     if mode == "fp32":
         yield
         return
-    if mode == "tf32" and device.type == "cuda":
-        flags, value = torch.backends.cuda.matmul, "tf32"
-    elif mode == "bf16" and device.type == "cpu":
-        flags, value = torch.backends.mkldnn.matmul, "bf16"
-    else:
-        raise ConfigError(f"matmul precision {mode!r} is not available on {device.type}",
-                          "use fp32 anywhere, tf32 on CUDA, bf16 on a CPU with bf16 units")
+    flags, value = (torch.backends.cuda.matmul, "tf32") if mode == "tf32" else (torch.backends.mkldnn.matmul, "bf16")
     before = flags.fp32_precision
     flags.fp32_precision = value
     try:

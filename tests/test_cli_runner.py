@@ -156,3 +156,35 @@ def test_kill_9_halfway_then_rerun_finishes_without_recomputing(tmp_path, capsys
     assert f"trained {total - recorded} configuration(s)" in err  # nothing recorded was trained again
     assert out == ref_out  # the same tables as the uninterrupted run
     assert _configs(killed) == total
+
+
+def test_matmul_precision_is_a_flag_and_part_of_each_result(tmp_path, capsys):
+    from runner_util import make_features
+
+    feats = make_features(str(tmp_path / "f.npz"), seed=4)
+    out_dir = str(tmp_path / "run")
+    common = ["run", "--features", feats, "--aug", "none,sea", "--hp", "eta=0.4", "--epochs", "3", "--batch-size", "32",
+              "--out", out_dir, "--format", "json", "--quiet"]
+    code, out, err = _main(capsys, *common)
+    assert code == 0, err
+    code, out, err = _main(capsys, *common, "--matmul", "bf16")
+    assert code == 0, err
+    with Store(out_dir) as store:
+        assert store.count_configs() == 4  # bf16 results are new configurations, not the fp32 ones resumed
+    code, out, err = _main(capsys, *common, "--matmul", "bf16", "--storage", "auto", "--cuda-graphs")
+    assert code == 0, err
+    with Store(out_dir) as store:
+        assert store.count_configs() == 4  # CUDA graphs and chunking do not change results: resumed
+
+
+@pytest.mark.parametrize("flags,expected", [(["--matmul", "tf32"], "matmul precision 'tf32' is not available on cpu"),
+                                            (["--matmul", "fp16"], "valid: bf16, fp32, tf32"),
+                                            (["--storage", "int8"], "valid: auto, bfloat16, float16, float32")])
+def test_bad_performance_flags_fail_before_any_output(tmp_path, capsys, flags, expected):
+    from runner_util import make_features
+
+    feats = make_features(str(tmp_path / "f.npz"), seed=4)
+    out_dir = tmp_path / "run"
+    code, out, err = _main(capsys, "run", "--features", feats, "--aug", "none", "--device", "cpu", "--out", str(out_dir), *flags)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+    assert not out_dir.exists()
