@@ -52,8 +52,9 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm comes with timm/huggingface_hub
         return _NoBar()
-    return tqdm(total=total, initial=initial, desc=desc, unit="img", disable=not enabled, file=sys.stderr,
-                dynamic_ncols=True, leave=False)
+    # a bar only on a terminal: redirected stderr (CI logs, nohup) gets no carriage-return noise
+    return tqdm(total=total, initial=initial, desc=desc, unit="img", disable=not (enabled and sys.stderr.isatty()),
+                file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
 class _NoBar:
