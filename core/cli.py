@@ -406,6 +406,15 @@ def _format_warning(message, category, filename, lineno, file=None, line=None):
     print(f"featbench: warning: {message}", file=sys.stderr if file is None else file)
 
 
+def _use_registry(path: str) -> None:
+    """Make ``--registry PATH`` the registry of everything in this run: grids, and the backbone and data-set
+    catalogs the built-in plugins read (through ``$FEATBENCH_REGISTRY``, which workers inherit too)."""
+    from .config import load_registry
+
+    os.environ["FEATBENCH_REGISTRY"] = os.path.abspath(path)
+    load_registry()  # a missing or malformed file is a one-line error now, not a plugin failure later
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -413,7 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     old_show = warnings.showwarning
     if not debug:
         warnings.showwarning = _format_warning
+    old_registry = os.environ.get("FEATBENCH_REGISTRY")
     try:
+        if args.registry:
+            _use_registry(args.registry)
         return COMMANDS[args.command](args)
     except FeatbenchError as exc:
         if debug:
@@ -431,3 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         warnings.showwarning = old_show
+        if old_registry is None:
+            os.environ.pop("FEATBENCH_REGISTRY", None)
+        else:
+            os.environ["FEATBENCH_REGISTRY"] = old_registry

@@ -85,3 +85,23 @@ def test_unwritable_output_directory_fails_before_any_training(capsys, feature_f
     blocker.write_text("x")
     code, out, err = run(capsys, "run", "--features", feature_file, "--epochs", "1", "--out", str(blocker / "sub"))
     assert code == 2 and "cannot write to --out" in err and "[1/" not in err
+
+
+def test_registry_flag_reaches_the_backbone_catalog(capsys, tmp_path):
+    import yaml
+
+    from featbench.config import load_registry, registry_path
+
+    reg = load_registry()
+    mine = {**reg, "backbones": {**reg["backbones"], "S2": {**reg["backbones"]["S"], "doc": "my own copy of S"}}}
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump(mine))
+    assert main(["--registry", str(path), "plugins", "--json"]) == 0
+    listed = {(p["kind"], p["name"]): p for p in json.loads(capsys.readouterr().out)["plugins"]}
+    assert listed[("backbone", "S2")]["summary"].startswith("my own copy of S")
+    assert os.environ.get("FEATBENCH_REGISTRY") is None and registry_path() != str(path)  # restored after the command
+    assert main(["plugins", "--json"]) == 0
+    assert ("backbone", "S2") not in {(p["kind"], p["name"]) for p in json.loads(capsys.readouterr().out)["plugins"]}
+    assert main(["--registry", str(tmp_path / "missing.yaml"), "plugins"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "registry file not found" in err and "missing.yaml" in err
