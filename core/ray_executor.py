@@ -22,6 +22,7 @@ and the others go on. Ray is imported only here, and only when this executor is 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import warnings
 from collections import deque
@@ -88,7 +89,7 @@ def init(address: str | None) -> bool:
     if address not in (None, "auto", "local"):
         _check_reachable(address)
     try:
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
         where = f"at {address}" if address else "(local)"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -11,6 +11,7 @@ token it writes to ~/.ray is what the subprocesses use.)
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def register_augmenters(registry):
 def cluster():
     """A 2-CPU Ray cluster for the module; yields its address for ``--ray-address``."""
     undo = single_thread()  # the local reference runs (the ray ones set their threads per task)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 << 20, logging_level="WARNING")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 << 20, logging_level=logging.WARNING)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
     undo()
