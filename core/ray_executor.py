@@ -90,7 +90,7 @@ def init(address: str | None) -> bool:
         _check_reachable(address)
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
+    except (ConnectionError, RuntimeError, TimeoutError, ValueError, ray.exceptions.RayError) as exc:
         where = f"at {address}" if address else "(local)"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot connect to the Ray cluster {where}: {first}",
@@ -142,10 +142,10 @@ def _load_task(source: SourceSpec, recipe, options: LoadOptions, threads: int) -
         return True, load_source(source, _worker_host(recipe), options)
 
 
-def _train_task(job: TrainJob, fs: FeatureSet, recipe) -> JobResult:
+def _train_task(job: TrainJob, fs: FeatureSet, recipe, threads: int) -> JobResult:
     """Worker: one job on its feature set (resolved by Ray from the load task's object: its arrays are
-    read-only views of the object store, which training only reads)."""
-    with warnings.catch_warnings():
+    read-only views of the object store, which training only reads), with ``threads`` torch threads."""
+    with warnings.catch_warnings(), torch_threads(threads):
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
         return execute_job(job, fs, _worker_host(recipe))
 
@@ -277,7 +277,7 @@ class RayExecutor:
                 while src.queue:
                     job = src.queue.popleft()
                     ref = self._train_fn.options(**self._resources(job.settings.device.startswith("cuda"))).remote(
-                        job, src.features, self.recipe)
+                        job, src.features, self.recipe, self.config.cpus)
                     self._tasks[ref] = ("train", job)
                     src.running += 1
                     self.listener.job_started(job)
