@@ -2,7 +2,8 @@
 module prints for humans.
 
 Every user error ends as one line ``featbench: error: PROBLEM (FIX)`` on stderr and exit status 2;
-``--debug`` shows tracebacks instead.
+``--debug`` shows tracebacks instead. A run whose jobs failed prints its tables, then one such line per
+distinct error and how many cells it failed (exit status 2 if all are bad input, else 1).
 """
 
 from __future__ import annotations
