@@ -2,12 +2,14 @@
 module prints for humans.
 
 Every user error ends as one line ``featbench: error: PROBLEM (FIX)`` on stderr and exit status 2;
-``--debug`` shows tracebacks instead.
+``--debug`` shows tracebacks instead. A run whose jobs failed prints its tables, then one such line per
+distinct error and how many cells it failed (exit status 2 if all are bad input, else 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -136,7 +138,17 @@ def _run_options(rp: argparse.ArgumentParser) -> None:
     g.add_argument("--val-fraction", type=float, default=S, help=f"hold-out fraction of train for the search when there is no val split (default: {D.val_fraction})")
     g.add_argument("--device", default=S, help="auto, cpu or cuda[:N] (default: auto)")
     g.add_argument("--max-heads", type=int, default=S, help=f"configurations trained together per job (default: {DEFAULT_STACK}; smaller stacks resume at a finer grain)")
-    g.add_argument("--executor", default=S, help="where jobs run (default: local)")
+    g = rp.add_argument_group("where jobs run")
+    g.add_argument("--executor", default=S, help="local (this process, default) or ray (tasks on a Ray cluster: pip install 'featbench[ray]')")
+    g.add_argument("--ray-address", default=S, metavar="HOST:PORT",
+                   help="the Ray cluster (`ray start --head` prints it; default: RAY_ADDRESS, a cluster on this machine, or a new local one)")
+    g.add_argument("--threads", type=int, default=S, metavar="N",
+                   help="CPU threads per job, and CPUs per Ray task (default: local all cores, ray 1); "
+                        "the same N gives bit-identical numbers under both executors")
+    g.add_argument("--ray-gpus", type=float, default=S, metavar="F",
+                   help=f"GPUs per Ray task on CUDA (default: {D.ray_gpus:g}; 0.5 puts two tasks on a GPU)")
+    g.add_argument("--ray-retries", type=int, default=S, metavar="N",
+                   help=f"re-runs of a Ray task whose worker or node died (default: {D.ray_retries}); errors are not retried")
     g = rp.add_argument_group("performance (benchmarks/README.md)")
     g.add_argument("--matmul", default=S, help="float32 matrix products: fp32 (default), tf32 (CUDA) or bf16 (CPUs with "
                    "bf16 units); reduced precision changes results slightly and is recorded with them")
@@ -266,6 +278,10 @@ class _Progress:
     def job_finished(self, job, new_configs):
         pass
 
+    def job_failed(self, failure):
+        if not self.quiet:
+            self._say(f"featbench: {failure.job.phase} job of {failure.job.label} failed: {failure.error}")
+
     def cell_finished(self, cell, done, total):
         if self.quiet:
             return
@@ -298,11 +314,19 @@ def cmd_run(args) -> int:
 
     spec = build_spec(_run_flags(args), args.config)
     host = _host(args, spec.plugins)
-    device = resolve_device(spec.device)
-    check_matmul(spec.matmul, device)
+    if spec.executor != "ray":  # a Ray run's device is the cluster's, known once connected
+        check_matmul(spec.matmul, resolve_device(spec.device))
     out = _prepare_out(spec.out)
     progress = _Progress(spec.quiet)
-    with Store(out) as store:
+    with contextlib.ExitStack() as cluster, Store(out) as store:
+        if spec.executor == "ray":
+            from .ray_executor import cluster_device, connect
+
+            cluster.enter_context(connect(spec.ray_address))
+            device = cluster_device(spec.device)
+        else:
+            device = resolve_device(spec.device)
+        check_matmul(spec.matmul, device)
         try:
             load = LoadOptions(cache_dir=spec.cache_dir, device=device, weights=dict(spec.weights), progress=not spec.quiet,
                                data_root=spec.data_root, image_size=spec.image_size,
@@ -323,7 +347,25 @@ def cmd_run(args) -> int:
             _write_atomic(os.path.join(out, "results.json"), json_text + "\n")
             ext = {"table": "txt", "markdown": "md", "latex": "tex"}.get(spec.format, spec.format)
             _write_atomic(os.path.join(out, f"table.{ext}"), text + "\n")
-    return 130 if outcome.interrupted else 0
+    if outcome.interrupted:
+        return 130
+    return _report_failures(outcome, args.debug, out) if outcome.failures else 0
+
+
+def _report_failures(outcome, debug: bool, out: str | None) -> int:
+    """One line per distinct error (how many cells it failed, and one of them), then what to do; exit
+    status 2 if every error is bad input the user can fix, else 1."""
+    by_error: dict[str, list] = {}
+    for key in outcome.cell_keys:  # in table order, whatever order the jobs failed in
+        if key in outcome.failures:
+            by_error.setdefault(outcome.failures[key].error, []).append(outcome.failures[key])
+    for error, failures in by_error.items():
+        if debug:
+            print(failures[0].detail.rstrip(), file=sys.stderr)
+        print(f"featbench: error: {len(failures)} cell(s) failed: {error} (e.g. {failures[0].job.label})", file=sys.stderr)
+    print(f"featbench: {outcome.cells_failed} of {len(outcome.cell_keys)} cell(s) failed; every other result is recorded"
+          + (f" in {out}: rerun the same command to retry only the failed ones" if out else ""), file=sys.stderr)
+    return 2 if all(f.user_error for f in outcome.failures.values()) else 1
 
 
 def _render_run(store, run_id: int | None, fmt: str, layout: str | None, gain_of: str | None, digits: int | None) -> str:

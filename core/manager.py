@@ -94,12 +94,32 @@ def _check_spec(type_name: str):
     return check
 
 
+@attrs.frozen
+class PluginRecipe:
+    """How a :class:`PluginHost` was built, as plain picklable values, so that another process (a Ray
+    worker) can build the same one with :meth:`load`: the built-in modules, the entry points (``None``: the
+    ``featbench`` group installed where it is loaded; a tuple: exactly these), the ``-p`` modules (``.py``
+    paths made absolute), every blocked name (flags and ``FEATBENCH_DISABLE_PLUGINS`` at build time) and
+    strictness."""
+
+    builtins: tuple[str, ...]
+    entry_points: tuple[Any, ...] | None
+    local_modules: tuple[str, ...]
+    disabled: tuple[str, ...]
+    strict: bool
+
+    def load(self) -> PluginHost:
+        return load_plugins(builtins=self.builtins, entry_points=None if self.entry_points is None else list(self.entry_points),
+                            local_modules=self.local_modules, disabled=self.disabled, strict=self.strict)
+
+
 class PluginHost:
     """The plugin manager plus the catalogs built from it. Build one with :func:`load_plugins`."""
 
     def __init__(self, pm: pluggy.PluginManager, strict: bool):
         self.pm = pm
         self.strict = strict
+        self.recipe: PluginRecipe | None = None  # set by load_plugins
         self.failures: list[LoadFailure] = []
         self.providers: dict[str, Provider] = {}
         self.augmenters: Catalog = Catalog("augmenter", _check_class("FeatureAugmenter"))
@@ -254,8 +274,9 @@ def load_plugins(
     for module_name in builtins:
         if module_name not in blocked:
             host.import_and_register(module_name, BUILTIN_DIST)
+    recipe_entry_points = None if entry_points is None and not _env_flag("FEATBENCH_DISABLE_ENTRY_POINTS") else tuple(entry_points or ())
     if entry_points is None:
-        entry_points = [] if _env_flag("FEATBENCH_DISABLE_ENTRY_POINTS") else _default_entry_points()
+        entry_points = [] if recipe_entry_points is not None else _default_entry_points()
     host.load_entry_points(entry_points, blocked)
     for spec in local_modules:
         module = _import_local(host, spec)
@@ -265,13 +286,24 @@ def load_plugins(
         pm.trace.root.setwriter(lambda m: print(m, end="", file=sys.stderr))
         pm.enable_tracing()
     host.build_catalogs()
+    host.recipe = PluginRecipe(tuple(builtins), recipe_entry_points, tuple(_local_spec(m) for m in local_modules),
+                               tuple(sorted(blocked)), strict)
     return host
+
+
+def _is_path(spec: str) -> bool:
+    return spec.endswith(".py") or os.sep in spec
+
+
+def _local_spec(spec: str) -> str:
+    """A ``-p`` module as another process in another directory must name it: paths made absolute."""
+    return os.path.abspath(spec) if _is_path(spec) else spec
 
 
 def _import_local(host: PluginHost, spec: str) -> ModuleType | None:
     """Import a ``-p`` plugin given as a module name or a path to a ``.py`` file."""
     try:
-        if spec.endswith(".py") or os.sep in spec:
+        if _is_path(spec):
             path = os.path.abspath(spec)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"no such file: {path}")

@@ -95,7 +95,7 @@ class RunRecord:
     id: int
     started: float
     finished: float | None
-    status: str  # running | finished | interrupted | failed
+    status: str  # running | finished | interrupted | failed (the driver stopped on an error, or cells failed)
     spec: Mapping[str, object]
     versions: Mapping[str, object]
     cells_planned: int

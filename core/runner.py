@@ -10,14 +10,18 @@ with every finished stack kept. Stacks are planned from the full grid (structura
 uninterrupted one would have, and gets bit-identical numbers.
 
 An executor implements :class:`Executor` (``submit`` + ``completed``); :class:`LocalExecutor` runs jobs
-one after the other in this process. A distributed executor runs :func:`execute_job` on workers.
+one after the other in this process; ``featbench.ray_executor.RayExecutor`` runs :func:`execute_job` as
+Ray tasks. A job that raises (or whose worker dies for good) comes back as a :class:`JobFailure`: the
+cells that needed it are reported failed, every other cell goes on, and a rerun retries only them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
@@ -235,6 +239,31 @@ class TrainJob:
     val_fraction: float
     log_every: int
     label: str  # for progress messages: "ROW on DATASET/BACKBONES seed S"
+    threads: int | None = None  # torch CPU threads to train with (None: leave the process' setting)
+
+
+@attrs.frozen
+class JobFailure:
+    """A job that could not be computed: what :meth:`Executor.completed` yields instead of a result."""
+
+    job: TrainJob
+    error: str  # one line: "TypeName: message"
+    detail: str = ""  # the traceback (``featbench run --debug`` prints it)
+    user_error: bool = False  # a FeatbenchError: bad input the user can fix (exit status 2, not 1)
+
+    @classmethod
+    def from_exception(cls, job: TrainJob, exc: BaseException) -> JobFailure:
+        from .errors import FeatbenchError
+
+        return cls(job, _one_line(exc), "".join(traceback.format_exception(exc)), isinstance(exc, FeatbenchError))
+
+
+def _one_line(exc: BaseException) -> str:
+    from .errors import FeatbenchError
+
+    text = str(exc).strip().splitlines()
+    text = text[0] if text else ""
+    return text if isinstance(exc, FeatbenchError) else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
 @attrs.frozen
@@ -296,15 +325,37 @@ def plan_cells(spec: RunSpec, rows: Sequence[RowPlan], device: str, load: LoadOp
     return cells
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` torch CPU threads (restored afterwards); ``None`` changes nothing.
+
+    The thread count is part of what makes numbers reproducible: CPU matrix products split their sums
+    across threads, so 1 and 2 threads differ in the last bits (measured on the trainer's shapes).
+    """
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def execute_job(job: TrainJob, fs: FeatureSet, host, on_epoch: Callable[[int], None] | None = None) -> JobResult:
-    """Train one job on its (already loaded) feature set. Pure computation: writes nothing."""
+    """Train one job on its (already loaded) feature set, with ``job.threads`` threads. Pure computation:
+    writes nothing."""
     aug_cls = host.get_augmenter(job.augmenter)
     loss = host.get_loss(job.loss)()
     cap = default_max_heads(fs.num_classes, fs.dim)
     outcomes: list[ConfigOutcome] = []
-    for start in range(0, len(job.configs), cap):
-        outcomes += train_configs(fs, aug_cls, loss, job.configs[start:start + cap], job.settings, job.phase,
-                                  job.val_fraction, job.log_every, on_epoch)
+    with torch_threads(job.threads):
+        for start in range(0, len(job.configs), cap):
+            outcomes += train_configs(fs, aug_cls, loss, job.configs[start:start + cap], job.settings, job.phase,
+                                      job.val_fraction, job.log_every, on_epoch)
     info = SourceInfo(dataset=job.source.dataset, backbones=job.source.backbone_label, metric=fs.metric,
                       num_classes=fs.num_classes, test_y=fs.test_y, cache_keys=tuple(fs.cache_keys), files=tuple(fs.sources))
     return JobResult(job, tuple(outcomes), info, job.settings.device)
@@ -316,17 +367,20 @@ def execute_job(job: TrainJob, fs: FeatureSet, host, on_epoch: Callable[[int], N
 class Executor(Protocol):
     """Runs :class:`TrainJob` s. ``submit`` never blocks on training; ``completed`` yields each finished
     job's result as it finishes and returns once nothing is pending (jobs submitted while iterating are
-    included). Results must be returned to the caller, never written anywhere by the executor."""
+    included). A job that cannot be computed is yielded as a :class:`JobFailure` (never raised), so the
+    other jobs go on. Results must be returned to the caller, never written anywhere by the executor."""
 
     def submit(self, job: TrainJob) -> None: ...
 
-    def completed(self) -> Iterator[JobResult]: ...
+    def completed(self) -> Iterator[JobResult | JobFailure]: ...
 
 
 class LocalExecutor:
     """Runs jobs one at a time in this process, REFIT jobs first so cells finish as early as possible.
 
-    Keeps the most recently loaded feature set, so jobs of one source share one load.
+    Keeps the most recently loaded feature set, so jobs of one source share one load. A job that raises
+    is yielded as a :class:`JobFailure` (no retry: training is deterministic, so it would raise again); a
+    source that fails to load fails its later jobs with the same error without loading it again.
     """
 
     def __init__(self, host, options: LoadOptions, listener: Listener | None = None):
@@ -336,23 +390,34 @@ class LocalExecutor:
         self._refits: deque[TrainJob] = deque()
         self._search: deque[TrainJob] = deque()
         self._loaded: tuple[str, FeatureSet] | None = None
+        self._broken: dict[str, BaseException] = {}  # source id -> why it could not be loaded
 
     def submit(self, job: TrainJob) -> None:
         (self._refits if job.phase == REFIT else self._search).append(job)
 
     def _features(self, job: TrainJob) -> FeatureSet:
+        if job.source_id in self._broken:
+            raise self._broken[job.source_id]
         if self._loaded is None or self._loaded[0] != job.source_id:
             self._loaded = None  # free the previous source first
             self.listener.loading(job.source)
-            self._loaded = (job.source_id, load_source(job.source, self.host, self.options))
+            try:
+                self._loaded = (job.source_id, load_source(job.source, self.host, self.options))
+            except Exception as exc:
+                self._broken[job.source_id] = exc
+                raise
         return self._loaded[1]
 
-    def completed(self) -> Iterator[JobResult]:
+    def completed(self) -> Iterator[JobResult | JobFailure]:
         while self._refits or self._search:
             job = self._refits.popleft() if self._refits else self._search.popleft()
-            fs = self._features(job)
-            self.listener.job_started(job)
-            result = execute_job(job, fs, self.host, on_epoch=lambda e, j=job: self.listener.epoch(j, e))
+            try:
+                fs = self._features(job)
+                self.listener.job_started(job)
+                result = execute_job(job, fs, self.host, on_epoch=lambda e, j=job: self.listener.epoch(j, e))
+            except Exception as exc:  # KeyboardInterrupt is no job failure: it stops the run
+                yield JobFailure.from_exception(job, exc)
+                continue
             yield result
 
 
@@ -360,6 +425,10 @@ def make_executor(spec: RunSpec, host, load: LoadOptions, listener: Listener) ->
     """The executor named by ``spec.executor`` (validated against ``suite.EXECUTORS``)."""
     if spec.executor == "local":
         return LocalExecutor(host, load, listener)
+    if spec.executor == "ray":
+        from .ray_executor import RayConfig, RayExecutor
+
+        return RayExecutor(host, load, RayConfig.from_spec(spec), listener)
     raise ConfigError(f"executor {spec.executor!r} is not available in this installation", "use --executor local")
 
 
@@ -379,6 +448,8 @@ class Listener:
 
     def job_finished(self, job: TrainJob, new_configs: int) -> None: ...
 
+    def job_failed(self, failure: JobFailure) -> None: ...
+
     def cell_finished(self, cell: CellRecord, done: int, total: int) -> None: ...
 
 
@@ -393,18 +464,24 @@ class RunOutcome:
     cells_skipped: int  # cells already in the store
     configs_trained: int  # configurations newly recorded by this run
     interrupted: bool
+    failures: Mapping[str, JobFailure] = attrs.field(factory=dict)  # cell key -> the job failure that stopped it
+
+    @property
+    def cells_failed(self) -> int:
+        return len(self.failures)
 
 
-def environment(device: str) -> dict:
-    """Versions and machine facts recorded with every run."""
+def environment(device: str, executor: str = "local", threads: int | None = None) -> dict:
+    """Versions and machine facts recorded with every run (the driver's; Ray workers must match them)."""
     import numpy
     import torch
 
     from . import __version__
 
     v = {"featbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
-         "numpy": numpy.__version__, "platform": platform.platform(), "device": device}
-    if device.startswith("cuda"):
+         "numpy": numpy.__version__, "platform": platform.platform(), "device": device, "executor": executor,
+         "threads": threads if threads is not None else (1 if executor == "ray" else torch.get_num_threads())}
+    if device.startswith("cuda") and torch.cuda.is_available():  # a Ray driver may have no GPU of its own
         v["gpu"] = torch.cuda.get_device_name(0)
     return v
 
@@ -428,7 +505,7 @@ class Runner:
     def run(self) -> RunOutcome:
         spec, store = self.spec, self.store
         keys = [c.key for c in self.cells]
-        run_id = store.begin_run(spec.to_json(), environment(self.device), keys)
+        run_id = store.begin_run(spec.to_json(), environment(self.device, spec.executor, spec.threads), keys)
         done = store.done_cells(keys)
         pending = [c for c in self.cells if c.key not in done]
         self._run_id = run_id
@@ -437,6 +514,7 @@ class Runner:
         self._in_flight: set[str] = set()
         self._sources: set[str] = set()
         self._finished = 0
+        self._failures: dict[str, JobFailure] = {}
         self._trained = 0
         self._done_total = len(done)
         todo = 0
@@ -446,14 +524,17 @@ class Runner:
                 todo += self._start(cell)
             self.listener.planned(len(keys), len(done), todo, spec.epochs)
             for result in self.executor.completed():
-                self._record(result)
+                if isinstance(result, JobFailure):
+                    self._fail(result)
+                else:
+                    self._record(result)
         except KeyboardInterrupt:
             interrupted = True
         except BaseException:
             store.finish_run(run_id, "failed")  # everything finished so far stays recorded
             raise
-        store.finish_run(run_id, "interrupted" if interrupted else "finished")
-        return RunOutcome(run_id, tuple(keys), self._finished, len(done), self._trained, interrupted)
+        store.finish_run(run_id, "interrupted" if interrupted else "failed" if self._failures else "finished")
+        return RunOutcome(run_id, tuple(keys), self._finished, len(done), self._trained, interrupted, dict(self._failures))
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -462,7 +543,7 @@ class Runner:
         return TrainJob(source=cell.source, source_id=cell.source_id, augmenter=cell.row.augmenter, loss=cell.loss,
                         phase=phase, configs=tuple(dict(c) for c in configs), keys=tuple(keys),
                         settings=cell.settings, val_fraction=self.spec.val_fraction, log_every=self.spec.log_every,
-                        label=f"{cell.row.label} on {cell.source.dataset}{bb} seed {cell.seed}")
+                        label=f"{cell.row.label} on {cell.source.dataset}{bb} seed {cell.seed}", threads=self.spec.threads)
 
     def _submit(self, job: TrainJob) -> int:
         self._in_flight.update(job.keys)
@@ -539,6 +620,16 @@ class Runner:
                     if not waiting:
                         del self._waiting[cell_key]
                         self._refit(cell)
+
+    def _fail(self, failure: JobFailure) -> None:
+        """A job failed for good: every cell waiting on it fails in this run (what it recorded stays)."""
+        job = failure.job
+        self._in_flight.difference_update(job.keys)
+        self.listener.job_failed(failure)
+        for k in job.keys:
+            for cell_key in self._owners.pop(k, []):
+                self._waiting.pop(cell_key, None)  # its other search stacks still get recorded, but no refit
+                self._failures.setdefault(cell_key, failure)
 
     def _finish(self, cell: CellPlan) -> None:
         hp, search = self._chosen(cell)

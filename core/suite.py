@@ -28,7 +28,7 @@ from .errors import ConfigError, UnknownNameError
 
 FORMATS = ("table", "markdown", "csv", "json", "latex")
 LAYOUTS = ("auto", "table5", "table4", "both")
-EXECUTORS = ("local",)
+EXECUTORS = ("local", "ray")
 MATMULS = ("fp32", "tf32", "bf16")  # featbench.train.matmul_precision
 METRICS = ("top1", "mean_per_class")
 DEFAULT_STACK = 64  # configurations per job (one K-stack) unless max_heads says otherwise
@@ -79,6 +79,10 @@ class RunSpec:
     storage: str = "auto"  # dtype the training features are kept in (featbench.storage)
     cuda_graphs: bool = False
     executor: str = "local"
+    ray_address: str | None = None  # HOST:PORT of a running Ray cluster (executor ray; default: a local one)
+    threads: int | None = None  # CPU threads per job (a Ray task requests as many CPUs); None: local all, ray 1
+    ray_gpus: float = 1.0  # GPUs a Ray task requests when the device is CUDA (a fraction packs tasks on a GPU)
+    ray_retries: int = 3  # re-runs of a Ray task after its worker or node died (or an OSError)
     cache_dir: str | None = None
     data_root: str | None = None
     image_size: int | None = None
@@ -156,6 +160,14 @@ def check(spec: RunSpec) -> RunSpec:
         raise ConfigError(f"--log-every {spec.log_every} must be >= 0", "0 turns per-epoch logging off")
     if spec.max_heads is not None and spec.max_heads < 1:
         raise ConfigError(f"--max-heads {spec.max_heads} must be at least 1", "or leave it out for the memory-based default")
+    if spec.threads is not None and spec.threads < 1:
+        raise ConfigError(f"--threads {spec.threads} must be at least 1", "or leave it out for the executor's default")
+    if not spec.ray_gpus > 0:
+        raise ConfigError(f"--ray-gpus {spec.ray_gpus} must be above 0", "e.g. --ray-gpus 1, or 0.5 for two tasks per GPU")
+    if spec.ray_retries < 0:
+        raise ConfigError(f"--ray-retries {spec.ray_retries} must be >= 0", "e.g. --ray-retries 3")
+    if spec.ray_address is not None and spec.executor != "ray":
+        raise ConfigError(f"--ray-address {spec.ray_address} is given but the executor is {spec.executor}", "add --executor ray")
     if not 0 <= spec.digits <= 6:
         raise ConfigError(f"--digits {spec.digits} must be between 0 and 6", "e.g. --digits 2")
     from .storage import STORAGE_CHOICES
@@ -287,11 +299,12 @@ def _weights(value) -> dict[str, str]:
     return out
 
 
-_INT = {"epochs", "batch_size", "seed", "seeds", "digits", "log_every", "max_heads", "image_size", "extract_batch_size", "workers"}
-_FLOAT = {"val_fraction"}
+_INT = {"epochs", "batch_size", "seed", "seeds", "digits", "log_every", "max_heads", "image_size", "extract_batch_size", "workers",
+        "threads", "ray_retries"}
+_FLOAT = {"val_fraction", "ray_gpus"}
 _BOOL = {"quiet", "cuda_graphs"}
-_STR = {"loss", "grid", "metric", "device", "format", "layout", "gain_of", "out", "executor", "cache_dir", "data_root", "description",
-        "matmul", "storage"}
+_STR = {"loss", "grid", "metric", "device", "format", "layout", "gain_of", "out", "executor", "ray_address", "cache_dir", "data_root",
+        "description", "matmul", "storage"}
 
 
 def _coerce(name: str, value, base: str | None, from_flags: bool = False):

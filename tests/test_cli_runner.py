@@ -119,6 +119,13 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("featbench: error: ") and message in err
 
 
+def test_ray_executor_without_ray_installed_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where the extra is not installed
+    code, out, err = _main(capsys, "run", "--aug", "none", "--executor", "ray", "--out", str(tmp_path))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("featbench: error: --executor ray needs Ray") and "pip install 'featbench[ray]'" in err
+
+
 def _configs(out_dir: str) -> int:
     if not os.path.exists(os.path.join(out_dir, "featbench.sqlite")):
         return 0

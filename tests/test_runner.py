@@ -230,3 +230,82 @@ def test_source_identity_follows_file_contents(files, plugin_host, tmp_path):
     make_features(path, seed=6)  # new numbers under the same name
     second, _, _ = _run(spec, plugin_host, d)
     assert first.configs_trained == second.configs_trained == 1
+
+
+BROKEN_PLUGIN = '''
+from featbench import hookimpl
+from featbench.plugins.baseline import NoAugmentation
+
+
+class Broken(NoAugmentation):
+    def __init__(self, run):
+        raise RuntimeError("broken augmenter")
+
+
+@hookimpl
+def register_augmenters(registry):
+    registry.add("broken", Broken)
+'''
+
+
+def test_a_failing_job_fails_its_cells_and_the_rest_goes_on(files, tmp_path):
+    from featbench.manager import load_plugins
+
+    plugin = tmp_path / "broken_plugin.py"
+    plugin.write_text(BROKEN_PLUGIN)
+    h = load_plugins(entry_points=[], local_modules=[str(plugin)], strict=True)
+    spec = _spec(files, aug=("none", "broken", "sea"), datasets=("d1",), combos=("A",), seeds=1)
+    d = str(tmp_path / "run")
+    outcome, cells, n = _run(spec, h, d)
+    assert [c.row for c in cells] == ["none", "sea"] and outcome.cells_finished == 2
+    assert outcome.cells_failed == 1 and n == 3 + 5  # none and sea recorded in full
+    (failure,) = outcome.failures.values()
+    assert failure.error == "RuntimeError: broken augmenter" and not failure.user_error
+    assert failure.job.augmenter == "broken" and "Traceback" in failure.detail
+    with Store(d) as store:
+        assert store.run().status == "failed"
+    again, cells2, _ = _run(spec, h, d)  # a rerun tries only the failed cell again
+    assert again.cells_skipped == 2 and again.configs_trained == 0 and again.cells_failed == 1
+    assert _values(cells2) == _values(cells)
+
+
+def test_a_source_that_fails_to_load_fails_its_cells_once(files, plugin_host, monkeypatch, tmp_path):
+    from featbench.errors import DataError
+
+    calls = []
+    _fake_sources(monkeypatch, calls, files)
+    import featbench
+
+    real = featbench.sources.feature_set_for
+
+    def feature_set_for(dataset, backbones, **kw):
+        if dataset == "d2":
+            calls.append(dataset)
+            raise DataError("d2 is missing", "download it")
+        return real(dataset, backbones, **kw)
+
+    monkeypatch.setattr(featbench.sources, "feature_set_for", feature_set_for)
+    spec = check(RunSpec(aug=("none", "sea"), datasets=("d1", "d2"), backbones=("A",), hp={"lr": (0.5, 2.0)}, epochs=2,
+                         batch_size=32, cache_dir=str(tmp_path / "cache")))
+    outcome, cells, _ = _run(spec, plugin_host)
+    assert [(c.dataset, c.row) for c in cells] == [("d1", "none"), ("d1", "sea")]
+    assert outcome.cells_failed == 2 and calls.count("d2") == 1  # loaded once, not once per job
+    assert {f.error for f in outcome.failures.values()} == {"d2 is missing (download it)"}
+    assert all(f.user_error for f in outcome.failures.values())
+
+
+def test_jobs_train_with_their_thread_count(files, plugin_host):
+    import torch
+
+    seen = []
+
+    class Threads(Listener):
+        def epoch(self, job, epoch):
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    spec = _spec(files, aug=("none",), datasets=("d1",), combos=("A",), seeds=1, threads=before + 1, hp={"lr": (0.5,)})
+    with Store(None) as store:
+        Runner(spec, plugin_host, store, device="cpu", listener=Threads()).run()
+    assert seen and set(seen) == {before + 1}
+    assert torch.get_num_threads() == before  # restored

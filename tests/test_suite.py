@@ -75,6 +75,11 @@ def test_combos_all_gives_the_15_subsets_in_the_papers_order():
     ("datasets: [d]\nbackbones: [S]\ncombos: [S+X]", UnknownNameError, "unknown backbone in --combos 'X'"),
     ("datasets: [d]\nbackbones: [S, M]\nfeature_files: {d: {S: s.npz}}", ConfigError, "feature_files.d has no file for backbone\\(s\\) M"),
     ("format: html", UnknownNameError, "unknown output format 'html'"),
+    ("executor: spark", UnknownNameError, "unknown executor 'spark'.*valid: local, ray"),
+    ("ray_address: 10.0.0.1:6379", ConfigError, "--ray-address 10.0.0.1:6379 is given but the executor is local"),
+    ("executor: ray\nthreads: 0", ConfigError, "--threads 0 must be at least 1"),
+    ("executor: ray\nray_gpus: 0", ConfigError, "--ray-gpus 0.0 must be above 0"),
+    ("executor: ray\nray_retries: -1", ConfigError, "--ray-retries -1 must be >= 0"),
     ("layout: wide", UnknownNameError, "unknown table layout"),
     ("- a\n- b", ConfigError, "does not hold a mapping"),
     ("aug: [none\n", ConfigError, "is not valid YAML"),
@@ -87,6 +92,20 @@ def test_bad_suites(tmp_path, text, error, match):
         return
     with pytest.raises(error, match=match):
         build_spec({}, path)
+
+
+def test_executor_settings_from_the_file_and_the_flags(tmp_path):
+    path = _write(tmp_path, """
+executor: ray
+ray-address: head:6379
+threads: 2
+ray_gpus: 0.5
+ray_retries: 1
+""")
+    spec = build_spec({}, path)
+    assert (spec.executor, spec.ray_address, spec.threads, spec.ray_gpus, spec.ray_retries) == ("ray", "head:6379", 2, 0.5, 1)
+    assert build_spec({"ray_address": "other:1", "threads": 4}, path).ray_address == "other:1"
+    assert RunSpec().threads is None and RunSpec().executor == "local"
 
 
 def test_missing_suite_file(tmp_path):
