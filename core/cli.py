@@ -325,12 +325,12 @@ def cmd_run(args) -> int:
     spec = build_spec(_run_flags(args), args.config)
     host = _host(args, spec.plugins)
     _preflight(spec, host, args.registry)
-    device = resolve_device(spec.device)
     new_dir = spec.out is not None and not os.path.isdir(spec.out)
     new_db = spec.out is None or not os.path.exists(db_path(spec.out))
     out = _prepare_out(spec.out)
     progress = _Progress(spec.quiet)
     try:
+        device = resolve_device(spec.device)
         store = Store(out)
     except BaseException:
         _remove_new_store(out, new_db, new_dir)
@@ -356,12 +356,12 @@ def cmd_run(args) -> int:
         for line in _divergence_warnings(store, store.cells(store.planned_cells(outcome.run_id))):
             print(f"featbench: warning: {line}", file=sys.stderr)
         text = _render_run(store, outcome.run_id, spec.format, spec.layout, spec.gain_of, spec.digits)
-        print(text)
-        if out:
+        if out:  # the files first: a command that fails prints nothing on stdout
             json_text = _render_run(store, outcome.run_id, "json", spec.layout, spec.gain_of, spec.digits)
             _write_atomic(os.path.join(out, "results.json"), json_text + "\n")
             ext = {"table": "txt", "markdown": "md", "latex": "tex"}.get(spec.format, spec.format)
             _write_atomic(os.path.join(out, f"table.{ext}"), text + "\n")
+        print(text)
     return 130 if outcome.interrupted else 0
 
 
@@ -519,12 +519,17 @@ def _format_warning(message, category, filename, lineno, file=None, line=None):
     print(f"featbench: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
 
 
+#: Environment variables main() sets for its own duration.
+_ENV_SET = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "FEATBENCH_REGISTRY")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug
     # No checkpoint is ever unpickled with code execution, not even by a library featbench calls:
     # torch.load(weights_only=False) anywhere in this process is turned into weights_only=True.
+    saved_env = {k: os.environ.get(k) for k in _ENV_SET}
     os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     if args.registry:  # the plugins that read registry.yaml (backbones, data sets) use the same file
@@ -557,3 +562,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         warnings.showwarning = old_show
+        for k, v in saved_env.items():  # main() may be called in-process: leave the environment as it was
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
