@@ -159,14 +159,20 @@ class FeatureCache:
 
     # ---- writing -----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
-        """Hold an exclusive lock on entry ``key`` (other featbench processes wait); a no-op without fcntl."""
-        locks = os.path.join(self.root, "locks")  # outside the entry, which load() may delete
+    def check_writable(self) -> str:
+        """Create the cache's lock directory (outside the entries, which load() may delete); a StorageError
+        now if that is impossible. Returns the lock directory."""
+        locks = os.path.join(self.root, "locks")
         try:
             os.makedirs(locks, exist_ok=True)
         except OSError as exc:
             raise storage_error(exc, "the feature cache", self.root) from None
+        return locks
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Hold an exclusive lock on entry ``key`` (other featbench processes wait); a no-op without fcntl."""
+        locks = self.check_writable()
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
