@@ -183,6 +183,9 @@ def load_checkpoint(path: str) -> Mapping:
     except EOFError:
         raise DataError(f"{path}: the checkpoint ends early (truncated)", "download or save it again") from None
     except Exception as exc:  # noqa: BLE001 - torch.load raises many types on arbitrary bytes
+        if head[:2] == b"PK":  # a zip archive, as torch.save writes: damaged
+            raise DataError(f"{path}: not a valid checkpoint ({type(exc).__name__}: {_first_line(exc)})",
+                            _damaged_hint("zip archive")) from None
         raise DataError(f"{path}: not a torch checkpoint ({type(exc).__name__}: {_first_line(exc)})",
                         "pass a file written by torch.save (a state dict of tensors) or a .safetensors file") from None
 
