@@ -74,9 +74,10 @@ def test_kill_9_during_extraction_then_rerun_resumes_and_matches(tmp_path, capsy
     deadline = time.time() + 180
     while not any(n >= 2 for _, n in _progress(killed)) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGSTOP)  # freeze it, read what it left, then kill it in that state
+    interrupted = _progress(killed)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
-    interrupted = _progress(killed)
     assert interrupted and proc.returncode == -signal.SIGKILL, "the extraction was not killed halfway"
     (key, chunks), = interrupted
     assert FeatureCache(killed).load(key) is None  # no meta.json: never taken for a complete entry
