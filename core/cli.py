@@ -301,7 +301,8 @@ def _run_flags(args) -> dict:
 
 
 def _preflight(spec, host, registry: str | None) -> None:
-    """Check names, hyper-parameters and feature files before anything is written or torch is imported."""
+    """Check names, hyper-parameters and feature files (all but their NaN/Inf values) before anything is
+    written; feature-file runs fail here before torch is even imported."""
     from .features import check_feature_files
     from .runner import plan_rows, plan_sources
 
@@ -372,7 +373,7 @@ def _forget_failed_run(store, out: str | None, last_run: int, new_db: bool, new_
     if out is None:
         return
     try:
-        if new_db and store.count_configs() == 0:
+        if new_db and store.count_configs() == 0 and not store.runs_of_other_processes(os.getpid()):
             store.close()
             _remove_new_store(out, new_db, new_dir)
             return

@@ -169,6 +169,10 @@ class Store:
             self.conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
         return True
 
+    def runs_of_other_processes(self, pid: int) -> int:
+        """How many runs were begun by a process other than ``pid``."""
+        return self.conn.execute("SELECT COUNT(*) FROM runs WHERE pid IS NOT ?", (pid,)).fetchone()[0]
+
     def finish_run(self, run_id: int, status: str) -> None:
         with self.transaction():
             self.conn.execute("UPDATE runs SET finished = ?, status = ? WHERE id = ?", (time.time(), status, run_id))
