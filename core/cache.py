@@ -14,6 +14,7 @@ reported as missing, so the caller recomputes it. Only numpy ``.npy`` and JSON a
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -24,10 +25,13 @@ from collections.abc import Iterator, Mapping
 import attrs
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, storage_error
 
 FEATURE_VERSION = 1  # bump when extraction changes the numbers for the same inputs
 FP16_MAX = float(np.finfo(np.float16).max)
+#: Rows per resumable chunk: an interrupted extraction restarts after the last complete chunk
+#: (``$FEATBENCH_CACHE_CHUNK_ROWS`` overrides it; a different value restarts an interrupted entry).
+DEFAULT_CHUNK_ROWS = 2048
 
 
 class CacheCorruptWarning(UserWarning):
@@ -64,19 +68,41 @@ def file_sha256(path: str, memo: bool = False) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def _replacing(path: str, tmp: str) -> Iterator[str]:
+    """Write ``tmp``, then rename it over ``path``; on any error ``tmp`` is removed and ``path`` is untouched."""
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
 def _write_json(path: str, data: Mapping) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with _replacing(path, f"{path}.tmp{os.getpid()}") as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
-    tmp = f"{path}.tmp{os.getpid()}.npy"
-    np.save(tmp, array, allow_pickle=False)
-    os.replace(tmp, path)
+    with _replacing(path, f"{path}.tmp{os.getpid()}.npy") as tmp:
+        np.save(tmp, array, allow_pickle=False)
+
+
+def _reserve(path: str) -> None:
+    """Allocate the blocks of a (sparse) file now: a full disk then fails here with ENOSPC, instead of
+    killing the process with SIGBUS when a memory-mapped page is written later."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # file systems without fallocate
+            raise
+    finally:
+        os.close(fd)
 
 
 def _chunk_sha(rows: np.ndarray) -> str:
@@ -97,9 +123,9 @@ class CachedFeatures:
 class FeatureCache:
     """Feature arrays on disk under ``root`` (see the module docstring)."""
 
-    def __init__(self, root: str | None = None, chunk_rows: int = 2048):
+    def __init__(self, root: str | None = None, chunk_rows: int | None = None):
         self.root = os.path.abspath(root or default_cache_dir())
-        self.chunk_rows = chunk_rows
+        self.chunk_rows = chunk_rows or int(os.environ.get("FEATBENCH_CACHE_CHUNK_ROWS") or DEFAULT_CHUNK_ROWS)
 
     def entry_dir(self, key: str) -> str:
         return os.path.join(self.root, "features", key[:2], key)
@@ -133,11 +159,20 @@ class FeatureCache:
 
     # ---- writing -----------------------------------------------------------------------------
 
+    def check_writable(self) -> str:
+        """Create the cache's lock directory (outside the entries, which load() may delete); a StorageError
+        now if that is impossible. Returns the lock directory."""
+        locks = os.path.join(self.root, "locks")
+        try:
+            os.makedirs(locks, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(exc, "the feature cache", self.root) from None
+        return locks
+
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
         """Hold an exclusive lock on entry ``key`` (other featbench processes wait); a no-op without fcntl."""
-        locks = os.path.join(self.root, "locks")  # outside the entry, which load() may delete
-        os.makedirs(locks, exist_ok=True)
+        locks = self.check_writable()
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
@@ -167,7 +202,10 @@ class ChunkWriter:
         self.d: int | None = None
         self.chunks: list[str] = []
         self._mm = None
-        os.makedirs(directory, exist_ok=True)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(exc, "the feature cache entry", directory) from None
         self._resume()
 
     @property
@@ -206,33 +244,56 @@ class ChunkWriter:
         if np.abs(x).max(initial=0.0) > FP16_MAX:
             raise DataError(f"features exceed the float16 range (max |x| = {np.abs(x).max():.3g})",
                             "this backbone's pooled features are too large to cache in float16; report it")
-        if self._mm is None:
-            self.d = x.shape[1]
-            self._mm = np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.float16, shape=(self.n, self.d))
-        elif x.shape[1] != self.d:
+        if self._mm is not None and x.shape[1] != self.d:
             raise ValueError(f"chunk has {x.shape[1]} features, the entry {self.d}")
-        self._mm[lo:hi] = x.astype(np.float16)
-        self._mm.flush()
-        self.chunks.append(_chunk_sha(self._mm[lo:hi]))
-        _write_json(self.progress_path, {"key": self.key, "n": self.n, "d": self.d, "chunk_rows": self.chunk_rows,
-                                         "labels_sha256": _chunk_sha(self.labels), "chunks": self.chunks})
+        try:
+            if self._mm is None:
+                self._create(x.shape[1])
+            self._mm[lo:hi] = x.astype(np.float16)
+            self._mm.flush()
+            chunks = [*self.chunks, _chunk_sha(self._mm[lo:hi])]
+            _write_json(self.progress_path, {"key": self.key, "n": self.n, "d": self.d, "chunk_rows": self.chunk_rows,
+                                             "labels_sha256": _chunk_sha(self.labels), "chunks": chunks})
+        except OSError as exc:  # the chunks recorded in progress.json so far stay valid for a resume
+            raise storage_error(exc, "the feature cache entry", self.dir) from None
+        self.chunks = chunks
+
+    def _create(self, d: int) -> None:
+        """The memory-mapped ``x.partial.npy`` with all its blocks allocated (none left behind on failure)."""
+        try:
+            self._mm = np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.float16, shape=(self.n, d))
+            _reserve(self.partial)
+        except BaseException:
+            self._mm = None
+            with contextlib.suppress(OSError):
+                os.remove(self.partial)
+            raise
+        self.d = d
 
     def finish(self) -> None:
         """Commit the entry (all rows written): y.npy, x.npy, then meta.json as the commit point."""
         if self.start < self.n or self._mm is None and self.n:
             raise ValueError(f"entry {self.key} has {self.start} of {self.n} rows")
         y_path, x_path = os.path.join(self.dir, "y.npy"), os.path.join(self.dir, "x.npy")
-        _save_npy(y_path, self.labels)
-        if self._mm is None:  # an empty split
-            self.d = 0
-            _save_npy(x_path, np.zeros((0, 0), np.float16))
-        else:
-            self._mm.flush()
-            del self._mm
-            self._mm = None
-            os.replace(self.partial, x_path)
-        meta = {"key": self.key, "n": self.n, "d": self.d, "dtype": "float16", "fields": self.fields,
-                "sha256": {"x": file_sha256(x_path), "y": file_sha256(y_path)}}
-        _write_json(os.path.join(self.dir, "meta.json"), meta)
+        try:
+            _save_npy(y_path, self.labels)
+            if self._mm is None:  # an empty split
+                self.d = 0
+                _save_npy(x_path, np.zeros((0, 0), np.float16))
+            else:
+                self._mm.flush()
+                del self._mm
+                self._mm = None
+                os.replace(self.partial, x_path)
+            meta = {"key": self.key, "n": self.n, "d": self.d, "dtype": "float16", "fields": self.fields,
+                    "sha256": {"x": file_sha256(x_path), "y": file_sha256(y_path)}}
+            try:
+                _write_json(os.path.join(self.dir, "meta.json"), meta)
+            except OSError:
+                if self.d:  # every row is computed: put them back where a rerun resumes from
+                    os.replace(x_path, self.partial)
+                raise
+        except OSError as exc:
+            raise storage_error(exc, "the feature cache entry", self.dir) from None
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.progress_path)

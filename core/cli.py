@@ -17,7 +17,15 @@ import warnings
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import ConfigError, FeatbenchError, UnknownNameError
+from .errors import ConfigError, FeatbenchError, UnknownNameError, storage_error, storage_hint
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, like every other featbench error."""
+
+    def error(self, message: str):
+        print(f"featbench: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _common(defaults: bool) -> argparse.ArgumentParser:
@@ -37,7 +45,7 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="featbench", parents=[_common(True)],
+    parser = _Parser(prog="featbench", parents=[_common(True)],
                                      description="Benchmark feature-space augmentation of frozen deep features.")
     parser.add_argument("--version", action="version", version=f"featbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -227,6 +235,7 @@ def _source_options(args, host) -> dict:
 def _prepare_out(path: str | None) -> str | None:
     if path is None:
         return None
+    existed = os.path.isdir(path)
     try:
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".featbench-write-test{os.getpid()}")
@@ -234,15 +243,23 @@ def _prepare_out(path: str | None) -> str | None:
             f.write("")
         os.remove(probe)
     except OSError as exc:
+        if not existed and os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
         raise ConfigError(f"cannot write to --out {path}: {exc.strerror or exc}", "choose a writable directory") from None
     return path
 
 
 def _write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file: ``path`` is the old or the new text, never a mix."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise storage_error(exc, os.path.basename(path), path) from None
 
 
 class _Progress:
@@ -306,32 +323,61 @@ def _run_flags(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in _RUN_NOT_SPEC}
 
 
+def _preflight(spec, host, registry: str | None) -> None:
+    """Check names, hyper-parameters and feature files (all but their NaN/Inf values) before anything is
+    written; feature-file runs fail here before torch is even imported."""
+    from .features import check_feature_files
+    from .runner import plan_rows, plan_sources
+
+    plan_rows(spec, host, registry)
+    for src in plan_sources(spec):
+        if src.files:
+            check_feature_files(list(src.files), name=src.dataset)
+        elif not src.builtin:
+            host.get_dataset(src.dataset)
+    for b in spec.backbones:
+        if not spec.feature_files or any(ds not in spec.feature_files for ds in spec.datasets):
+            host.get_backbone(b)
+
+
 def cmd_run(args) -> int:
     from .runner import LoadOptions, Runner
-    from .store import Store
+    from .store import Store, db_path
     from .suite import build_spec
     from .train import check_matmul, resolve_device
 
     spec = build_spec(_run_flags(args), args.config)
     host = _host(args, spec.plugins)
+    _preflight(spec, host, args.registry)
     if spec.executor != "ray":  # a Ray run's device is the cluster's, known once connected
         check_matmul(spec.matmul, resolve_device(spec.device))
+    new_dir = spec.out is not None and not os.path.isdir(spec.out)
+    new_db = spec.out is None or not os.path.exists(db_path(spec.out))
     out = _prepare_out(spec.out)
     progress = _Progress(spec.quiet)
-    with contextlib.ExitStack() as cluster, Store(out) as store:
-        if spec.executor == "ray":
-            from .ray_executor import cluster_device, connect
+    with contextlib.ExitStack() as context:
+        try:
+            if spec.executor == "ray":
+                from .ray_executor import cluster_device, connect
 
-            cluster.enter_context(connect(spec.ray_address))
-            device = cluster_device(spec.device)
-        else:
-            device = resolve_device(spec.device)
-        check_matmul(spec.matmul, device)
+                context.enter_context(connect(spec.ray_address))
+                device = cluster_device(spec.device)
+            else:
+                device = resolve_device(spec.device)
+            check_matmul(spec.matmul, device)
+            store = context.enter_context(Store(out))
+        except BaseException:
+            _remove_new_store(out, new_db, new_dir)
+            raise
+        last_run = max((r.id for r in store.runs()), default=0)
         try:
             load = LoadOptions(cache_dir=spec.cache_dir, device=device, weights=dict(spec.weights), progress=not spec.quiet,
                                data_root=spec.data_root, image_size=spec.image_size,
                                extract_batch_size=spec.extract_batch_size, workers=spec.workers)
             outcome = Runner(spec, host, store, device=device, registry_path=args.registry, listener=progress, load=load).run()
+        except BaseException:
+            _forget_failed_run(store, out, last_run, new_db, new_dir)
+            raise
         finally:
             progress.close()
         if outcome.interrupted:
@@ -340,13 +386,15 @@ def cmd_run(args) -> int:
         if not spec.quiet:
             print(f"featbench: trained {outcome.configs_trained} configuration(s); {outcome.cells_skipped} cell(s) were "
                   "already recorded", file=sys.stderr)
+        for line in _divergence_warnings(store, store.cells(store.planned_cells(outcome.run_id))):
+            print(f"featbench: warning: {line}", file=sys.stderr)
         text = _render_run(store, outcome.run_id, spec.format, spec.layout, spec.gain_of, spec.digits)
-        print(text)
-        if out:
+        if out:  # the files first: a command that fails prints nothing on stdout
             json_text = _render_run(store, outcome.run_id, "json", spec.layout, spec.gain_of, spec.digits)
             _write_atomic(os.path.join(out, "results.json"), json_text + "\n")
             ext = {"table": "txt", "markdown": "md", "latex": "tex"}.get(spec.format, spec.format)
             _write_atomic(os.path.join(out, f"table.{ext}"), text + "\n")
+        print(text)
     if outcome.interrupted:
         return 130
     return _report_failures(outcome, args.debug, out) if outcome.failures else 0
@@ -368,6 +416,77 @@ def _report_failures(outcome, debug: bool, out: str | None) -> int:
     return 2 if all(f.user_error for f in outcome.failures.values()) else 1
 
 
+def _forget_failed_run(store, out: str | None, last_run: int, new_db: bool, new_dir: bool) -> None:
+    """A run that failed before recording anything leaves no trace: its run record is deleted, and the
+    results store (and the --out directory) too when this run created them. Best effort: the original
+    error is what the user needs to see."""
+    if out is None:
+        return
+    try:
+        if new_db and store.count_configs() == 0 and not store.runs_of_other_processes(os.getpid()):
+            store.close()
+            _remove_new_store(out, new_db, new_dir)
+            return
+        for run in store.runs():
+            if run.id > last_run:
+                store.discard_run(run.id)
+    except Exception:  # noqa: BLE001 - never hide the error that made the run fail
+        pass
+
+
+def _remove_new_store(out: str | None, new_db: bool, new_dir: bool) -> None:
+    """Remove the results store this run created (and the --out directory, if it created that and it is empty)."""
+    from .store import db_path
+
+    if out is None or not new_db:
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        if os.path.exists(db_path(out) + suffix):
+            os.remove(db_path(out) + suffix)
+    if new_dir and os.path.isdir(out) and not os.listdir(out):
+        os.rmdir(out)
+
+
+def _divergence_warnings(store, cells) -> list[str]:
+    """One line per cell in which a configuration diverged: which ones, and what that means for the cell."""
+    lines = []
+    for cell, bad in _diverged(store, cells):
+        where = f"{cell.row} on {cell.dataset}" + (f" [{cell.backbones}]" if cell.backbones else "") + f" (seed {cell.seed})"
+        shown = "; ".join(", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in d["varied"].items())
+                          for d in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+        search = [d for d in bad if d["phase"] == "search"]
+        refit = any(d["phase"] == "refit" for d in bad)
+        if not search:
+            lines.append(f"{where}: training diverged (weights became NaN/Inf with {shown}), so the cell has no result "
+                         "(lower the learning rate)")
+            continue
+        if refit:
+            what = "the chosen one diverged again in the final training, so the cell has no result"
+        elif len(search) == cell.grid_size:
+            what = "every one diverged, so the selection fell back to the first"
+        else:
+            what = "they were left out of the selection"
+        lines.append(f"{where}: {len(search)} of {cell.grid_size} configuration(s) diverged (weights became NaN/Inf with "
+                     f"{shown}); {what} (lower the learning rate)")
+    return lines
+
+
+def _diverged(store, cells) -> list[tuple]:
+    """``(cell, [{"phase", "hp", "varied"}...])`` for every cell with a diverged configuration."""
+    out = []
+    for cell in cells:
+        if not cell.diverged_configs:
+            continue
+        keys = store.cell_config_keys(cell.key)  # the grid in order, then the refit
+        found = store.configs(keys)
+        records = [found[k] for k in keys if k in found]
+        varying = [k for k in cell.hp if k == "lr" or len({json.dumps(r.hp.get(k)) for r in records}) > 1]
+        bad = [{"phase": r.phase, "hp": dict(r.hp), "varied": {k: r.hp[k] for k in varying if k in r.hp}}
+               for r in records if r.diverged]
+        out.append((cell, bad))
+    return out
+
+
 def _render_run(store, run_id: int | None, fmt: str, layout: str | None, gain_of: str | None, digits: int | None) -> str:
     """Render the tables of one run from the store alone (what ``run`` prints and ``report`` reprints)."""
     from .report import build, render
@@ -381,6 +500,9 @@ def _render_run(store, run_id: int | None, fmt: str, layout: str | None, gain_of
     spec = run.spec
     meta = {"run": {"id": run.id, "status": run.status}, "cells": {"planned": len(planned), "finished": len(cells)},
             "versions": run.versions, "settings": spec}
+    if fmt == "json":  # every diverged configuration, with the cell it belongs to
+        meta["diverged"] = [{"augmenter": c.row, "dataset": c.dataset, "backbones": c.backbones, "seed": c.seed,
+                             "phase": d["phase"], "hp": d["hp"]} for c, bad in _diverged(store, cells) for d in bad]
     report = build(cells, gain_of=gain_of if gain_of is not None else spec.get("gain_of"),
                    layout=layout or spec.get("layout", "auto"), meta=meta)
     return render(report, fmt, digits if digits is not None else spec.get("digits", 2))
@@ -445,7 +567,11 @@ COMMANDS = {"plugins": cmd_plugins, "run": cmd_run, "report": cmd_report, "plot"
 
 
 def _format_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"featbench: warning: {message}", file=sys.stderr if file is None else file)
+    print(f"featbench: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+
+
+#: Environment variables main() sets for its own duration.
+_ENV_SET = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "FEATBENCH_REGISTRY")
 
 
 def _use_registry(path: str) -> None:
@@ -461,22 +587,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug
+    # No checkpoint is ever unpickled with code execution, not even by a library featbench calls:
+    # torch.load(weights_only=False) anywhere in this process is turned into weights_only=True.
+    saved_env = {k: os.environ.get(k) for k in _ENV_SET}
+    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     old_show = warnings.showwarning
     if not debug:
         warnings.showwarning = _format_warning
-    old_registry = os.environ.get("FEATBENCH_REGISTRY")
     try:
-        if args.registry:
+        if args.registry:  # the plugins that read registry.yaml (backbones, data sets) use the same file
             _use_registry(args.registry)
         return COMMANDS[args.command](args)
     except FeatbenchError as exc:
         if debug:
             raise
-        print(f"featbench: error: {exc}", file=sys.stderr)
+        print(f"featbench: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("featbench: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file featbench had to write or read (disk full, permissions, ...)
+        if debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"featbench: error: {exc.strerror or exc}{where} ({storage_hint(exc.errno)}; rerun with --debug for the "
+              "traceback)", file=sys.stderr)
+        return 2
     except Exception as exc:  # a bug or an unexpected environment problem
         if debug:
             raise
@@ -485,7 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         warnings.showwarning = old_show
-        if old_registry is None:
-            os.environ.pop("FEATBENCH_REGISTRY", None)
-        else:
-            os.environ["FEATBENCH_REGISTRY"] = old_registry
+        for k, v in saved_env.items():  # main() may be called in-process: leave the environment as it was
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

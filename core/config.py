@@ -27,8 +27,23 @@ def read_yaml(path: str, what: str, missing_hint: str):
             return yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}", missing_hint) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory", missing_hint) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not UTF-8 text", "pass a YAML text file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}", missing_hint) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax") from None
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}", "fix the YAML syntax there") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's explanation on one line: what it expected and where (1-based line and column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + (f"{context}, {problem}" if context else problem)
 
 
 @lru_cache(maxsize=8)
@@ -49,14 +64,20 @@ def grid_values(registry: Mapping, grid: str, components: list[str]) -> dict[str
     Numbers become floats; strings and booleans (choice-valued options) are kept for ``HParam.check``.
     """
     grids = registry.get("grids") or {}
+    if not isinstance(grids, Mapping):
+        raise ConfigError("grids: in the registry is not a mapping of grid names", "write grids: {NAME: {trainer: {lr: [...]}}}")
     if grid not in grids:
         raise UnknownNameError("grid", grid, grids)
+    if not isinstance(grids[grid] or {}, Mapping):
+        raise ConfigError(f"grids.{grid} in the registry is not a mapping", "write grids.NAME: {trainer: {lr: [...]}, COMPONENT: {...}}")
     out: dict[str, list[float]] = {}
     for comp in components:
-        entry = grids[grid].get(comp) or {}
+        entry = (grids[grid] or {}).get(comp) or {}
         if not isinstance(entry, Mapping):
             raise ConfigError(f"grids.{grid}.{comp} in the registry is not a mapping", "write NAME: [values]")
         for name, values in entry.items():
             values = values if isinstance(values, list) else [values]
+            if not all(isinstance(v, (str, bool, int, float)) for v in values):
+                raise ConfigError(f"grids.{grid}.{comp}.{name} in the registry holds {values!r}", "write NAME: [number, ...]")
             out[name] = [v if isinstance(v, (str, bool)) else float(v) for v in values]
     return out

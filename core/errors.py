@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
+
+#: At most this many valid names are listed in an UnknownNameError (the closest ones are always named).
+MAX_LISTED = 40
 
 
 class FeatbenchError(Exception):
@@ -27,7 +31,10 @@ class UnknownNameError(FeatbenchError):
         valid = sorted(set(valid))
         close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-        hint += f"valid: {', '.join(valid) if valid else '(none registered)'}"
+        if len(valid) > MAX_LISTED:
+            hint += f"{len(valid)} valid names"
+        else:
+            hint += f"valid: {', '.join(valid) if valid else '(none registered)'}"
         if extra:
             hint += f"; {extra}"
         super().__init__(f"unknown {kind} {name!r}", hint)
@@ -46,3 +53,32 @@ class DataError(FeatbenchError):
 
 class ConfigError(FeatbenchError):
     """Invalid hyper-parameters, flags or configuration files."""
+
+
+class StorageError(FeatbenchError):
+    """A file could not be written (disk full, read-only or missing directory, permissions)."""
+
+
+_STORAGE_HINTS = {
+    errno.ENOSPC: "free some disk space (or choose another location) and rerun the same command: everything finished is kept",
+    errno.EDQUOT: "free some of your disk quota (or choose another location) and rerun the same command: everything finished is kept",
+    errno.EFBIG: "the file system refuses files this large: choose another location",
+    errno.EROFS: "the file system is read-only: choose a writable location",
+    errno.EACCES: "choose a location you may write to",
+    errno.EPERM: "choose a location you may write to",
+    errno.ENOTDIR: "a path component is a file, not a directory: choose another location",
+    errno.EEXIST: "a file is in the way: choose another location",
+    errno.ENOENT: "choose an existing, writable location",
+}
+
+
+def storage_error(exc: OSError, what: str, where: str | None = None) -> StorageError:
+    """A one-line :class:`StorageError` for an OSError raised while writing ``what`` (at ``where``)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    path = where or exc.filename
+    return StorageError(f"cannot write {what}{f' at {path}' if path else ''}: {reason}", storage_hint(exc.errno))
+
+
+def storage_hint(code: int | None) -> str:
+    """How to fix an OSError with errno ``code``."""
+    return _STORAGE_HINTS.get(code, "check the path and its permissions")

@@ -65,29 +65,78 @@ def _check_labels(y: np.ndarray, where: str) -> np.ndarray:
     return y
 
 
-def _check_x(x: np.ndarray, where: str) -> None:
+class ArrayHeader:
+    """Shape and dtype of an array stored in a ``.npz`` file, read without loading its data."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype):
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def _check_x(x: np.ndarray | ArrayHeader, where: str) -> None:
     if x.ndim != 2:
         raise DataError(f"{where} has shape {x.shape}, expected (n, d)", "store one feature vector per row")
     if x.dtype.kind not in "fiu":
         raise DataError(f"{where} has dtype {x.dtype}, not numbers", "store float features")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise DataError(f"{where} is empty (shape {x.shape})", "store at least one row and one feature")
-    if not np.all(np.isfinite(x)):
+    if isinstance(x, np.ndarray) and not np.all(np.isfinite(x)):
         bad = int((~np.isfinite(x)).any(axis=1).sum())
         raise DataError(f"{where} has {bad} row(s) with NaN or Inf", "re-extract the features or drop those rows")
 
 
-def load_feature_file(path: str) -> dict[str, np.ndarray]:
-    """Read and validate one ``.npz`` file (never unpickles)."""
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (an empty one starts with its end record)
+_HEADER_READERS = {(1, 0): "read_array_header_1_0", (2, 0): "read_array_header_2_0"}
+
+
+def _header(npz, key: str) -> ArrayHeader | None:
+    """The header of member ``key`` of an open NpzFile (None for a format version we do not parse)."""
+    with npz.zip.open(f"{key}.npy") as fh:
+        reader = _HEADER_READERS.get(np.lib.format.read_magic(fh))
+        if reader is None:
+            return None
+        shape, _, dtype = getattr(np.lib.format, reader)(fh)
+    return ArrayHeader(shape, dtype)
+
+
+def _not_npz(path: str) -> DataError | None:
+    """An explanation if ``path`` is not a zip archive (numpy would otherwise call it a pickle)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:4] in _ZIP_MAGIC:
+        return None
+    fix = "save the arrays together with numpy.savez(PATH, train_x=..., train_y=..., test_x=..., test_y=...)"
+    if not head:
+        return DataError(f"{path} is empty, not an .npz feature file", fix)
+    if head.startswith(b"\x93NUMPY"):
+        return DataError(f"{path} holds a single .npy array, not an .npz feature file", fix)
+    if head[:1] == b"\x80":
+        return DataError(f"{path} is a Python pickle, not an .npz feature file (featbench never unpickles data files)", fix)
+    return DataError(f"{path} is not an .npz feature file (no zip signature)", fix)
+
+
+def load_feature_file(path: str, headers_only: bool = False) -> dict[str, np.ndarray]:
+    """Read and validate one ``.npz`` file (never unpickles).
+
+    With ``headers_only`` the feature matrices are not read (they come back as :class:`ArrayHeader` s):
+    everything is checked except that their values are finite.
+    """
     if not os.path.isfile(path):
         raise DataError(f"feature file not found: {path}", "pass --features PATH.npz with train_x/train_y/test_x/test_y")
+    problem = _not_npz(path)
+    if problem is not None:
+        raise problem
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+            arrays = {k: (headers_only and k.endswith("_x") and _header(f, k)) or f[k] for k in f.files}
     except ValueError as exc:
         raise DataError(f"{path}: cannot read ({exc})", "store plain numeric arrays with numpy.savez (no object arrays)") from None
     except Exception as exc:
-        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})", "write it with numpy.savez") from None
+        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})",
+                        "the file is damaged or truncated: write it again with numpy.savez") from None
     missing = [k for k in ("train_x", "train_y", "test_x", "test_y") if k not in arrays]
     if missing:
         raise DataError(f"{path}: missing key(s) {', '.join(missing)} (has {', '.join(sorted(arrays)) or 'nothing'})",
@@ -136,11 +185,29 @@ def check_classes(train_y: np.ndarray, others: dict[str, np.ndarray], name: str)
     return C
 
 
+def check_feature_files(paths: Sequence[str], name: str | None = None, metric: str | None = None) -> None:
+    """Check one feature file or an ensemble without reading the feature matrices: keys, shapes, dtypes,
+    labels, agreement between members. Only NaN/Inf values are left for :func:`load_features` to find."""
+    _load_checked(paths, name, metric, headers_only=True)
+
+
 def load_features(paths: Sequence[str], name: str | None = None, metric: str | None = None) -> FeatureSet:
     """Load one feature file, or an ensemble of several (normalise, concatenate, normalise)."""
+    files, splits, metric, label, C = _load_checked(paths, name, metric, headers_only=False)
+    out = {}
+    for s in splits:
+        blocks = [l2_normalize(f[f"{s}_x"]) for f in files]
+        out[f"{s}_x"] = l2_normalize(np.concatenate(blocks, axis=1)) if len(blocks) > 1 else blocks[0]
+        out[f"{s}_y"] = files[0][f"{s}_y"]
+    return FeatureSet(name=label, train_x=out["train_x"], train_y=out["train_y"], test_x=out["test_x"], test_y=out["test_y"],
+                      val_x=out.get("val_x"), val_y=out.get("val_y"), num_classes=C, metric=metric, sources=tuple(paths))
+
+
+def _load_checked(paths: Sequence[str], name: str | None, metric: str | None, headers_only: bool):
+    """``(files, splits, metric, label, num_classes)`` of a validated file or ensemble."""
     if not paths:
         raise DataError("no feature files given", "pass --features A.npz[,B.npz]")
-    files = [load_feature_file(p) for p in paths]
+    files = [load_feature_file(p, headers_only) for p in paths]
     first, ref = files[0], paths[0]
     splits = [s for s in SPLITS if f"{s}_x" in first]
     for p, f in zip(paths[1:], files[1:]):
@@ -157,15 +224,9 @@ def load_features(paths: Sequence[str], name: str | None = None, metric: str | N
         if len(metrics) > 1:
             raise DataError(f"ensemble members disagree on the metric: {sorted(metrics)}", "pass --metric")
         metric = metrics.pop() if metrics else "top1"
-    out = {}
-    for s in splits:
-        blocks = [l2_normalize(f[f"{s}_x"]) for f in files]
-        out[f"{s}_x"] = l2_normalize(np.concatenate(blocks, axis=1)) if len(blocks) > 1 else blocks[0]
-        out[f"{s}_y"] = first[f"{s}_y"]
     label = name or "+".join(os.path.splitext(os.path.basename(p))[0] for p in paths)
-    C = check_classes(out["train_y"], {s: out[f"{s}_y"] for s in splits if s != "train"}, label)
-    return FeatureSet(name=label, train_x=out["train_x"], train_y=out["train_y"], test_x=out["test_x"], test_y=out["test_y"],
-                      val_x=out.get("val_x"), val_y=out.get("val_y"), num_classes=C, metric=metric, sources=tuple(paths))
+    C = check_classes(first["train_y"], {s: first[f"{s}_y"] for s in splits if s != "train"}, label)
+    return files, splits, metric, label, C
 
 
 def ensemble(sets: Sequence[FeatureSet], name: str | None = None) -> FeatureSet:

@@ -63,13 +63,15 @@ def _env_list(name: str) -> list[str]:
     return [s.strip() for s in os.environ.get(name, "").split(",") if s.strip()]
 
 
-def _check_class(base_name: str):
+def _check_class(base_name: str, kind: str):
     def check(name: str, obj: Any) -> None:
         from . import api
 
         base = getattr(api, base_name)
         if not (isinstance(obj, type) and issubclass(obj, base)):
-            raise PluginError(f"{base_name[0].lower() + base_name[1:]} {name!r} is a {type(obj).__name__}, not a subclass of featbench.api.{base_name}",
+            tname = type(obj).__name__
+            got = f"the class {obj.__name__}" if isinstance(obj, type) else f"{'an' if tname[0] in 'aeiouAEIOU' else 'a'} {tname} instance"
+            raise PluginError(f"{kind} {name!r} is {got}, not a subclass of featbench.api.{base_name}",
                               f"register a class derived from featbench.api.{base_name}")
         names = [h.name for h in obj.hparams]
         if len(set(names)) != len(names):
@@ -122,8 +124,8 @@ class PluginHost:
         self.recipe: PluginRecipe | None = None  # set by load_plugins
         self.failures: list[LoadFailure] = []
         self.providers: dict[str, Provider] = {}
-        self.augmenters: Catalog = Catalog("augmenter", _check_class("FeatureAugmenter"))
-        self.losses: Catalog = Catalog("loss", _check_class("Loss"))
+        self.augmenters: Catalog = Catalog("augmenter", _check_class("FeatureAugmenter", "augmenter"))
+        self.losses: Catalog = Catalog("loss", _check_class("Loss", "loss"))
         self.backbones: Catalog = Catalog("backbone", _check_spec("BackboneSpec"))
         self.datasets: Catalog = Catalog("dataset", _check_spec("DatasetSpec"))
 
@@ -132,18 +134,26 @@ class PluginHost:
     def _fail(self, plugin: str, dist: str, exc: BaseException) -> None:
         if self.strict:
             if isinstance(exc, PluginError):
-                raise exc
-            raise PluginError(f"plugin {plugin!r} (distribution {dist!r}) failed: {type(exc).__name__}: {exc}",
+                if repr(plugin) in exc.message:
+                    raise exc
+                raise PluginError(f"plugin {plugin!r} (distribution {dist!r}): {exc.message}", exc.hint) from exc
+            raise PluginError(f"plugin {plugin!r} (distribution {dist!r}) failed: {type(exc).__name__}: {_one_line(exc)}",
                               "fix or uninstall the plugin, or run without --strict-plugins") from exc
-        failure = LoadFailure(plugin, dist, f"{type(exc).__name__}: {exc}")
+        failure = LoadFailure(plugin, dist, f"{type(exc).__name__}: {_one_line(exc)}")
         self.failures.append(failure)
-        warnings.warn(f"featbench: {failure}; continuing without it", PluginLoadWarning, stacklevel=3)
+        said = _one_line(exc) if isinstance(exc, PluginError) and repr(plugin) in exc.message else str(failure)
+        warnings.warn(f"{said}; continuing without it (--strict-plugins makes this an error)", PluginLoadWarning, stacklevel=3)
 
     def register_module(self, obj: Any, name: str, dist: str) -> bool:
         """Register an already imported plugin object (module or instance) under ``name``."""
         try:
             self.pm.register(obj, name=name)
-        except Exception as exc:  # a bad hook signature, a name registered twice...
+            unknown = sorted(h.name for h in (self.pm.get_hookcallers(obj) or []) if not h.has_spec())
+            if unknown:
+                self.pm.unregister(obj)
+                raise PluginError(f"plugin {name!r} (distribution {dist!r}) implements unknown hook(s) {', '.join(unknown)}",
+                                  f"featbench's hooks are {', '.join(CATALOG_HOOKS)} (check the spelling)")
+        except Exception as exc:  # a bad hook signature, a name registered twice, a misspelt hook...
             self._fail(name, dist, exc)
             return False
         self.providers[name] = Provider(name, dist)
@@ -178,7 +188,11 @@ class PluginHost:
                 provider = self.providers.get(impl.plugin_name, Provider(impl.plugin_name, "?"))
                 registry = Registry(catalog, provider)
                 try:
-                    impl.function(registry=registry)
+                    returned = impl.function(registry=registry)
+                    if returned is not None:
+                        raise PluginError(f"plugin {provider.plugin!r} (distribution {provider.dist!r}): {hook_name} returned "
+                                          f"a {type(returned).__name__}, which featbench ignores",
+                                          f"call registry.add(name, obj) for each {kind} and return nothing")
                 except Exception as exc:
                     for name in registry.added:  # keep nothing half-registered
                         catalog._entries.pop(name, None)
@@ -210,6 +224,12 @@ class PluginHost:
         family = name.split(":", 1)[0] + ":" if ":" in name else None
         if name not in catalog and family in catalog and len(name) > len(family):
             return catalog.get(family).resolve(name)
+        if name not in catalog:
+            members = [] if family else _family_members(catalog, name)
+            hint = f"did you mean the family member {' or '.join(members)}?" if members else None
+            failed = "; ".join(str(f) for f in self.failures)
+            hint = "; ".join(h for h in (hint, f"plugins that failed to load: {failed}" if failed else None) if h) or None
+            raise UnknownNameError(catalog.kind, name, catalog.names(), hint)
         spec = self._get(catalog, name).obj
         if getattr(spec, "resolve", None) is not None:
             raise UnknownNameError(catalog.kind, name, catalog.names(), f"{name} is a family: name a member, e.g. {name}NAME")
@@ -238,6 +258,18 @@ class PluginHost:
     def hooks_of(self, plugin: str) -> list[str]:
         obj = self.pm.get_plugin(plugin)
         return sorted(h.name for h in (self.pm.get_hookcallers(obj) or [])) if obj is not None else []
+
+
+def _family_members(catalog: Catalog, name: str) -> list[str]:
+    """``FAMILY:name`` for every prefix family that resolves it (``resnet50`` -> ``timm:resnet50``)."""
+    found = []
+    for family in (f for f in catalog.names() if f.endswith(":")):
+        try:
+            catalog.get(family).resolve(family + name)
+        except Exception:  # noqa: BLE001 - not a member of this family
+            continue
+        found.append(family + name)
+    return found
 
 
 def _default_entry_points() -> list[Any]:
@@ -316,5 +348,14 @@ def _import_local(host: PluginHost, spec: str) -> ModuleType | None:
         return importlib.import_module(spec)
     except Exception as exc:
         # -p names a plugin the user asked for explicitly: failing silently would hide a typo.
-        raise PluginError(f"cannot load plugin module {spec!r}: {type(exc).__name__}: {exc}",
-                          "pass an importable module name or a path to a .py file") from exc
+        if isinstance(exc, PluginError):
+            raise PluginError(f"cannot load plugin module {spec!r}: {exc.message}", exc.hint) from exc
+        missing = isinstance(exc, FileNotFoundError) or (isinstance(exc, ModuleNotFoundError) and exc.name == spec)
+        hint = ("pass an importable module name or a path to a .py file" if missing
+                else "fix the plugin (rerun with --debug for the traceback)")
+        raise PluginError(f"cannot load plugin module {spec!r}: {type(exc).__name__}: {_one_line(exc)}", hint) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a plugin's multi-line message must not break the CLI's one-line errors)."""
+    return " ".join(str(exc).split())

@@ -238,6 +238,9 @@ def build(cells: Sequence[CellRecord], *, gain_of: str | None = None, layout: st
 # ---- rendering ----------------------------------------------------------------------------------
 
 
+DIVERGED = "diverged"
+
+
 def _num(value: float, std: float | None, digits: int, pm: str) -> str:
     if value is None or not math.isfinite(value):
         return "nan"
@@ -287,6 +290,8 @@ def _grid(table: Table, fmt: str, digits: int) -> tuple[list[str], list[tuple[st
         for col in table.columns:
             e = line.entries.get(col)
             text = _num(e.value, e.std, digits, pm) if e else ""
+            if e and not math.isfinite(e.value) and e.diverged_configs:
+                text = DIVERGED  # the chosen configuration diverged: there is no number to show
             cells.append(_cell_text(text, table.marks.get((i, col), frozenset()), fmt, grouped) if e else "")
         cells.append(_cell_text(_num(line.avg, line.avg_std, digits, pm), table.marks.get((i, AVG), frozenset()), fmt, grouped))
         body.append(("row", cells))
@@ -311,6 +316,9 @@ def _legend(report: Report, fmt: str) -> str:
         text += f", {under} = best within its augmenter group"
     if any(t.gain_of for t in report.tables):
         text += f"; {dagger} = gain over {BASELINE} significant at p < {sig.ALPHA} ({tests})"
+    diverged = sum(e.diverged_configs for e in report.entries)
+    if diverged:
+        text += f"; {diverged} configuration(s) diverged (NaN/Inf weights), see results.json"
     done = report.meta.get("cells")
     if isinstance(done, Mapping) and done.get("finished") != done.get("planned"):
         text += f"; INCOMPLETE: {done.get('finished')} of {done.get('planned')} cells finished"
@@ -337,7 +345,7 @@ def render(report: Report, fmt: str, digits: int = 2) -> str:
     from tabulate import tabulate
 
     if fmt == "json":
-        return json.dumps(to_json_data(report), indent=2, default=_json_default, allow_nan=True)
+        return json.dumps(_finite(to_json_data(report)), indent=2, default=_json_default, allow_nan=False)
     if fmt not in FORMATS:
         raise UnknownNameError("output format", fmt, FORMATS)
     if not report.tables:
@@ -399,6 +407,17 @@ def to_json_data(report: Report) -> dict:
                                       for c, g in t.gain.items()}}
         tables.append(item)
     return {"results": results, "tables": tables, "gains": list(report.gains), "alpha": sig.ALPHA, **report.meta}
+
+
+def _finite(obj):
+    """``obj`` with every NaN/Inf float replaced by None: strict JSON (a diverged value is null)."""
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _json_default(obj):

@@ -126,6 +126,8 @@ def extract(dataset: str, backbones: Sequence[str], *, host, cache_dir: str | No
             workers: int | None = None) -> tuple[Splits, str, list[BackboneFeatures]]:
     """Fill the cache for every (backbone, split) of ``dataset``; returns the splits, metric and features."""
     names = _check_backbones(backbones)
+    cache = FeatureCache(cache_dir)
+    cache.check_writable()  # before any data is read or model built
     weights = dict(weights or {})
     unknown = sorted(set(weights) - set(names))
     if unknown:
@@ -134,7 +136,6 @@ def extract(dataset: str, backbones: Sequence[str], *, host, cache_dir: str | No
     specs = [host.get_backbone(b) for b in names]
     # every backbone's weights first, so a missing file fails before any long extraction
     resolved = [resolve_weights(b, spec, weights.get(b), cache_dir) for b, spec in zip(names, specs)]
-    cache = FeatureCache(cache_dir)
     settings = _settings(device, progress, batch_size, workers)
     feats = [backbone_features(dataset, splits, b, spec, rw, cache=cache, preprocess=preprocess, settings=settings)
              for b, spec, rw in zip(names, specs, resolved)]

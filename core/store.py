@@ -11,6 +11,7 @@ stored once). Only the driver process writes: executors hand their results back 
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -22,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 import numpy as np
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, StorageError, storage_hint
 from .records import REFIT, CellRecord, ConfigRecord, EpochLog, RunRecord
 
 DB_NAME = "featbench.sqlite"
@@ -109,6 +110,8 @@ class Store:
             self.conn.execute("PRAGMA foreign_keys = ON")
             self._init_schema()
         except sqlite3.DatabaseError as exc:
+            if _storage_problem(exc):
+                raise _storage_error(exc, path) from None
             raise DataError(f"{path} is not a readable featbench results store ({exc})",
                             "point at another directory, or move the damaged file away") from None
 
@@ -127,7 +130,7 @@ class Store:
     # ---- plumbing ----------------------------------------------------------------------------
 
     def transaction(self):
-        return _Transaction(self.conn)
+        return _Transaction(self.conn, db_path(self.directory) if self.directory else ":memory:")
 
     def close(self) -> None:
         self.conn.close()
@@ -154,6 +157,21 @@ class Store:
             self.conn.executemany("INSERT INTO run_cells (run_id, position, cell_key) VALUES (?, ?, ?)",
                                   [(run_id, i, k) for i, k in enumerate(cell_keys)])
         return run_id
+
+    def discard_run(self, run_id: int) -> bool:
+        """Delete run ``run_id`` and its plan if it recorded nothing (it failed on bad input); True if deleted."""
+        with self.transaction():
+            used = self.conn.execute("SELECT EXISTS (SELECT 1 FROM configs WHERE run_id = ?) OR "
+                                     "EXISTS (SELECT 1 FROM cells WHERE run_id = ?)", (run_id, run_id)).fetchone()[0]
+            if used:
+                return False
+            self.conn.execute("DELETE FROM run_cells WHERE run_id = ?", (run_id,))
+            self.conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        return True
+
+    def runs_of_other_processes(self, pid: int) -> int:
+        """How many runs were begun by a process other than ``pid``."""
+        return self.conn.execute("SELECT COUNT(*) FROM runs WHERE pid IS NOT ?", (pid,)).fetchone()[0]
 
     def finish_run(self, run_id: int, status: str) -> None:
         with self.transaction():
@@ -308,19 +326,48 @@ class Store:
             "SELECT config_key FROM cell_configs WHERE cell_key = ? ORDER BY position", (cell_key,))]
 
 
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception, KeyboardInterrupt included)."""
+def _storage_problem(exc: sqlite3.Error) -> bool:
+    """SQLite errors that mean the file cannot be written (not that it is damaged)."""
+    text = str(exc).lower()
+    return any(m in text for m in ("disk is full", "unable to open", "readonly database", "disk i/o error"))
 
-    def __init__(self, conn: sqlite3.Connection):
+
+def _storage_error(exc: sqlite3.Error, path: str) -> StorageError:
+    if "full" in str(exc).lower():
+        return StorageError(f"cannot write the results store {path}: {exc}", storage_hint(errno.ENOSPC))
+    return StorageError(f"cannot write the results store {path}: {exc}", "choose a writable --out directory")
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception, KeyboardInterrupt included).
+
+    A write that fails for lack of space (SQLITE_FULL) rolls back and becomes a :class:`StorageError`:
+    the store keeps every transaction committed before it.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: str):
         self.conn = conn
+        self.path = path
 
     def __enter__(self):
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                self._rollback()
+                if _storage_problem(err):
+                    raise _storage_error(err, self.path) from None
+                raise
+            return False
+        self._rollback()
+        if isinstance(exc, sqlite3.Error) and _storage_problem(exc):
+            raise _storage_error(exc, self.path) from None
         return False

@@ -290,6 +290,8 @@ def _weights(value) -> dict[str, str]:
         return {}
     if isinstance(value, Mapping):
         return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"weights must map backbone names to files, not {value!r}", "e.g. weights: {M: ckpt/r-50-1000ep.pth.tar}")
     out = {}
     for item in value:
         name, sep, path = str(item).partition("=")

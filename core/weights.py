@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 
@@ -43,8 +46,9 @@ def check_sha256(path: str, expected: str | None, what: str) -> str:
     """The file's SHA-256; a DataError if ``expected`` (full digest or prefix) does not match."""
     digest = file_sha256(path, memo=True)
     if expected and not digest.startswith(expected.lower()):
-        raise DataError(f"{what}: {path} has SHA-256 {digest[:16]}..., expected {expected[:16]}...",
-                        "the file is corrupt or a different release: delete it and fetch it again, or pass --weights NAME=FILE")
+        name = what.removeprefix("backbone ")
+        raise DataError(f"{what}: {path} has SHA-256 {digest}, but registry.yaml expects {expected}",
+                        f"the file is corrupt or a different release: delete it and fetch it again, or pass --weights {name}=FILE")
     return digest
 
 
@@ -52,6 +56,7 @@ DOWNLOAD_TIMEOUT_S = 60  # a firewalled network drops packets instead of refusin
 
 
 def _download(url: str, path: str, expected: str | None, name: str) -> None:
+    """Fetch ``url`` to ``path`` through a temporary file that lands only if its SHA-256 matches ``expected``."""
     import socket
 
     import torch.hub
@@ -61,8 +66,12 @@ def _download(url: str, path: str, expected: str | None, name: str) -> None:
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        torch.hub.download_url_to_file(url, tmp, progress=True)
-        check_sha256(tmp, expected, f"backbone {name}")
+        torch.hub.download_url_to_file(url, tmp, progress=sys.stderr.isatty())
+        digest = file_sha256(tmp)
+        if expected and not digest.startswith(expected.lower()):
+            raise DataError(f"backbone {name}: the file downloaded from {url} has SHA-256 {digest}, but registry.yaml expects "
+                            f"{expected}; it was deleted",
+                            f"retry later (a damaged download), or fetch the right file yourself and pass --weights {name}=FILE")
         os.replace(tmp, path)
     except DataError:
         raise
@@ -125,22 +134,72 @@ def resolve_weights(name: str, spec: BackboneSpec, choice: str | None = None, ca
 # ---- loading and converting checkpoints ----------------------------------------------------------
 
 
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_TRUSTED_CONVERSION = ("only if you trust the file: load it once with torch.load(PATH, weights_only=False), save its "
+                       "state dict of tensors with torch.save (or as .safetensors) and pass --weights NAME=THAT_FILE")
+
+
 def load_checkpoint(path: str) -> Mapping:
-    """Read a checkpoint safely: safetensors, or ``torch.load(weights_only=True)`` (never arbitrary code)."""
+    """Read a checkpoint safely: safetensors, or ``torch.load(weights_only=True)`` (never arbitrary code).
+
+    Every failure is a one-line DataError saying what the file is (truncated, empty, a pickle of Python
+    objects that weights_only refuses, not a checkpoint at all) and what to do about it.
+    """
     import pickle
 
     import torch
 
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path} is empty, not a checkpoint", "download or save it again")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except Exception as exc:  # safetensors raises its own SafetensorError
+            raise DataError(f"{path}: not a readable safetensors file ({_first_line(exc)})",
+                            "the file is damaged or truncated: download or save it again") from None
+    with open(path, "rb") as f:
+        head = f.read(4)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: not loadable as a tensor-only checkpoint ({first[:200]})",
-                        "featbench loads with torch.load(weights_only=True); re-save it as a plain state dict of tensors") from None
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise DataError(f"{path}: not a valid checkpoint ({_first_line(exc)})", _damaged_hint(str(exc))) from None
+        found = _REFUSED_GLOBAL.search(str(exc))
+        if found:
+            what = f"the checkpoint pickles the Python object {found.group(1)}"
+        elif head[:2] == b"PK":
+            what = "the checkpoint pickles Python objects besides tensors"
+        else:
+            what = "it is a plain Python pickle, not a torch checkpoint"
+        raise DataError(f"{path}: refused to load: {what}, and torch.load(weights_only=True) unpickles nothing but tensors "
+                        "and plain containers because unpickling anything else can run arbitrary code",
+                        _TRUSTED_CONVERSION) from None
+    except RuntimeError as exc:
+        raise DataError(f"{path}: not a valid checkpoint ({_first_line(exc)})", _damaged_hint(str(exc))) from None
+    except EOFError:
+        raise DataError(f"{path}: the checkpoint ends early (truncated)", "download or save it again") from None
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types on arbitrary bytes
+        if head[:2] == b"PK":  # a zip archive, as torch.save writes: damaged
+            raise DataError(f"{path}: not a valid checkpoint ({type(exc).__name__}: {_first_line(exc)})",
+                            _damaged_hint("zip archive")) from None
+        raise DataError(f"{path}: not a torch checkpoint ({type(exc).__name__}: {_first_line(exc)})",
+                        "pass a file written by torch.save (a state dict of tensors) or a .safetensors file") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first sentence of an exception's message (library messages run on for paragraphs)."""
+    text = str(exc).strip()
+    return (text.splitlines()[0].split(". ")[0] if text else type(exc).__name__)[:200]
+
+
+def _damaged_hint(text: str) -> str:
+    if "central directory" in text or "zip archive" in text:
+        return "the file is truncated or damaged (not a complete zip archive): download or save it again"
+    return "the file is damaged or not a torch checkpoint: download or save it again"
 
 
 def apply_rule(checkpoint: Mapping, rule: ConversionRule) -> dict:
@@ -149,6 +208,8 @@ def apply_rule(checkpoint: Mapping, rule: ConversionRule) -> dict:
     if rule.top_key and isinstance(sd, Mapping) and rule.top_key in sd:
         sd = sd[rule.top_key]
     out = {}
+    if not isinstance(sd, Mapping):
+        return out
     for k, v in sd.items():
         if not isinstance(k, str) or not k.startswith(rule.keep):
             continue
@@ -189,11 +250,26 @@ def convert_checkpoint(checkpoint: Mapping, rule: ConversionRule, model_keys: Se
         score = len(need & set(sd))
         if best is None or score > best[0]:
             best = (score, sd)
-    got = set(best[1]) if best else set()
+    if not isinstance(checkpoint, Mapping) or best is None:
+        kind = type(checkpoint).__name__ if not isinstance(checkpoint, Mapping) else "mapping without tensors"
+        raise DataError(f"{what}: the checkpoint holds a {kind}, not a state dict of tensors",
+                        "pass a file saved with torch.save(model.state_dict(), PATH)")
+    got = set(best[1])
     missing, unexpected = sorted(need - got), sorted(got - allowed)
-    raise DataError(f"{what}: the checkpoint does not fit the model (missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
-                    f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''})",
-                    "is it the right file for this backbone? check the convert: rule in registry.yaml")
+    hint = "is it the right file for this backbone? check the convert: rule in registry.yaml"
+    if len(need & got) < len(need) / 2:
+        hint = f"it looks like a checkpoint of another architecture ({len(need & got)} of the model's {len(need)} keys found); " + hint
+    raise DataError(f"{what}: the checkpoint does not fit the model: {_mismatch(missing, unexpected)}", hint)
+
+
+def _mismatch(missing: Sequence[str], unexpected: Sequence[str]) -> str:
+    parts = [f"missing {_keys(missing)}" if missing else "", f"unexpected {_keys(unexpected)}" if unexpected else ""]
+    return ", ".join(p for p in parts if p)
+
+
+def _keys(keys: Sequence[str], shown: int = 5) -> str:
+    """``3 key(s) [a, b, c]`` or ``40 key(s) [a, b, c, d, e, ...]``."""
+    return f"{len(keys)} key(s) [{', '.join(keys[:shown])}{', ...' if len(keys) > shown else ''}]"
 
 
 def load_into(model, path: str, rule: ConversionRule, what: str,
@@ -202,13 +278,21 @@ def load_into(model, path: str, rule: ConversionRule, what: str,
     ckpt = load_checkpoint(path)
     keys = list(model.state_dict())
     sd = transform(ckpt, model) if transform else convert_checkpoint(ckpt, rule, keys, what)
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items()
+             if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise DataError(f"{what}: {len(wrong)} tensor(s) of the checkpoint have the wrong shape (checkpoint vs model): "
+                        f"{'; '.join(wrong[:3])}{'; ...' if len(wrong) > 3 else ''}",
+                        "it is a checkpoint of another architecture or width: pass the file made for this backbone")
     try:
         result = model.load_state_dict(sd, strict=False)
-    except RuntimeError as exc:  # shape mismatches
+    except RuntimeError as exc:
         raise DataError(f"{what}: {str(exc).splitlines()[-1].strip()[:300]}", "is it the right file for this backbone?") from None
-    bad = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")] + list(result.unexpected_keys)
-    if bad:
-        raise DataError(f"{what}: keys do not match the model: {bad[:5]}", "check the checkpoint and the conversion")
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise DataError(f"{what}: the checkpoint does not fit the model: {_mismatch(sorted(missing), sorted(result.unexpected_keys))}",
+                        "check the checkpoint and the conversion")
 
 
 def build_backbone(name: str, spec: BackboneSpec, weights: ResolvedWeights):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 
 from featbench import hookimpl
 from featbench.api import BackboneSpec, ConversionRule, Preprocess, ResolvedWeights
@@ -27,7 +28,7 @@ def _timm_cfg(model_name: str):
 
     arch = model_name.split(".", 1)[0]
     if not timm.is_model(arch):
-        raise UnknownNameError("timm model", arch, timm.list_models(f"*{arch[:4]}*")[:50] or ["(see timm.list_models())"])
+        raise UnknownNameError("timm model", arch, timm.list_models(), "timm.list_models() lists them all")
     try:
         return timm.models.get_pretrained_cfg(model_name)
     except RuntimeError:
@@ -119,7 +120,7 @@ def build_torchvision(model_name: str, weights: ResolvedWeights):
     head = replace_head(model)
     if weights.mode == "pretrained":
         try:
-            sd = enum.get_state_dict(progress=True, check_hash=True)
+            sd = enum.get_state_dict(progress=sys.stderr.isatty(), check_hash=True, weights_only=True)
         except Exception as exc:
             import torch.hub
 

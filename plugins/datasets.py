@@ -287,7 +287,10 @@ LOADERS = {"aircraft": load_aircraft, "cub": load_cub, "caltech101": load_caltec
 
 
 def _resolve_folder(name: str) -> DatasetSpec:
-    return DatasetSpec(load=functools.partial(load_folder, name.split(":", 1)[1]))
+    path = name.split(":", 1)[1]
+    if not os.path.isdir(os.path.expanduser(path)):
+        raise DataError(f"{name}: no such directory", "pass folder:PATH with PATH/{train,test}[,val]/<class>/<image>")
+    return DatasetSpec(load=functools.partial(load_folder, path))
 
 
 @hookimpl
