@@ -375,6 +375,7 @@ def cmd_run(args) -> int:
                                data_root=spec.data_root, image_size=spec.image_size,
                                extract_batch_size=spec.extract_batch_size, workers=spec.workers)
             outcome = Runner(spec, host, store, device=device, registry_path=args.registry, listener=progress, load=load).run()
+            _raise_if_nothing_but_bad_input(outcome)
         except BaseException:
             _forget_failed_run(store, out, last_run, new_db, new_dir)
             raise
@@ -398,6 +399,15 @@ def cmd_run(args) -> int:
     if outcome.interrupted:
         return 130
     return _report_failures(outcome, args.debug, out) if outcome.failures else 0
+
+
+def _raise_if_nothing_but_bad_input(outcome) -> None:
+    """A run in which every cell failed on the same bad input (NaN in a feature file, say, which only loading
+    finds) is a bad-input error like those found before training: one line, and no run left behind."""
+    errors = {f.error for f in outcome.failures.values()}
+    if (len(errors) == 1 and outcome.cells_failed == len(outcome.cell_keys) and outcome.configs_trained == 0
+            and all(f.user_error for f in outcome.failures.values())):
+        raise FeatbenchError(errors.pop())
 
 
 def _report_failures(outcome, debug: bool, out: str | None) -> int:
