@@ -40,14 +40,14 @@ def loop_extractor(model, images, batch: int, device):
 # ------------------------------------------------------------------------------------------------------
 # The switch to featbench's extractor (``--extractor featbench``): core/extract.py's ``iter_features`` over
 # an in-memory ``ImageSource`` (PIL images, per-image transform, DataLoader), as `featbench extract` runs
-# it. The three lines marked LEAD are the API it depends on; adjust them if that API changes.
+# it. The three lines marked API are what it depends on; adjust them if that API changes.
 def featbench_extractor(model, images, batch: int, device):
     import numpy as np
     import torch
 
     try:
-        from featbench.datasets import ImageSource  # LEAD: API this depends on
-        from featbench.extract import ExtractSettings, iter_features  # LEAD: API this depends on
+        from featbench.datasets import ImageSource  # API: featbench.extract / featbench.datasets
+        from featbench.extract import ExtractSettings, iter_features  # API: featbench.extract / featbench.datasets
     except ImportError as exc:
         raise SystemExit(f"--extractor featbench needs featbench.extract and featbench.datasets: {exc}") from None
     from PIL import Image
@@ -62,7 +62,7 @@ def featbench_extractor(model, images, batch: int, device):
         x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1) / 255
         return (x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
 
-    settings = ExtractSettings(batch_size=batch, device=str(device), progress=False)  # LEAD: API this depends on
+    settings = ExtractSettings(batch_size=batch, device=str(device), progress=False)  # API: featbench.extract / featbench.datasets
     return np.concatenate(list(iter_features(model, ArrayImages(), transform, settings)))
 # ------------------------------------------------------------------------------------------------------
 
