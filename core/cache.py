@@ -26,6 +26,7 @@ import attrs
 import numpy as np
 
 from .errors import DataError, storage_error
+from .files import replacing
 
 FEATURE_VERSION = 1  # bump when extraction changes the numbers for the same inputs
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -68,27 +69,15 @@ def file_sha256(path: str, memo: bool = False) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def _replacing(path: str, tmp: str) -> Iterator[str]:
-    """Write ``tmp``, then rename it over ``path``; on any error ``tmp`` is removed and ``path`` is untouched."""
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
 def _write_json(path: str, data: Mapping) -> None:
-    with _replacing(path, f"{path}.tmp{os.getpid()}") as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
-    with _replacing(path, f"{path}.tmp{os.getpid()}.npy") as tmp:
+    with replacing(path, ".npy") as tmp:
         np.save(tmp, array, allow_pickle=False)
 
 

@@ -250,15 +250,12 @@ def _prepare_out(path: str | None) -> str | None:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file: ``path`` is the old or the new text, never a mix."""
-    tmp = f"{path}.tmp{os.getpid()}"
+    """Write ``text`` to ``path`` atomically (``featbench.files``); a failure is a one-line StorageError."""
+    from .files import write_text
+
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_text(path, text)
     except OSError as exc:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise storage_error(exc, os.path.basename(path), path) from None
 
 

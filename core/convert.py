@@ -27,6 +27,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import DataError
+from .files import replacing
 
 _BLOCK = re.compile(r"block_group_(\d+)/~/block_(\d+)/~/(conv|batchnorm)_(\d+)$")
 _SHORTCUT = re.compile(r"block_group_(\d+)/~/block_(\d+)/~/shortcut_(conv|batchnorm)$")
@@ -128,7 +129,6 @@ def convert_byol(pkl: str, out: str) -> dict:
         raise DataError(f"{pkl}: shapes differ from torchvision resnet50 at {wrong[:4]}", "only pretrain_res50x1.pkl is supported")
     sd = {k: sd[k].to(ref[k].dtype) for k in ref}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = f"{out}.tmp{os.getpid()}"
-    torch.save(sd, tmp)
-    os.replace(tmp, out)
+    with replacing(out) as tmp:
+        torch.save(sd, tmp)
     return sd

@@ -10,6 +10,12 @@ from collections.abc import Iterable
 MAX_LISTED = 40
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (library messages run on for paragraphs), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class FeatbenchError(Exception):
     """A user-facing problem: ``message`` names what is wrong, ``hint`` how to fix it."""
 

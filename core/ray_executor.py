@@ -30,7 +30,7 @@ from collections.abc import Iterator
 
 import attrs
 
-from .errors import ConfigError, FeatbenchError
+from .errors import ConfigError, first_line
 from .features import FeatureSet
 from .records import REFIT
 from .runner import JobFailure, JobResult, Listener, LoadOptions, SourceSpec, TrainJob, execute_job, load_source, torch_threads
@@ -92,8 +92,7 @@ def init(address: str | None) -> bool:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, TimeoutError, ValueError, ray.exceptions.RayError) as exc:
         where = f"at {address}" if address else "(local)"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot connect to the Ray cluster {where}: {first}",
+        raise ConfigError(f"cannot connect to the Ray cluster {where}: {first_line(exc)}",
                           "start one with `ray start --head` and pass its HOST:PORT to --ray-address") from None
     return True
 
@@ -313,10 +312,6 @@ class RayExecutor:
 
 def _failure(job: TrainJob, exc: BaseException, ray) -> JobFailure:
     """A job's failure from what ``ray.get`` raised: the task's own exception, or the death of its worker."""
-    if isinstance(exc, ray.exceptions.RayTaskError):
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, BaseException):
-            failure = JobFailure.from_exception(job, cause)
-            return attrs.evolve(failure, detail=str(exc), user_error=isinstance(cause, FeatbenchError))
-    text = str(exc).strip().splitlines()
-    return JobFailure(job, f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "), str(exc))
+    cause = getattr(exc, "cause", None) if isinstance(exc, ray.exceptions.RayTaskError) else None
+    failure = JobFailure.from_exception(job, cause if isinstance(cause, BaseException) else exc)
+    return attrs.evolve(failure, detail=str(exc))  # Ray's text carries the worker's traceback

@@ -259,11 +259,11 @@ class JobFailure:
 
 
 def _one_line(exc: BaseException) -> str:
-    from .errors import FeatbenchError
+    from .errors import FeatbenchError, first_line
 
-    text = str(exc).strip().splitlines()
-    text = text[0] if text else ""
-    return text if isinstance(exc, FeatbenchError) else f"{type(exc).__name__}: {text}".rstrip(": ")
+    if isinstance(exc, FeatbenchError) or not str(exc).strip():
+        return first_line(exc)  # a FeatbenchError's own line, or the bare type name
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 @attrs.frozen

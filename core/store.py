@@ -333,9 +333,8 @@ def _storage_problem(exc: sqlite3.Error) -> bool:
 
 
 def _storage_error(exc: sqlite3.Error, path: str) -> StorageError:
-    if "full" in str(exc).lower():
-        return StorageError(f"cannot write the results store {path}: {exc}", storage_hint(errno.ENOSPC))
-    return StorageError(f"cannot write the results store {path}: {exc}", "choose a writable --out directory")
+    hint = storage_hint(errno.ENOSPC) if "full" in str(exc).lower() else "choose a writable --out directory"
+    return StorageError(f"cannot write the results store {path}: {exc}", hint)
 
 
 class _Transaction:

@@ -20,7 +20,7 @@ from importlib import metadata
 
 from .api import BackboneSpec, ConversionRule, ResolvedWeights, WeightsSource
 from .cache import default_cache_dir, file_sha256
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, first_line
 
 RANDOM_SEED = 0
 MODES = ("random", "pretrained")
@@ -157,7 +157,7 @@ def load_checkpoint(path: str) -> Mapping:
         try:
             return load_file(path)
         except Exception as exc:  # safetensors raises its own SafetensorError
-            raise DataError(f"{path}: not a readable safetensors file ({_first_line(exc)})",
+            raise DataError(f"{path}: not a readable safetensors file ({_first_sentence(exc)})",
                             "the file is damaged or truncated: download or save it again") from None
     with open(path, "rb") as f:
         head = f.read(4)
@@ -167,7 +167,7 @@ def load_checkpoint(path: str) -> Mapping:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" not in str(exc).lower():
-            raise DataError(f"{path}: not a valid checkpoint ({_first_line(exc)})", _damaged_hint(str(exc))) from None
+            raise DataError(f"{path}: not a valid checkpoint ({_first_sentence(exc)})", _damaged_hint(str(exc))) from None
         found = _REFUSED_GLOBAL.search(str(exc))
         if found:
             what = f"the checkpoint pickles the Python object {found.group(1)}"
@@ -179,21 +179,20 @@ def load_checkpoint(path: str) -> Mapping:
                         "and plain containers because unpickling anything else can run arbitrary code",
                         _TRUSTED_CONVERSION) from None
     except RuntimeError as exc:
-        raise DataError(f"{path}: not a valid checkpoint ({_first_line(exc)})", _damaged_hint(str(exc))) from None
+        raise DataError(f"{path}: not a valid checkpoint ({_first_sentence(exc)})", _damaged_hint(str(exc))) from None
     except EOFError:
         raise DataError(f"{path}: the checkpoint ends early (truncated)", "download or save it again") from None
     except Exception as exc:  # noqa: BLE001 - torch.load raises many types on arbitrary bytes
         if head[:2] == b"PK":  # a zip archive, as torch.save writes: damaged
-            raise DataError(f"{path}: not a valid checkpoint ({type(exc).__name__}: {_first_line(exc)})",
+            raise DataError(f"{path}: not a valid checkpoint ({type(exc).__name__}: {_first_sentence(exc)})",
                             _damaged_hint("zip archive")) from None
-        raise DataError(f"{path}: not a torch checkpoint ({type(exc).__name__}: {_first_line(exc)})",
+        raise DataError(f"{path}: not a torch checkpoint ({type(exc).__name__}: {_first_sentence(exc)})",
                         "pass a file written by torch.save (a state dict of tensors) or a .safetensors file") from None
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_sentence(exc: BaseException) -> str:
     """The first sentence of an exception's message (library messages run on for paragraphs)."""
-    text = str(exc).strip()
-    return (text.splitlines()[0].split(". ")[0] if text else type(exc).__name__)[:200]
+    return first_line(exc).split(". ")[0][:200]
 
 
 def _damaged_hint(text: str) -> str:
