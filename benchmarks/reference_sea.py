@@ -7,7 +7,6 @@ adversarial feature gradient, softmax / zero-diagonal / renormalise as the offic
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

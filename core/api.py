@@ -22,7 +22,6 @@ import attrs
 from .errors import ConfigError, PluginError, UnknownNameError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
     from torch import Tensor
 
 

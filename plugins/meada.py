@@ -74,7 +74,6 @@ def max_phase(x0, y, weight, steps, step_size, beta, gamma, project: bool = True
 
     Heads with fewer steps stop earlier (their rows are left as they are). ``weight`` is only read.
     """
-    import torch
 
     weight = weight.detach()
     x0 = per_head(x0, weight.shape[0])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from method_utils import (assert_equals_baseline, assert_stack_equals_singles, batch_of, configs_for, make_run,
+from method_utils import (assert_equals_baseline, batch_of, configs_for, make_run,
                           random_heads, unit_blobs)
 
 from featbench.plugins.adv import Adv

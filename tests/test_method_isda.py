@@ -12,7 +12,6 @@ from method_utils import (CrossEntropy, assert_equals_baseline, assert_stack_equ
 
 from featbench.api import BoundLoss
 from featbench.plugins.isda import ISDA, class_moments, diag_sigma2, full_sigma2, isda_strength
-from featbench.plugins.losses import smoothed_hinge_rows
 from featbench.train import head_gradients
 
 

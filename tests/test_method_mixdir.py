@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from method_utils import (assert_equals_baseline, assert_stack_equals_singles, batch_of, configs_for, make_run,
-                          random_heads, train, unit_blobs)
+from method_utils import (batch_of, configs_for, make_run,
+                          random_heads, unit_blobs)
 
 from featbench.api import AugRNG
 from featbench.plugins.draws import other_index

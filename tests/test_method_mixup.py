@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from method_utils import (CrossEntropy, assert_equals_baseline, assert_stack_equals_singles, batch_of, configs_for,
-                          make_run, random_heads, train, unit_blobs)
+                          make_run, random_heads, unit_blobs)
 
 from featbench.api import AugRNG
 from featbench.plugins import mixup as mixup_module

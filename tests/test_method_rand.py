@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from method_utils import (assert_equals_baseline, assert_stack_equals_singles, batch_of, configs_for, make_run,
-                          random_heads, recover_direction, span_residual, train, unit_blobs)
+from method_utils import (assert_stack_equals_singles, batch_of, configs_for, make_run,
+                          random_heads, recover_direction, span_residual, unit_blobs)
 
 from featbench.api import AugRNG
 from featbench.plugins.draws import dirichlet_off_diagonal, gaussian_off_diagonal

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from method_utils import (assert_equals_baseline, assert_stack_equals_singles, batch_of, configs_for, make_run,
+from method_utils import (assert_stack_equals_singles, batch_of, configs_for, make_run,
                           random_heads, recover_direction, span_residual, unit_blobs)
 
 from featbench.plugins.sea import SeA

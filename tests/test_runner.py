@@ -10,7 +10,7 @@ import attrs
 import numpy as np
 import pytest
 
-from featbench.errors import ConfigError, UnknownNameError
+from featbench.errors import UnknownNameError
 from featbench.features import load_features
 from featbench.records import REFIT, SEARCH
 from featbench.report import build, render, to_json_data

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from featbench.api import Batch, BoundLoss, Targets
+from featbench.api import Batch, BoundLoss
 from featbench.plugins.losses import SmoothedHinge
 from featbench.plugins.sea import SeA, feature_gradients, masked_softmax_weights, sea_augment
 from featbench.train import TrainSettings, train_heads
