@@ -141,10 +141,10 @@ def _load_task(source: SourceSpec, recipe, options: LoadOptions, threads: int) -
         return True, load_source(source, _worker_host(recipe), options)
 
 
-def _train_task(job: TrainJob, fs: FeatureSet, recipe, threads: int) -> JobResult:
+def _train_task(job: TrainJob, fs: FeatureSet, recipe) -> JobResult:
     """Worker: one job on its feature set (resolved by Ray from the load task's object: its arrays are
-    read-only views of the object store, which training only reads), with ``threads`` torch threads."""
-    with warnings.catch_warnings(), torch_threads(threads):
+    read-only views of the object store, which training only reads), with ``job.threads`` torch threads."""
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
         return execute_job(job, fs, _worker_host(recipe))
 
@@ -276,7 +276,7 @@ class RayExecutor:
                 while src.queue:
                     job = src.queue.popleft()
                     ref = self._train_fn.options(**self._resources(job.settings.device.startswith("cuda"))).remote(
-                        job, src.features, self.recipe, self.config.cpus)
+                        attrs.evolve(job, threads=self.config.cpus), src.features, self.recipe)  # threads = CPUs asked for
                     self._tasks[ref] = ("train", job)
                     src.running += 1
                     self.listener.job_started(job)
