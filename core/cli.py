@@ -1,4 +1,4 @@
-"""Command line: ``featbench plugins``, ``run``, ``report``, ``plot``, ``extract`` and ``convert``. Only this
+"""Command line: ``featbench plugins``, ``run``, ``report``, ``plot``, ``extract``, ``download`` and ``convert``. Only this
 module prints for humans.
 
 Every user error ends as one line ``featbench: error: PROBLEM (FIX)`` on stderr and exit status 2;
@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import ConfigError, FeatbenchError, UnknownNameError, storage_error, storage_hint
+from .errors import ConfigError, DataError, FeatbenchError, UnknownNameError, storage_error, storage_hint
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,6 +41,8 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
                    help="fail on any plugin error instead of warning (also FEATBENCH_STRICT_PLUGINS=1)")
     g.add_argument("--registry", default=d(None), metavar="PATH", help="use this registry.yaml instead of the packaged one")
     g.add_argument("--debug", action="store_true", default=d(False), help="show Python tracebacks on errors")
+    g.add_argument("--offline", action="store_true", default=d(False),
+                   help="open no network connection: list what is missing instead of fetching it (also FEATBENCH_OFFLINE=1)")
     return p
 
 
@@ -83,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     ep.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
 
+    dp = sub.add_parser("download", parents=[late], help="fetch data sets and backbone checkpoints ahead of time (verified, resumable)")
+    dp.add_argument("names", metavar="NAME[,NAME...]", help="data sets (or paper: the eleven of Table 5) and backbones, e.g. paper,S,M,B,C")
+    dp.add_argument("--data-root", default=None, metavar="DIR", help="where data sets live (default: $FEATBENCH_DATA or ~/.cache/featbench/data)")
+    dp.add_argument("--cache-dir", default=None, metavar="DIR", help="weights cache (default: $FEATBENCH_CACHE or ~/.cache/featbench)")
+    dp.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+
     cp = sub.add_parser("convert", parents=[late], help="convert a released checkpoint to a plain torchvision state dict")
     cp.add_argument("source", choices=["byol"], help="byol: BYOL's JAX/Haiku pretrain_res50x1.pkl (read without running code)")
     cp.add_argument("input", metavar="PKL", help="the released file")
@@ -122,8 +130,10 @@ def _run_options(rp: argparse.ArgumentParser) -> None:
     g.add_argument("--features", action="append", default=S, metavar="A.npz[,B.npz...]",
                    help="a feature-file column (several comma-separated files form an ensemble); repeatable. "
                         "Default without --dataset: the embedded scikit-learn digits set")
-    g.add_argument("--dataset", dest="datasets", default=S, metavar="NAME[,NAME...]", help="data sets (columns)")
-    g.add_argument("--backbones", default=S, metavar="B[,B...]", help="backbones; by default one ensemble of all of them")
+    g.add_argument("--dataset", dest="datasets", default=S, metavar="NAME[,NAME...]",
+                   help="data sets (columns); paper = the eleven of the SeA paper's Table 5 (the default with --backbones)")
+    g.add_argument("--backbones", default=S, metavar="B[,B...]",
+                   help="backbones; by default one ensemble of all of them. Missing data sets and checkpoints are downloaded")
     g.add_argument("--combos", default=S, metavar="all|singles|A+B[,...]",
                    help="backbone sets to evaluate: all non-empty subsets of --backbones (Table 4), each alone, or a list")
     g.add_argument("--weights", action="append", default=S, metavar="NAME=PATH", help="local checkpoint for a backbone; repeatable")
@@ -138,7 +148,11 @@ def _run_options(rp: argparse.ArgumentParser) -> None:
     g.add_argument("--loss", default=S, help=f"training loss (default: {D.loss})")
     g.add_argument("--hp", action="append", default=S, metavar="[ROW.]KEY=V[,V2...]",
                    help="fix a hyper-parameter, or give several values to search; ROW.KEY applies to one row (repeatable)")
-    g.add_argument("--grid", default=S, metavar="NAME", help="search a named grid from registry.yaml (paper, quick)")
+    g.add_argument("--grid", default=S, metavar="NAME",
+                   help="search a named grid from registry.yaml (paper, paper-auto, quick); default without --hp values: "
+                        "auto (paper-auto on a GPU, quick on the CPU)")
+    g.add_argument("--no-baseline", dest="baseline", action="store_false", default=S,
+                   help="do not train the baseline row none beside the listed augmenters (no Gain row then)")
     g.add_argument("--epochs", type=int, default=S, help=f"training epochs (default: {D.epochs})")
     g.add_argument("--batch-size", type=int, default=S, help=f"mini-batch size (default: {D.batch_size})")
     g.add_argument("--seed", type=int, default=S, help=f"first seed (default: {D.seed})")
@@ -174,7 +188,7 @@ def _run_options(rp: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", default=S, help="no progress on stderr")
 
 
-_RUN_NOT_SPEC = {"config", "command", "plugins", "disabled", "strict_plugins", "registry", "debug"}
+_RUN_NOT_SPEC = {"config", "command", "plugins", "disabled", "strict_plugins", "registry", "debug", "offline"}
 
 
 def _host(args, extra_plugins: Sequence[str] = ()):
@@ -340,12 +354,15 @@ def _preflight(spec, host, registry: str | None) -> None:
 def cmd_run(args) -> int:
     from .runner import LoadOptions, Runner
     from .store import Store, db_path
-    from .suite import build_spec
+    from .suite import build_spec, resolve_grid
     from .train import check_matmul, resolve_device
 
     spec = build_spec(_run_flags(args), args.config)
     host = _host(args, spec.plugins)
-    _preflight(spec, host, args.registry)
+    _preflight(resolve_grid(spec, "cpu"), host, args.registry)
+    image_datasets = [ds for ds in spec.datasets if ds not in spec.feature_files] if spec.backbones else []
+    _fetch_inputs(image_datasets, spec.backbones if image_datasets else (), spec.data_root, spec.cache_dir, spec.weights,
+                  spec.quiet)
     if spec.executor != "ray":  # a Ray run's device is the cluster's, known once connected
         check_matmul(spec.matmul, resolve_device(spec.device))
     new_dir = spec.out is not None and not os.path.isdir(spec.out)
@@ -368,6 +385,7 @@ def cmd_run(args) -> int:
             raise
         last_run = max((r.id for r in store.runs()), default=0)
         try:
+            spec = resolve_grid(spec, device)
             load = LoadOptions(cache_dir=spec.cache_dir, device=device, weights=dict(spec.weights), progress=not spec.quiet,
                                data_root=spec.data_root, image_size=spec.image_size,
                                extract_batch_size=spec.extract_batch_size, workers=spec.workers)
@@ -548,11 +566,56 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _fetch_inputs(datasets, backbones, data_root, cache_dir, weights, quiet: bool) -> list:
+    """Fetch the catalog data sets and registry checkpoints a command needs that are not on this machine,
+    after one plan line on stderr (refused offline or when the disk is short); returns what no script can
+    fetch (the loaders say what to do about those)."""
+    from .cache import default_cache_dir
+    from .config import load_registry
+    from .datasets import default_data_root
+    from .inputs.fetch import fetch_missing, missing_checkpoints, missing_datasets
+
+    registry = load_registry()
+    root = os.path.abspath(os.path.expanduser(data_root or default_data_root()))
+    cache = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
+    items = missing_datasets(registry, list(datasets), root) + missing_checkpoints(registry, list(backbones), cache, dict(weights or {}))
+    if items:
+        fetch_missing(items, say=lambda line: print(line, file=sys.stderr), progress=not quiet, registry=registry)
+    return [m for m in items if not m.fetchable]
+
+
+def cmd_download(args) -> int:
+    from .config import load_registry
+    from .suite import expand_datasets
+
+    registry = load_registry()
+    datasets, backbones = [], []
+    for name in expand_datasets(_split(args.names)):
+        if name in (registry.get("datasets") or {}):
+            datasets.append(name)
+        elif name in (registry.get("backbones") or {}):
+            backbones.append(name)
+        else:
+            raise UnknownNameError("data set or backbone", name, [*(registry.get("datasets") or {}), *(registry.get("backbones") or {}), "paper"])
+    manual = _fetch_inputs(datasets, backbones, args.data_root, args.cache_dir, {}, args.quiet)
+    fetched = [n for n in datasets + backbones if n not in {m.name for m in manual}]
+    if fetched:
+        print(f"in place: {', '.join(fetched)}")
+    for m in manual[1:]:
+        print(f"featbench: error: {m.kind} {m.name} cannot be fetched by a script ({m.manual})", file=sys.stderr)
+    if manual:
+        m = manual[0]
+        raise DataError(f"{m.kind} {m.name} cannot be fetched by a script", m.manual)
+    return 0
+
+
 def cmd_extract(args) -> int:
     from .sources import extract
 
     options = _source_options(args, _host(args))
-    for dataset in _split(args.dataset):
+    datasets = _split(args.dataset)
+    _fetch_inputs(datasets, _split(args.backbones), args.data_root, args.cache_dir, _parse_weights(args.weights), args.quiet)
+    for dataset in datasets:
         _, _, feats = extract(dataset, _split(args.backbones), **options)
         for f in feats:
             sizes = ", ".join(f"{s} {c.x.shape[0]}x{c.x.shape[1]}" for s, c in f.splits.items())
@@ -570,7 +633,7 @@ def cmd_convert(args) -> int:
 
 
 COMMANDS = {"plugins": cmd_plugins, "run": cmd_run, "report": cmd_report, "plot": cmd_plot,
-            "extract": cmd_extract, "convert": cmd_convert}
+            "extract": cmd_extract, "download": cmd_download, "convert": cmd_convert}
 
 
 def _format_warning(message, category, filename, lineno, file=None, line=None):
@@ -578,7 +641,8 @@ def _format_warning(message, category, filename, lineno, file=None, line=None):
 
 
 #: Environment variables main() sets for its own duration.
-_ENV_SET = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "FEATBENCH_REGISTRY")
+_ENV_SET = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "FEATBENCH_REGISTRY", "FEATBENCH_OFFLINE",
+            "HF_HUB_OFFLINE")
 
 
 def _use_registry(path: str) -> None:
@@ -605,6 +669,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.registry:  # the plugins that read registry.yaml (backbones, data sets) use the same file
             _use_registry(args.registry)
+        if args.offline or os.environ.get("FEATBENCH_OFFLINE"):
+            from .inputs.download import offline, set_offline
+
+            if args.offline or offline():
+                set_offline()
         return COMMANDS[args.command](args)
     except FeatbenchError as exc:
         if debug:

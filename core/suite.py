@@ -32,6 +32,11 @@ EXECUTORS = ("local", "ray")
 MATMULS = ("fp32", "tf32", "bf16")  # featbench.train.matmul_precision
 METRICS = ("top1", "mean_per_class")
 DEFAULT_STACK = 64  # configurations per job (one K-stack) unless max_heads says otherwise
+BASELINE = "none"  # the augmenter every comparison is against
+#: The data sets of the SeA paper's Table 5 (``--dataset paper``, and the default with --backbones).
+PAPER_DATASETS = ("aircraft", "birds", "caltech101", "cars", "cifar10", "cifar100", "dtd", "flowers", "food", "pets", "sun397")
+#: ``--grid auto`` (the default without --hp and --grid): the grid searched on each kind of device.
+AUTO_GRIDS = {"cuda": "paper-auto", "cpu": "quick"}
 
 
 @attrs.frozen
@@ -59,7 +64,8 @@ class RunSpec:
     feature_files: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)  # dataset -> backbone -> .npz
     loss: str = "hinge"
     hp: Mapping[str, tuple[float, ...]] = attrs.field(factory=dict)  # NAME or ROW.NAME -> values
-    grid: str | None = None
+    grid: str | None = None  # None: "auto" unless --hp gives values (resolve_grid)
+    baseline: bool = True  # train the baseline row "none" beside the listed augmenters
     epochs: int = 100
     batch_size: int = 256
     seed: int = 0
@@ -97,13 +103,16 @@ class RunSpec:
         return list(range(self.seed, self.seed + self.seeds))
 
     def rows(self, registered: Sequence[str]) -> list[AugRow]:
-        """The comparison rows; ``all`` expands to every registered augmenter."""
+        """The comparison rows; ``all`` expands to every registered augmenter. With ``baseline`` the row
+        ``none`` comes first unless a row already trains it (one baseline per cell however many rows)."""
         out: list[AugRow] = []
         for item in self.aug:
             if item == "all":
                 out.extend(AugRow(n, n) for n in registered)
             else:
                 out.append(item if isinstance(item, AugRow) else AugRow(item, item))
+        if self.baseline and BASELINE in registered and not any(r.augmenter == BASELINE for r in out):
+            out.insert(0, AugRow(BASELINE, BASELINE))
         labels = [r.label for r in out]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
@@ -184,7 +193,7 @@ def check(spec: RunSpec) -> RunSpec:
     if spec.datasets and not spec.backbones:
         raise ConfigError("--dataset needs --backbones", "e.g. --dataset cifar100 --backbones S,M,B,C")
     if spec.backbones and not spec.datasets:
-        raise ConfigError("--backbones needs --dataset", "e.g. --backbones S,M --dataset cifar100")
+        spec = attrs.evolve(spec, datasets=PAPER_DATASETS)
     if spec.combos and not spec.backbones:
         raise ConfigError("--combos needs --backbones", "e.g. --backbones S,M,B,C --combos all")
     spec.backbone_sets()  # validates explicit combinations
@@ -210,6 +219,27 @@ def split_list(value, what: str) -> tuple[str, ...]:
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return tuple(v.strip() for v in value if v.strip())
     raise ConfigError(f"{what} must be a list of names or a comma-separated string, not {value!r}", f"e.g. {what}: [a, b]")
+
+
+def expand_datasets(names: Sequence[str]) -> tuple[str, ...]:
+    """Data-set names with the alias ``paper`` replaced by the SeA paper's eleven (each name once)."""
+    out: list[str] = []
+    for n in names:
+        for m in (PAPER_DATASETS if n == "paper" else (n,)):
+            if m not in out:
+                out.append(m)
+    return tuple(out)
+
+
+def resolve_grid(spec: RunSpec, device: str) -> RunSpec:
+    """``spec`` with ``grid: auto`` made concrete for ``device`` (AUTO_GRIDS); no grid and no --hp values
+    (neither run-wide nor a row's own) means auto, so every augmenter is searched on validation over a grid
+    that holds its off setting."""
+    auto = spec.grid == "auto" or (spec.grid is None and not spec.hp
+                                   and not any(isinstance(r, AugRow) and r.hp for r in spec.aug))
+    if not auto:
+        return spec
+    return attrs.evolve(spec, grid=AUTO_GRIDS["cuda" if str(device).startswith("cuda") else "cpu"])
 
 
 def _numbers(value, what: str) -> tuple[float, ...]:
@@ -304,7 +334,7 @@ def _weights(value) -> dict[str, str]:
 _INT = {"epochs", "batch_size", "seed", "seeds", "digits", "log_every", "max_heads", "image_size", "extract_batch_size", "workers",
         "threads", "ray_retries"}
 _FLOAT = {"val_fraction", "ray_gpus"}
-_BOOL = {"quiet", "cuda_graphs"}
+_BOOL = {"quiet", "cuda_graphs", "baseline"}
 _STR = {"loss", "grid", "metric", "device", "format", "layout", "gain_of", "out", "executor", "ray_address", "cache_dir", "data_root",
         "description", "matmul", "storage"}
 
@@ -315,7 +345,9 @@ def _coerce(name: str, value, base: str | None, from_flags: bool = False):
         return _aug_items(value)
     if name == "features":
         return _feature_columns(value, base)
-    if name in ("datasets", "backbones", "combos"):
+    if name == "datasets":
+        return expand_datasets(split_list(value, name))
+    if name in ("backbones", "combos"):
         return split_list(value, name)
     if name == "feature_files":
         return _feature_files(value, base)

@@ -101,7 +101,7 @@ def locate(name: str, source: WeightsSource, cache_dir: str | None, download: bo
     if os.path.isfile(path):
         check_sha256(path, source.sha256, f"backbone {name}")
         return path
-    if not source.download or not source.url or not download:
+    if not source.download or not source.url or not download or source.convert_from:
         how = (source.manual or "download {url} to {path}").format(url=source.url, path=path)
         raise WeightsUnavailableError(f"backbone {name}: weights not found at {path} (source: {source.url})",
                                       f"{how}, or pass --weights {name}=FILE")
@@ -308,7 +308,7 @@ def build_backbone(name: str, spec: BackboneSpec, weights: ResolvedWeights):
 
 # ---- registry.yaml ``backbones:`` ------------------------------------------------------------------
 
-_SOURCE_KEYS = {"url", "file", "sha256", "download", "manual", "package", "install"}
+_SOURCE_KEYS = {"url", "file", "sha256", "download", "manual", "package", "install", "bytes", "convert_from"}
 _ENTRY_KEYS = _SOURCE_KEYS | {"doc", "arch", "convert", "preprocess", "padding"}
 
 

@@ -1,0 +1,164 @@
+"""HTTP downloads that are verified, resumable and placed atomically (standard library only).
+
+Invariants:
+
+* A file reaches its final name only after its whole content matched the catalog's checksum (MD5 or
+  SHA-256); until then it is ``NAME.part`` next to it, and a later call resumes it from its byte offset
+  with an HTTP ``Range`` request (a server that ignores Range sends the whole file again).
+* A checksum mismatch deletes the file and raises a one-line :class:`DataError`.
+* Offline mode (``FEATBENCH_OFFLINE=1``, or :func:`set_offline`) refuses before any connection is opened.
+* ``FEATBENCH_MIRROR`` (or the registry's top-level ``mirror:`` key) replaces every catalog URL by
+  ``MIRROR/FILE``, FILE being the name the catalog stores the download under.
+* A progress bar is drawn only when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+
+from ..errors import DataError, FeatbenchError
+
+OFFLINE_ENV = "FEATBENCH_OFFLINE"
+MIRROR_ENV = "FEATBENCH_MIRROR"
+TIMEOUT_S = 60  # per blocking socket operation, not per download
+CHUNK = 1 << 20
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class OfflineError(FeatbenchError):
+    """A network access was needed while offline mode forbids every connection."""
+
+
+class DownloadError(FeatbenchError):
+    """The server could not be reached or refused the file; a partial download is kept for resuming."""
+
+
+def offline() -> bool:
+    """Whether every network access is forbidden (``$FEATBENCH_OFFLINE`` set to 1/true/yes/on)."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUE
+
+
+def set_offline() -> None:
+    """Forbid network access for the rest of this process and its children (the ``--offline`` flag); the
+    Hugging Face hub, which timm uses, is told as well."""
+    os.environ[OFFLINE_ENV] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def mirror_base(registry: Mapping | None = None) -> str | None:
+    """``$FEATBENCH_MIRROR``, else the registry's ``mirror:`` key, else None."""
+    base = os.environ.get(MIRROR_ENV) or (registry or {}).get("mirror")
+    return str(base).rstrip("/") if base else None
+
+
+def source_url(url: str, file: str, registry: Mapping | None = None) -> str:
+    """Where ``file`` is fetched from: the mirror's ``BASE/file`` when one is set, else ``url``."""
+    base = mirror_base(registry)
+    return f"{base}/{file}" if base else url
+
+
+def file_digest(path: str, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checksum_of(md5: str | None, sha256: str | None) -> tuple[str, str] | None:
+    """``(algorithm, expected hex digest)`` of a catalog entry; SHA-256 wins when both are known."""
+    if sha256:
+        return "sha256", str(sha256).lower()
+    if md5:
+        return "md5", str(md5).lower()
+    return None
+
+
+def matches(path: str, expected: tuple[str, str] | None) -> bool:
+    """Whether ``path`` has the expected digest (a prefix of at least 8 hex digits is accepted); True without one."""
+    if expected is None:
+        return True
+    algorithm, digest = expected
+    return file_digest(path, algorithm).startswith(digest)
+
+
+def fetch(url: str, dest: str, *, expected: tuple[str, str] | None, what: str, size: int | None = None,
+          progress: bool = True) -> str:
+    """Download ``url`` to ``dest`` (verified, resumable, atomic); returns ``dest``.
+
+    An existing ``dest`` that matches ``expected`` is kept without a connection; one that does not is
+    deleted and fetched again.
+    """
+    if os.path.isfile(dest):
+        if matches(dest, expected):
+            return dest
+        os.remove(dest)
+    if offline():
+        raise OfflineError(f"{what}: {os.path.basename(dest)} is missing and {OFFLINE_ENV}=1 forbids downloading {url}",
+                           f"fetch it on a machine with a network (featbench download) or unset {OFFLINE_ENV}")
+    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    part = dest + ".part"
+    _stream(url, part, what, size, progress)
+    if not matches(part, expected):
+        algorithm, digest = expected
+        got = file_digest(part, algorithm)
+        os.remove(part)
+        raise DataError(f"{what}: the file downloaded from {url} has {algorithm.upper()} {got}, but registry.yaml expects "
+                        f"{digest}; it was deleted",
+                        "retry later (a damaged or changed download), or check the mirror set by "
+                        f"{MIRROR_ENV} / the registry's mirror: key")
+    os.replace(part, dest)
+    return dest
+
+
+def _stream(url: str, part: str, what: str, size: int | None, progress: bool) -> None:
+    """Append the rest of ``url`` to ``part`` (from its current length; the whole file if the server
+    ignores Range)."""
+    offset = os.path.getsize(part) if os.path.isfile(part) else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "featbench", **({"Range": f"bytes={offset}-"} if offset else {})})
+    try:
+        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)  # noqa: S310 - catalog and mirror URLs (http/https)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # the partial file already holds everything: the checksum decides
+            return
+        raise DownloadError(f"{what}: downloading {url} failed (HTTP {exc.code} {exc.reason})",
+                            f"retry later, or download it yourself into {os.path.dirname(part)}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DownloadError(f"{what}: cannot reach {url} ({reason})",
+                            f"check the network (or set {MIRROR_ENV}), then rerun: a partial download resumes") from None
+    with response:
+        resumed = offset > 0 and response.status == 206
+        length = response.headers.get("Content-Length")
+        total = (int(length) + (offset if resumed else 0)) if length and length.isdigit() else size
+        bar = _bar(total, offset if resumed else 0, os.path.basename(part)[:-5]) if progress else None
+        try:
+            with open(part, "ab" if resumed else "wb") as out:
+                while True:
+                    try:
+                        block = response.read(CHUNK)
+                    except OSError as exc:
+                        raise DownloadError(f"{what}: the connection to {url} broke ({exc})",
+                                            "rerun the same command: the download resumes where it stopped") from None
+                    if not block:
+                        break
+                    out.write(block)
+                    if bar is not None:
+                        bar.update(len(block))
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def _bar(total: int | None, initial: int, name: str):
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr,
+                dynamic_ncols=True, leave=False)
