@@ -8,20 +8,22 @@ Invariants:
 * A checksum mismatch deletes the file and raises a one-line :class:`DataError`.
 * Offline mode (``FEATBENCH_OFFLINE=1``, or :func:`set_offline`) refuses before any connection is opened.
 * ``FEATBENCH_MIRROR`` (or the registry's top-level ``mirror:`` key) replaces every catalog URL by
-  ``MIRROR/FILE``, FILE being the name the catalog stores the download under.
+  ``MIRROR/FILE``, FILE being the name the catalog stores the download under. Only HTTP(S) URLs are
+  fetched, and ``file://`` ones where the user pointed at them (``FEATBENCH_MIRROR=file:///PATH``).
 * A progress bar is drawn only when stderr is a terminal.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 
-from ..errors import DataError, FeatbenchError
+from ..errors import DataError, FeatbenchError, first_line
 
 OFFLINE_ENV = "FEATBENCH_OFFLINE"
 MIRROR_ENV = "FEATBENCH_MIRROR"
@@ -98,6 +100,10 @@ def fetch(url: str, dest: str, *, expected: tuple[str, str] | None, what: str, s
         if matches(dest, expected):
             return dest
         os.remove(dest)
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ("http", "https") and not (scheme == "file" and os.environ.get(MIRROR_ENV)):
+        raise DataError(f"{what}: {url} is not an http(s) URL", f"catalog URLs are fetched over HTTP(S); a local "
+                        f"folder of the files works as {MIRROR_ENV}=file:///PATH")
     if offline():
         raise OfflineError(f"{what}: {os.path.basename(dest)} is missing and {OFFLINE_ENV}=1 forbids downloading {url}",
                            f"fetch it on a machine with a network (featbench download) or unset {OFFLINE_ENV}")
@@ -128,8 +134,8 @@ def _stream(url: str, part: str, what: str, size: int | None, progress: bool) ->
             return
         raise DownloadError(f"{what}: downloading {url} failed (HTTP {exc.code} {exc.reason})",
                             f"retry later, or download it yourself into {os.path.dirname(part)}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", None) or exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or first_line(exc)
         raise DownloadError(f"{what}: cannot reach {url} ({reason})",
                             f"check the network (or set {MIRROR_ENV}), then rerun: a partial download resumes") from None
     with response:
@@ -137,22 +143,29 @@ def _stream(url: str, part: str, what: str, size: int | None, progress: bool) ->
         length = response.headers.get("Content-Length")
         total = (int(length) + (offset if resumed else 0)) if length and length.isdigit() else size
         bar = _bar(total, offset if resumed else 0, os.path.basename(part)[:-5]) if progress else None
+        announced = int(length) if length and length.isdigit() else None
+        received = 0
         try:
             with open(part, "ab" if resumed else "wb") as out:
                 while True:
                     try:
                         block = response.read(CHUNK)
-                    except OSError as exc:
-                        raise DownloadError(f"{what}: the connection to {url} broke ({exc})",
+                    except (OSError, http.client.HTTPException) as exc:
+                        out.write(getattr(exc, "partial", b"") or b"")  # IncompleteRead: what did arrive is kept
+                        raise DownloadError(f"{what}: the connection to {url} broke ({type(exc).__name__})",
                                             "rerun the same command: the download resumes where it stopped") from None
                     if not block:
                         break
                     out.write(block)
+                    received += len(block)
                     if bar is not None:
                         bar.update(len(block))
         finally:
             if bar is not None:
                 bar.close()
+    if announced is not None and received < announced:
+        raise DownloadError(f"{what}: the connection to {url} closed after {received} of {announced} bytes",
+                            "rerun the same command: the download resumes where it stopped")
 
 
 def _bar(total: int | None, initial: int, name: str):

@@ -203,7 +203,7 @@ def plan(items: Sequence[Missing]) -> tuple[str, bool]:
                 + f"; {'; '.join(where)}")
     manual = [m for m in items if not m.fetchable]
     if manual:
-        line += ("; " if line else "") + "not fetchable by script: " + ", ".join(m.name for m in manual)
+        line += ("; " if line else "") + "not fetchable by script: " + ", ".join(f"{m.kind} {m.name}" for m in manual)
     return line, ok
 
 

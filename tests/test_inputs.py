@@ -1,0 +1,204 @@
+"""Downloads (resume, checksums, offline, mirror), safe unpacking and the plan line, against a loopback server."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+import zipfile
+from collections import namedtuple
+
+import pytest
+from fetch_util import Loopback, md5, tree
+
+from featbench.cli import main
+from featbench.errors import DataError
+from featbench.inputs.archives import unpack
+from featbench.inputs.download import DownloadError, OfflineError, fetch
+
+PAYLOAD = bytes(range(256)) * 12000  # 3 MB: several read chunks
+
+
+def test_an_interrupted_download_resumes_from_its_byte_offset(tmp_path):
+    with Loopback({"big.bin": PAYLOAD}) as server:
+        dest = str(tmp_path / "big.bin")
+        server.cut["big.bin"] = 1_500_000
+        with pytest.raises(DownloadError, match="rerun"):
+            fetch(f"{server.url}/big.bin", dest, expected=("md5", md5(PAYLOAD)), what="test")
+        assert not os.path.exists(dest) and os.path.getsize(dest + ".part") == 1_500_000
+        fetch(f"{server.url}/big.bin", dest, expected=("md5", md5(PAYLOAD)), what="test")
+        assert server.requests == [("big.bin", ""), ("big.bin", "bytes=1500000-")]
+    assert open(dest, "rb").read() == PAYLOAD and not os.path.exists(dest + ".part")
+
+
+def test_a_server_that_ignores_range_sends_the_whole_file_again(tmp_path):
+    with Loopback({"f.bin": PAYLOAD}) as server:
+        server.honour_range = False
+        dest = str(tmp_path / "f.bin")
+        server.cut["f.bin"] = 1_200_000
+        with pytest.raises(DownloadError):
+            fetch(f"{server.url}/f.bin", dest, expected=("md5", md5(PAYLOAD)), what="test")
+        fetch(f"{server.url}/f.bin", dest, expected=("md5", md5(PAYLOAD)), what="test")  # 200: written from the start
+        assert server.requests == [("f.bin", ""), ("f.bin", "bytes=1200000-")]
+    assert open(dest, "rb").read() == PAYLOAD
+
+
+def test_a_stale_partial_file_that_spoils_the_checksum_is_deleted_and_the_next_try_succeeds(tmp_path):
+    dest = str(tmp_path / "f.bin")
+    with open(dest + ".part", "wb") as f:
+        f.write(b"bytes of another file")
+    with Loopback({"f.bin": PAYLOAD}) as server:
+        with pytest.raises(DataError, match="it was deleted"):
+            fetch(f"{server.url}/f.bin", dest, expected=("md5", md5(PAYLOAD)), what="test")
+        assert os.listdir(tmp_path) == []
+        fetch(f"{server.url}/f.bin", dest, expected=("md5", md5(PAYLOAD)), what="test")
+    assert open(dest, "rb").read() == PAYLOAD
+
+
+def test_a_wrong_checksum_is_refused_and_the_file_deleted(tmp_path):
+    with Loopback({"f.bin": b"not what the catalog describes"}) as server:
+        dest = str(tmp_path / "f.bin")
+        with pytest.raises(DataError, match="expects 0123456789abcdef; it was deleted") as e:
+            fetch(f"{server.url}/f.bin", dest, expected=("md5", "0123456789abcdef"), what="data set x")
+    assert "\n" not in str(e.value) and os.listdir(tmp_path) == []
+
+
+def test_offline_opens_no_connection(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATBENCH_OFFLINE", "1")
+    with Loopback({"f.bin": b"x"}) as server:
+        with pytest.raises(OfflineError, match="FEATBENCH_OFFLINE"):
+            fetch(f"{server.url}/f.bin", str(tmp_path / "f.bin"), expected=None, what="test")
+        assert server.requests == [] and os.listdir(tmp_path) == []
+
+
+# ---- unpacking -----------------------------------------------------------------------------------
+
+
+def _tar_with(path: str, member: tarfile.TarInfo, data: bytes = b"") -> str:
+    with tarfile.open(path, "w:gz") as t:
+        ok = tarfile.TarInfo("good/file.txt")
+        ok.size = 2
+        t.addfile(ok, io.BytesIO(b"ok"))
+        member.size = len(data) if member.isfile() else 0
+        t.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return path
+
+
+def _member(name: str, kind=tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    m = tarfile.TarInfo(name)
+    m.type, m.linkname = kind, link
+    return m
+
+
+HOSTILE = {
+    "dotdot": _member("../escaped.txt"),
+    "nested-dotdot": _member("good/../../escaped.txt"),
+    "absolute": _member("/tmp/featbench-escaped.txt"),
+    "symlink-out": _member("good/link", tarfile.SYMTYPE, "../../outside"),
+    "symlink-absolute": _member("good/link", tarfile.SYMTYPE, "/etc/passwd"),
+    "hardlink-out": _member("good/hard", tarfile.LNKTYPE, "../outside"),
+    "device": _member("good/dev", tarfile.CHRTYPE),
+    "fifo": _member("good/fifo", tarfile.FIFOTYPE),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_tar_members_are_refused_with_nothing_created(tmp_path, case):
+    root, outside = tmp_path / "root", tmp_path / "outside-area"
+    root.mkdir()
+    outside.mkdir()
+    archive = _tar_with(str(outside / "a.tar.gz"), HOSTILE[case], b"evil")
+    before = tree(str(tmp_path))
+    with pytest.raises(DataError, match="nothing was extracted") as e:
+        unpack(archive, str(root / "ds"), str(root))
+    assert "\n" not in str(e.value)
+    assert tree(str(tmp_path)) == before  # not even the target folder or a temporary one
+    assert not os.path.exists("/tmp/featbench-escaped.txt")
+
+
+@pytest.mark.parametrize("name", ["../escaped.txt", "/abs/escaped.txt", "good/../../escaped.txt"])
+def test_hostile_zip_members_are_refused(tmp_path, name):
+    root = tmp_path / "root"
+    root.mkdir()
+    archive = str(tmp_path / "a.zip")
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("good/file.txt", b"ok")
+        z.writestr(zipfile.ZipInfo(name), b"evil")
+    before = tree(str(tmp_path))
+    with pytest.raises(DataError, match="nothing was extracted"):
+        unpack(archive, str(root / "ds"), str(root))
+    assert tree(str(tmp_path)) == before
+
+
+def test_zip_symlinks_are_refused(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    archive = str(tmp_path / "a.zip")
+    with zipfile.ZipFile(archive, "w") as z:
+        info = zipfile.ZipInfo("good/link")
+        info.external_attr = (0o120777 << 16)
+        z.writestr(info, "../../outside")
+    with pytest.raises(DataError, match="symbolic link"):
+        unpack(archive, str(root / "ds"), str(root))
+    assert os.listdir(root) == []
+
+
+def test_links_inside_the_target_and_merging_into_an_existing_folder(tmp_path):
+    root = tmp_path / "root"
+    (root / "ds" / "keep").mkdir(parents=True)
+    (root / "ds" / "keep" / "old.txt").write_text("old")
+    archive = _tar_with(str(tmp_path / "a.tar.gz"), _member("good/link", tarfile.SYMTYPE, "file.txt"))
+    unpack(archive, str(root / "ds"), str(root))
+    assert open(root / "ds" / "good" / "link").read() == "ok" and (root / "ds" / "keep" / "old.txt").exists()
+    assert sorted(os.listdir(root / "ds")) == ["good", "keep"]  # no temporary folder left
+
+
+def test_a_target_outside_the_root_is_refused(tmp_path):
+    archive = _tar_with(str(tmp_path / "a.tar.gz"), _member("good/x"), b"x")
+    (tmp_path / "root").mkdir()
+    with pytest.raises(DataError, match="outside the data root"):
+        unpack(archive, str(tmp_path / "elsewhere"), str(tmp_path / "root"))
+    assert not (tmp_path / "elsewhere").exists()
+
+
+# ---- the plan, through featbench download -----------------------------------------------------------
+
+
+def test_too_little_disk_gives_one_line_before_any_byte_is_fetched(tmp_path, monkeypatch, capsys):
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 1000, 1000))
+    with Loopback({"cifar-10-python.tar.gz": b"x" * 5000}) as server:
+        monkeypatch.setenv("FEATBENCH_MIRROR", server.url)
+        code = main(["download", "cifar10", "--data-root", str(tmp_path / "data"), "--quiet"])
+        assert server.requests == []
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("featbench: error: not enough disk space: to fetch: 1 data set (cifar10 170.5 MB)")
+    assert "1.0 kB free at" in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_download_offline_lists_what_is_missing_and_connects_nowhere(tmp_path, monkeypatch, capsys):
+    with Loopback({}) as server:
+        monkeypatch.setenv("FEATBENCH_MIRROR", server.url)
+        code = main(["--offline", "download", "cifar10,dtd,S", "--data-root", str(tmp_path / "d"), "--cache-dir", str(tmp_path / "c")])
+        assert server.requests == []
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 2
+    assert err[0].startswith("featbench: to fetch: 2 data sets (cifar10 170.5 MB, dtd 625.2 MB) and 1 checkpoint (S 102.5 MB)")
+    assert err[1].startswith("featbench: error: 3 missing input(s) cannot be fetched offline") and "cifar10, dtd, S" in err[1]
+    assert os.listdir(tmp_path) == []
+    assert "FEATBENCH_OFFLINE" not in os.environ  # main() leaves the environment as it found it
+
+
+def test_cars_keeps_its_manual_message(tmp_path, capsys):
+    code = main(["download", "cars", "--data-root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "data set cars cannot be fetched by a script" in err and "official URL is dead" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_unknown_names_are_one_line(tmp_path, capsys):
+    assert main(["download", "cifar11", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cifar10" in err
