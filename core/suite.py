@@ -65,7 +65,7 @@ class RunSpec:
     loss: str = "hinge"
     hp: Mapping[str, tuple[float, ...]] = attrs.field(factory=dict)  # NAME or ROW.NAME -> values
     grid: str | None = None  # None: "auto" unless --hp gives values (resolve_grid)
-    baseline: bool = True  # train the baseline row "none" beside the listed augmenters
+    baseline: bool = True  # build_spec (flags, suites) puts the row "none" first unless a row already trains it
     epochs: int = 100
     batch_size: int = 256
     seed: int = 0
@@ -103,16 +103,13 @@ class RunSpec:
         return list(range(self.seed, self.seed + self.seeds))
 
     def rows(self, registered: Sequence[str]) -> list[AugRow]:
-        """The comparison rows; ``all`` expands to every registered augmenter. With ``baseline`` the row
-        ``none`` comes first unless a row already trains it (one baseline per cell however many rows)."""
+        """The comparison rows; ``all`` expands to every registered augmenter."""
         out: list[AugRow] = []
         for item in self.aug:
             if item == "all":
                 out.extend(AugRow(n, n) for n in registered)
             else:
                 out.append(item if isinstance(item, AugRow) else AugRow(item, item))
-        if self.baseline and BASELINE in registered and not any(r.augmenter == BASELINE for r in out):
-            out.insert(0, AugRow(BASELINE, BASELINE))
         labels = [r.label for r in out]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
@@ -232,10 +229,12 @@ def expand_datasets(names: Sequence[str]) -> tuple[str, ...]:
 
 
 def resolve_grid(spec: RunSpec, device: str) -> RunSpec:
-    """``spec`` with ``grid: auto`` made concrete for ``device`` (AUTO_GRIDS); no grid and no --hp values
-    (neither run-wide nor a row's own) means auto, so every augmenter is searched on validation over a grid
-    that holds its off setting."""
-    auto = spec.grid == "auto" or (spec.grid is None and not spec.hp
+    """``spec`` with ``grid: auto`` made concrete for ``device`` (AUTO_GRIDS). No grid and no --hp values
+    (neither run-wide nor a row's own) in a comparison (a row other than the baseline) means auto, so every
+    augmenter is searched on validation over a grid that holds its off setting; the baseline alone keeps
+    its single default configuration."""
+    compared = any((r.augmenter if isinstance(r, AugRow) else r) != BASELINE for r in spec.aug)
+    auto = spec.grid == "auto" or (spec.grid is None and compared and not spec.hp
                                    and not any(isinstance(r, AugRow) and r.hp for r in spec.aug))
     if not auto:
         return spec
@@ -412,4 +411,12 @@ def build_spec(flags: Mapping[str, object], config: str | None = None) -> RunSpe
         if name not in FIELDS:
             raise AssertionError(f"flag {name} has no RunSpec field")
         values[name] = _coerce(name, value, None, from_flags=True)
-    return check(RunSpec(**{k: v for k, v in values.items() if v is not None}))
+    return with_baseline(check(RunSpec(**{k: v for k, v in values.items() if v is not None})))
+
+
+def with_baseline(spec: RunSpec) -> RunSpec:
+    """``spec`` with the baseline row first when ``spec.baseline`` and no row trains it yet: one baseline per
+    cell, however many augmenters are listed."""
+    if not spec.baseline or any((a.augmenter if isinstance(a, AugRow) else a) in (BASELINE, "all") for a in spec.aug):
+        return spec
+    return attrs.evolve(spec, aug=(BASELINE, *spec.aug))

@@ -122,8 +122,10 @@ def missing_checkpoints(registry: Mapping, names: Sequence[str], cache_dir: str,
     out = []
     for name in names:
         raw = catalog.get(name)
-        if name in given or not isinstance(raw, Mapping) or raw.get("package") or not raw.get("url") or not raw.get("file"):
+        if name in given or not isinstance(raw, Mapping) or raw.get("package") or not raw.get("file"):
             continue
+        if not str(raw.get("url") or "").startswith(("http://", "https://")):
+            continue  # no URL, or a local file:// one: featbench.weights.locate takes it from there
         dest = os.path.join(weights, str(raw["file"]))
         if os.path.isfile(dest):
             continue
@@ -208,12 +210,13 @@ def plan(items: Sequence[Missing]) -> tuple[str, bool]:
 
 
 def check_plan(items: Sequence[Missing], say) -> None:
-    """Say the plan line; refuse (a one-line error) when offline or when the disk is too small."""
-    line, ok = plan(items)
-    if not line:
-        return
+    """Say the plan line when something is to be downloaded; refuse (a one-line error) when offline or when
+    the disk is too small."""
     fetchable = [m for m in items if m.fetchable]
-    if fetchable and offline():
+    if not fetchable:  # nothing to download: whoever needs a manual item says what to do about it
+        return
+    line, ok = plan(items)
+    if offline():
         say(f"featbench: {line}")
         raise OfflineError(f"{len(fetchable)} missing input(s) cannot be fetched offline ({OFFLINE_ENV}=1 or --offline): "
                            + ", ".join(m.name for m in fetchable),
