@@ -202,3 +202,27 @@ def test_unknown_names_are_one_line(tmp_path, capsys):
     assert main(["download", "cifar11", "--data-root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cifar10" in err
+
+
+def test_download_b_fetches_the_jax_release_and_converts_it(monkeypatch, tmp_path, capsys):
+    import pickle
+
+    import numpy as np
+    import torch
+    import torchvision
+    from test_byol import haiku_layout, release_classes
+
+    ByolState, FlatMapping, DeviceArray = release_classes(monkeypatch)
+    torch.manual_seed(5)
+    src = torchvision.models.resnet50(weights=None).state_dict()
+    params, state = haiku_layout(src, FlatMapping)
+    ckpt = {"experiment_state": ByolState(params, params, state, state, ()), "step": 1, "rng": DeviceArray(np.zeros(2, np.uint32))}
+    cache = tmp_path / "cache"
+    with Loopback({"pretrain_res50x1.pkl": pickle.dumps(ckpt, protocol=2)}) as server:
+        monkeypatch.setenv("FEATBENCH_MIRROR", server.url)
+        assert main(["download", "B", "--cache-dir", str(cache), "--quiet"]) == 0, capsys.readouterr().err
+        assert [name for name, _ in server.requests] == ["pretrain_res50x1.pkl"]
+    assert os.listdir(cache / "weights") == ["byol-pretrain_res50x1.pth"]  # the release itself is gone
+    loaded = torch.load(cache / "weights" / "byol-pretrain_res50x1.pth", weights_only=True)
+    assert all(torch.equal(loaded[k], v) for k, v in src.items() if not k.endswith("num_batches_tracked"))
+    assert "in place: B" in capsys.readouterr().out

@@ -33,7 +33,7 @@ def _refuse(archive: str, member: str, why: str) -> DataError:
 def _inside(name: str) -> bool:
     """Whether the relative archive path ``name`` stays inside the folder it is extracted to."""
     norm = posixpath.normpath(name.replace("\\", "/"))
-    return not (norm.startswith("/") or norm == ".." or norm.startswith("../") or (len(norm) > 1 and norm[1] == ":"))
+    return not (norm.startswith(("/", "../")) or norm == ".." or (len(norm) > 1 and norm[1] == ":"))
 
 
 def _check_name(archive: str, name: str) -> None:
@@ -82,7 +82,7 @@ def _unpack_into(archive: str, folder: str) -> None:
             if hasattr(tarfile, "data_filter"):
                 t.extractall(folder, members=members, filter="data")
             else:  # Python without extraction filters: the checks above are the guard
-                t.extractall(folder, members=members)  # noqa: S202 - every member checked by check_tar
+                t.extractall(folder, members=members)
     except (tarfile.TarError, EOFError) as exc:
         raise DataError(f"archive {os.path.basename(archive)} cannot be read ({exc})",
                         "it is damaged: delete it and download it again") from None

@@ -128,7 +128,7 @@ def _stream(url: str, part: str, what: str, size: int | None, progress: bool) ->
     offset = os.path.getsize(part) if os.path.isfile(part) else 0
     request = urllib.request.Request(url, headers={"User-Agent": "featbench", **({"Range": f"bytes={offset}-"} if offset else {})})
     try:
-        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)  # noqa: S310 - catalog and mirror URLs (http/https)
+        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # the partial file already holds everything: the checksum decides
             return
