@@ -59,7 +59,7 @@ def test_offline_run_of_the_paper_comparison_prints_the_plan_and_writes_nothing(
 
 
 def test_embedded_default_compares_sea_with_the_baseline_searched_on_validation(tmp_path, capsys):
-    from featbench.store import Store
+    from featbench.bench.store import Store
 
     assert main(["run", "--aug", "sea", "--epochs", "5", "--quiet", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out

@@ -227,6 +227,24 @@ def check_plan(items: Sequence[Missing], say) -> None:
     say(f"featbench: {line}")
 
 
+def fetch_inputs(datasets: Sequence[str], backbones: Sequence[str], *, data_root: str | None, cache_dir: str | None,
+                 weights: Mapping[str, str] | None, say, progress: bool = True) -> list[Missing]:
+    """Fetch the catalog data sets and registry checkpoints among these names that are not on this machine
+    (after the plan line, refused offline or when the disk is short); returns the missing items no script
+    can fetch (their loaders say what to do about them)."""
+    from ..config import load_registry
+    from .cache import default_cache_dir
+    from .datasets import default_data_root
+
+    registry = load_registry()
+    root = os.path.abspath(os.path.expanduser(data_root or default_data_root()))
+    cache = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
+    items = missing_datasets(registry, list(datasets), root) + missing_checkpoints(registry, list(backbones), cache, dict(weights or {}))
+    if items:
+        fetch_missing(items, say=say, progress=progress, registry=registry)
+    return [m for m in items if not m.fetchable]
+
+
 def fetch_missing(items: Sequence[Missing], say, progress: bool = True, registry: Mapping | None = None) -> None:
     """Plan (:func:`check_plan`), then fetch, verify and place every fetchable item."""
     check_plan(items, say)
@@ -264,7 +282,7 @@ def _fetch_one(m: Missing, d: Download, progress: bool, registry: Mapping | None
 def _fetch_converted(m: Missing, d: Download, url: str, progress: bool) -> None:
     if m.convert != "byol":
         raise ConfigError(f"registry backbones.{m.name}: unknown convert_from {m.convert!r}", "the converter known is byol")
-    from ..convert import convert_byol
+    from .convert import convert_byol
 
     release = os.path.join(m.root, DOWNLOADS, d.file)
     fetch(url, release, expected=d.checksum, what=f"checkpoint {m.name}", size=d.bytes, progress=progress)
