@@ -104,7 +104,8 @@ def _image_options(p: argparse.ArgumentParser, extract: bool) -> None:
     g.add_argument("--backbones", default=None, required=extract, metavar="NAME[,NAME...]",
                    help="backbones whose features are ensembled, e.g. S,M,B,C or timm:resnet50 (see featbench plugins)")
     g.add_argument("--dataset", default=None, required=extract, metavar="NAME[,NAME...]",
-                   help="data sets, one column each, e.g. cifar100, digits, folder:PATH")
+                   help="data sets, one column each, e.g. cifar100, digits, folder:PATH, or paper (the eleven of Table 5); "
+                        "missing catalog data sets and checkpoints are downloaded first")
     g.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                    help="weights for a backbone: a checkpoint file, 'random' or 'pretrained'; repeatable")
     g.add_argument("--cache-dir", default=None, metavar="DIR", help="feature and weights cache (default: $FEATBENCH_CACHE or ~/.cache/featbench)")
@@ -603,8 +604,10 @@ def cmd_download(args) -> int:
 def cmd_extract(args) -> int:
     from .inputs.sources import extract
 
+    from .bench.spec import expand_datasets
+
     options = _source_options(args, _host(args))
-    datasets = _split(args.dataset)
+    datasets = list(expand_datasets(_split(args.dataset)))
     _fetch_inputs(datasets, _split(args.backbones), args.data_root, args.cache_dir, _parse_weights(args.weights), args.quiet)
     for dataset in datasets:
         _, _, feats = extract(dataset, _split(args.backbones), **options)

@@ -105,6 +105,11 @@ def locate(name: str, source: WeightsSource, cache_dir: str | None, download: bo
         how = (source.manual or "download {url} to {path}").format(url=source.url, path=path)
         raise WeightsUnavailableError(f"backbone {name}: weights not found at {path} (source: {source.url})",
                                       f"{how}, or pass --weights {name}=FILE")
+    from .download import OFFLINE_ENV, offline
+
+    if offline():
+        raise WeightsUnavailableError(f"backbone {name}: weights not found at {path}, and {OFFLINE_ENV}=1 forbids downloading {source.url}",
+                                      f"run featbench download {name} on a machine with a network, or pass --weights {name}=FILE")
     _download(source.url, path, source.sha256, name)
     return path
 

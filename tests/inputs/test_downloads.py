@@ -205,20 +205,12 @@ def test_unknown_names_are_one_line(tmp_path, capsys):
 
 
 def test_download_b_fetches_the_jax_release_and_converts_it(monkeypatch, tmp_path, capsys):
-    import pickle
-
-    import numpy as np
     import torch
-    import torchvision
-    from test_byol import haiku_layout, release_classes
+    from test_byol import release_pickle
 
-    ByolState, FlatMapping, DeviceArray = release_classes(monkeypatch)
-    torch.manual_seed(5)
-    src = torchvision.models.resnet50(weights=None).state_dict()
-    params, state = haiku_layout(src, FlatMapping)
-    ckpt = {"experiment_state": ByolState(params, params, state, state, ()), "step": 1, "rng": DeviceArray(np.zeros(2, np.uint32))}
+    src, release = release_pickle(monkeypatch)
     cache = tmp_path / "cache"
-    with Loopback({"pretrain_res50x1.pkl": pickle.dumps(ckpt, protocol=2)}) as server:
+    with Loopback({"pretrain_res50x1.pkl": release}) as server:
         monkeypatch.setenv("FEATBENCH_MIRROR", server.url)
         assert main(["download", "B", "--cache-dir", str(cache), "--quiet"]) == 0, capsys.readouterr().err
         assert [name for name, _ in server.requests] == ["pretrain_res50x1.pkl"]
@@ -226,3 +218,15 @@ def test_download_b_fetches_the_jax_release_and_converts_it(monkeypatch, tmp_pat
     loaded = torch.load(cache / "weights" / "byol-pretrain_res50x1.pth", weights_only=True)
     assert all(torch.equal(loaded[k], v) for k, v in src.items() if not k.endswith("num_batches_tracked"))
     assert "in place: B" in capsys.readouterr().out
+
+
+def test_weights_locate_connects_nowhere_offline(tmp_path, monkeypatch):
+    from featbench.api import WeightsSource
+    from featbench.inputs.weights import WeightsUnavailableError, locate
+
+    monkeypatch.setenv("FEATBENCH_OFFLINE", "1")
+    with Loopback({"w.pth": b"weights"}) as server:
+        with pytest.raises(WeightsUnavailableError, match="FEATBENCH_OFFLINE=1 forbids"):
+            locate("X", WeightsSource(file="w.pth", url=f"{server.url}/w.pth"), str(tmp_path))
+        assert server.requests == []
+    assert os.listdir(tmp_path) == []
