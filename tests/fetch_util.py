@@ -110,6 +110,20 @@ def cifar10_archive(per_class_and_batch: int = 1, test_per_class: int = 2, seed:
     return _tar(entries)
 
 
+def cifar100_archive(classes: int = 4, train_per_class: int = 3, test_per_class: int = 2, seed: int = 0) -> bytes:
+    """cifar-100-python.tar.gz: cifar-100-python/{train, test, meta} with fine and coarse labels."""
+    rng = np.random.default_rng(seed)
+
+    def split(k):
+        fine = [c for c in range(classes) for _ in range(k)]
+        return pickle.dumps({"filenames": [f"{i}.png" for i in range(len(fine))], "fine_labels": fine,
+                             "coarse_labels": [c // 2 for c in fine], "data": rng.integers(0, 255, (len(fine), 3072), dtype=np.uint8)})
+
+    meta = {"fine_label_names": [f"class{c}" for c in range(classes)], "coarse_label_names": [f"super{c}" for c in range(classes // 2)]}
+    return _tar({"cifar-100-python/train": split(train_per_class), "cifar-100-python/test": split(test_per_class),
+                 "cifar-100-python/meta": pickle.dumps(meta)})
+
+
 def dtd_archive(classes=("banded", "dotted", "striped"), per_split: int = 2, seed: int = 0) -> bytes:
     """dtd-r1.0.1.tar.gz: dtd/images/<class>/*.jpg and dtd/labels/{train,val,test}1.txt."""
     rng = np.random.default_rng(seed)

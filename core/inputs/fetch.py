@@ -253,7 +253,8 @@ def fetch_missing(items: Sequence[Missing], say, progress: bool = True, registry
             continue
         for d in m.downloads:
             _fetch_one(m, d, progress, registry)
-        say(f"featbench: fetched {m.kind} {m.name}")
+        if progress:
+            say(f"featbench: fetched {m.kind} {m.name}")
 
 
 def _fetch_one(m: Missing, d: Download, progress: bool, registry: Mapping | None) -> None:

@@ -230,3 +230,23 @@ def test_weights_locate_connects_nowhere_offline(tmp_path, monkeypatch):
             locate("X", WeightsSource(file="w.pth", url=f"{server.url}/w.pth"), str(tmp_path))
         assert server.requests == []
     assert os.listdir(tmp_path) == []
+
+
+def test_download_cifar100_then_its_loader_reads_the_unpacked_pickles(tmp_path, monkeypatch, capsys):
+    from fetch_util import cifar100_archive, registry_for
+
+    from featbench.manager import load_plugins
+
+    archive = cifar100_archive()
+    registry = registry_for({"cifar-100-python.tar.gz": archive}, str(tmp_path / "registry.yaml"))
+    data = tmp_path / "data"
+    with Loopback({"cifar-100-python.tar.gz": archive}) as server:
+        monkeypatch.setenv("FEATBENCH_MIRROR", server.url)
+        assert main(["--registry", registry, "download", "cifar100", "--data-root", str(data)]) == 0, capsys.readouterr().err
+        assert main(["--registry", registry, "download", "cifar100", "--data-root", str(data)]) == 0  # in place: no request
+        assert len(server.requests) == 1
+    assert tree(str(data)) == ["cifar-100-python", "cifar-100-python/meta", "cifar-100-python/test", "cifar-100-python/train"]
+    monkeypatch.setenv("FEATBENCH_REGISTRY", registry)
+    splits = load_plugins(entry_points=[]).get_dataset("cifar100").load(str(data))
+    assert splits.classes == ("class0", "class1", "class2", "class3") and len(splits.test) == 8
+    assert len(splits.train) + len(splits.val) == 12 and splits.train.image(0).size == (32, 32)
