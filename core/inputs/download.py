@@ -107,7 +107,6 @@ def fetch(url: str, dest: str, *, expected: tuple[str, str] | None, what: str, s
     if offline():
         raise OfflineError(f"{what}: {os.path.basename(dest)} is missing and {OFFLINE_ENV}=1 forbids downloading {url}",
                            f"fetch it on a machine with a network (featbench download) or unset {OFFLINE_ENV}")
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     part = dest + ".part"
     _stream(url, part, what, size, progress)
     if not matches(part, expected):
@@ -139,6 +138,7 @@ def _stream(url: str, part: str, what: str, size: int | None, progress: bool) ->
         raise DownloadError(f"{what}: cannot reach {url} ({reason})",
                             f"check the network (or set {MIRROR_ENV}), then rerun: a partial download resumes") from None
     with response:
+        os.makedirs(os.path.dirname(os.path.abspath(part)), exist_ok=True)  # only once the server answered
         resumed = offset > 0 and response.status == 206
         length = response.headers.get("Content-Length")
         total = (int(length) + (offset if resumed else 0)) if length and length.isdigit() else size

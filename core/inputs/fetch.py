@@ -174,7 +174,7 @@ def free_bytes(path: str) -> int:
 
 def space_needed(item: Missing) -> int:
     """Bytes the item occupies while it is fetched: an archive and its unpacked content side by side
-    (taken as twice the archive), a plain file once; unknown sizes count 0."""
+    (taken as twice the archive: the plan line's "needed"), a plain file once; unknown sizes count 0."""
     return sum((d.bytes or 0) * (2 if d.unpack else 1) for d in item.downloads)
 
 
@@ -198,7 +198,7 @@ def plan(items: Sequence[Missing]) -> tuple[str, bool]:
     for root, group in by_disk.items():
         need, free = sum(space_needed(m) for m in group), free_bytes(root)
         ok = ok and need <= free
-        where.append(f"{human(need)} needed while unpacking, {human(free)} free at {root}")
+        where.append(f"{human(need)} needed, {human(free)} free at {root}")
     line = ""
     if fetchable:
         line = (f"to fetch: {' and '.join(parts)}, {human(total)} in all" + (f" plus {unknown} file(s) of unknown size" if unknown else "")
