@@ -161,15 +161,17 @@ def human(n: int | None) -> str:
     return f"{n} B"
 
 
-def free_bytes(path: str) -> int:
-    """Free space on the file system that holds ``path`` (its nearest existing ancestor; nothing is created)."""
+def _existing(path: str) -> str:
+    """``path`` or its nearest existing ancestor (nothing is created)."""
     path = os.path.abspath(path)
-    while not os.path.exists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return shutil.disk_usage(path).free
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def free_bytes(path: str) -> int:
+    """Free space on the file system that holds ``path``."""
+    return shutil.disk_usage(_existing(path)).free
 
 
 def space_needed(item: Missing) -> int:
@@ -192,11 +194,13 @@ def plan(items: Sequence[Missing]) -> tuple[str, bool]:
     unknown = sum(m.unknown_sizes for m in fetchable)
     ok = True
     where = []
-    by_disk: dict[str, list[Missing]] = {}
+    by_disk: dict[int, list[Missing]] = {}  # the data root and the cache may share a file system
     for m in fetchable:
-        by_disk.setdefault(m.root, []).append(m)
-    for root, group in by_disk.items():
-        need, free = sum(space_needed(m) for m in group), free_bytes(root)
+        by_disk.setdefault(os.stat(_existing(m.root)).st_dev, []).append(m)
+    for group in by_disk.values():
+        roots = list(dict.fromkeys(m.root for m in group))
+        root = roots[0] if len(roots) == 1 else os.path.commonpath(roots)
+        need, free = sum(space_needed(m) for m in group), free_bytes(roots[0])
         ok = ok and need <= free
         where.append(f"{human(need)} needed, {human(free)} free at {root}")
     line = ""
