@@ -602,9 +602,8 @@ def cmd_download(args) -> int:
 
 
 def cmd_extract(args) -> int:
-    from .inputs.sources import extract
-
     from .bench.spec import expand_datasets
+    from .inputs.sources import extract
 
     options = _source_options(args, _host(args))
     datasets = list(expand_datasets(_split(args.dataset)))
