@@ -269,3 +269,37 @@ def test_the_catalog_describes_every_paper_download_with_its_checksum_where_know
     assert sorted(unchecked) == ["Partitions.zip", "fgvc-aircraft-2013b.tar.gz"]  # no published checksum known here
     (caltech,) = dataset_downloads("caltech101", catalog["caltech101"])
     assert caltech.inner == "caltech-101/101_ObjectCategories.tar.gz" and caltech.into == "caltech101"
+
+
+def test_sha256_prefixes_are_accepted_and_checked(tmp_path):
+    import hashlib
+
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    with Loopback({"w.pth": PAYLOAD}) as server:
+        fetch(f"{server.url}/w.pth", str(tmp_path / "a"), expected=("sha256", digest[:8]), what="checkpoint S")
+        with pytest.raises(DataError, match="SHA256"):
+            fetch(f"{server.url}/w.pth", str(tmp_path / "b"), expected=("sha256", "0676ba61"), what="checkpoint S")
+    assert sorted(os.listdir(tmp_path)) == ["a"]
+
+
+def test_the_progress_bar_is_drawn_only_on_a_terminal(monkeypatch):
+    import sys
+
+    from featbench.inputs import download
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert download._bar(100, 0, "f") is None
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    bar = download._bar(100, 40, "f")
+    assert bar is not None and bar.n == 40
+    bar.close()
+
+
+def test_an_interrupted_unpacking_leaves_only_a_temporary_folder_the_next_one_removes(tmp_path):
+    from featbench.inputs.archives import TEMP_PREFIX
+
+    root = tmp_path / "root"
+    (root / "ds" / f"{TEMP_PREFIX}stale" / "half").mkdir(parents=True)
+    archive = _tar_with(str(tmp_path / "a.tar.gz"), _member("good/x"), b"x")
+    unpack(archive, str(root / "ds"), str(root))
+    assert sorted(os.listdir(root / "ds")) == ["good"]
