@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from ..errors import ConfigError, DataError
+from .archives import unpack, within
 from .download import OFFLINE_ENV, OfflineError, checksum_of, fetch, offline, source_url
 
 DOWNLOADS = ".downloads"
@@ -127,6 +128,9 @@ def missing_checkpoints(registry: Mapping, names: Sequence[str], cache_dir: str,
         if not str(raw.get("url") or "").startswith(("http://", "https://")):
             continue  # no URL, or a local file:// one: featbench.weights.locate takes it from there
         dest = os.path.join(weights, str(raw["file"]))
+        if not within(dest, weights):  # the same containment check as unpacking uses
+            raise ConfigError(f"registry backbones.{name}: file {raw['file']!r} lies outside the weights cache",
+                              "use a file name (or relative path without '..') under the cache's weights/")
         if os.path.isfile(dest):
             continue
         if raw.get("download", True) is False:
@@ -262,8 +266,6 @@ def fetch_missing(items: Sequence[Missing], say, progress: bool = True, registry
 
 
 def _fetch_one(m: Missing, d: Download, progress: bool, registry: Mapping | None) -> None:
-    from .archives import unpack
-
     url = source_url(d.url, d.file, registry)
     what = f"{m.kind} {m.name}"
     if m.convert:

@@ -303,3 +303,13 @@ def test_an_interrupted_unpacking_leaves_only_a_temporary_folder_the_next_one_re
     archive = _tar_with(str(tmp_path / "a.tar.gz"), _member("good/x"), b"x")
     unpack(archive, str(root / "ds"), str(root))
     assert sorted(os.listdir(root / "ds")) == ["good"]
+
+
+@pytest.mark.parametrize("file", ["../../escaped.pth", "/tmp/featbench-escaped.pth"])
+def test_a_checkpoint_file_name_outside_the_cache_is_refused(tmp_path, file):
+    from featbench.errors import ConfigError
+    from featbench.inputs.fetch import missing_checkpoints
+
+    registry = {"backbones": {"X": {"url": "https://example.org/x.pth", "file": file}}}
+    with pytest.raises(ConfigError, match="outside the weights cache"):
+        missing_checkpoints(registry, ["X"], str(tmp_path), {})
