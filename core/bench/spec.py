@@ -28,7 +28,6 @@ from ..errors import ConfigError, UnknownNameError
 
 FORMATS = ("table", "markdown", "csv", "json", "latex")
 LAYOUTS = ("auto", "table5", "table4", "both")
-EXECUTORS = ("local", "ray")
 MATMULS = ("fp32", "tf32", "bf16")  # featbench.training.trainer.matmul_precision
 METRICS = ("top1", "mean_per_class")
 DEFAULT_STACK = 64  # configurations per job (one K-stack) unless max_heads says otherwise
@@ -171,9 +170,10 @@ def check(spec: RunSpec) -> RunSpec:
     if not 0 <= spec.digits <= 6:
         raise ConfigError(f"--digits {spec.digits} must be between 0 and 6", "e.g. --digits 2")
     from ..training.storage import STORAGE_CHOICES
+    from .executors import names as executor_names
 
     for value, valid, what in ((spec.format, FORMATS, "output format"), (spec.layout, LAYOUTS, "table layout"),
-                               (spec.executor, EXECUTORS, "executor"), (spec.matmul, MATMULS, "matmul precision"),
+                               (spec.executor, executor_names(), "executor"), (spec.matmul, MATMULS, "matmul precision"),
                                (spec.storage, STORAGE_CHOICES, "feature storage")):
         if value not in valid:
             raise UnknownNameError(what, value, valid)

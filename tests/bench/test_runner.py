@@ -14,7 +14,10 @@ from featbench.errors import UnknownNameError
 from featbench.inputs.features import load_features
 from featbench.bench.records import REFIT, SEARCH
 from featbench.reporting.tables import build, render, to_json_data
-from featbench.bench.driver import Listener, LocalExecutor, Runner, execute_job, load_source
+from featbench.bench.driver import Runner
+from featbench.bench.executors.local import LocalExecutor
+from featbench.bench.jobs import execute_job, load_source
+from featbench.bench.progress import Listener
 from featbench.bench.store import Store
 from featbench.bench.spec import AugRow, RunSpec, check
 

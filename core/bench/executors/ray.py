@@ -32,8 +32,11 @@ import attrs
 
 from ...errors import ConfigError, first_line
 from ...inputs.features import FeatureSet
+from ..jobs import JobFailure, JobResult, LoadOptions, TrainJob, execute_job, load_source
+from ..plan import SourceSpec
+from ..progress import Listener
 from ..records import REFIT
-from ..driver import JobFailure, JobResult, Listener, LoadOptions, SourceSpec, TrainJob, execute_job, load_source, torch_threads
+from ..threads import torch_threads
 
 INSTALL_HINT = "pip install 'featbench[ray]'"
 RETRIED_EXCEPTIONS = (OSError,)  # besides worker and node deaths, which Ray always retries
@@ -107,6 +110,17 @@ def connect(address: str | None) -> Iterator[object]:
     finally:
         if made:
             import_ray().shutdown()
+
+
+@contextlib.contextmanager
+def session(spec) -> Iterator[str]:
+    """Connected to the cluster of ``spec.ray_address`` for the block; yields the device jobs train on there."""
+    with connect(spec.ray_address):
+        yield cluster_device(spec.device)
+
+
+def create(spec, host, load: LoadOptions, listener: Listener) -> RayExecutor:
+    return RayExecutor(host, load, RayConfig.from_spec(spec), listener)
 
 
 def cluster_device(requested: str) -> str:
