@@ -79,9 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default=None, metavar="PLOTDIR", help="where to write the PNGs (default: DIR/plots)")
 
     ep = sub.add_parser("extract", parents=[late], help="extract backbone features of a data set into the feature cache")
-    _image_options(ep, extract=True)
-    ep.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
-    ep.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+    _add_options(ep, _EXTRACT_OPTIONS, required=("backbones", "datasets"))
 
     cp = sub.add_parser("convert", parents=[late], help="convert a released checkpoint to a plain torchvision state dict")
     cp.add_argument("source", choices=["byol"], help="byol: BYOL's JAX/Haiku pretrain_res50x1.pkl (read without running code)")
@@ -90,88 +88,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _image_options(p: argparse.ArgumentParser, extract: bool) -> None:
-    """Options that take features from images: backbones x data sets through the feature cache."""
-    g = p.add_argument_group("features from images (instead of --features)" if not extract else "what to extract")
-    g.add_argument("--backbones", default=None, required=extract, metavar="NAME[,NAME...]",
-                   help="backbones whose features are ensembled, e.g. S,M,B,C or timm:resnet50 (see featbench plugins)")
-    g.add_argument("--dataset", default=None, required=extract, metavar="NAME[,NAME...]",
-                   help="data sets, one column each, e.g. cifar100, digits, folder:PATH")
-    g.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
-                   help="weights for a backbone: a checkpoint file, 'random' or 'pretrained'; repeatable")
-    g.add_argument("--cache-dir", default=None, metavar="DIR", help="feature and weights cache (default: $FEATBENCH_CACHE or ~/.cache/featbench)")
-    g.add_argument("--data-root", default=None, metavar="DIR", help="where data sets live (default: $FEATBENCH_DATA or ~/.cache/featbench/data)")
-    g.add_argument("--image-size", type=int, default=None, metavar="N",
-                   help="crop size N for every backbone, keeping each one's resize/crop ratio (default: each backbone's own)")
-    g.add_argument("--extract-batch-size", type=int, default=64, metavar="B", help="images per forward pass (default: 64)")
-    g.add_argument("--workers", type=int, default=None, metavar="N", help="image-decoding workers (default: by device)")
-
-
 # ------------------------------------------------------------------------------------------------
+
+
+_GROUPS = {"compare": "what to compare", "inputs": "features from images (instead of --features)",
+           "compute": "where and how jobs run (benchmarks/README.md: performance)", "output": "output"}
+
+
+#: The run options ``featbench extract`` takes (the image inputs, the device, quiet).
+_EXTRACT_OPTIONS = ("backbones", "datasets", "weights", "cache_dir", "data_root", "image_size", "extract_batch_size",
+                    "workers", "device", "quiet")
 
 
 def _run_options(rp: argparse.ArgumentParser) -> None:
     """The options of ``featbench run``; none has an argparse default, so only given flags override a suite."""
-    from .bench.spec import DEFAULT_STACK, RunSpec
-
-    D = RunSpec()
-    S = argparse.SUPPRESS
     rp.add_argument("--config", default=None, metavar="SUITE.yaml", help="read settings from a suite file (see benchmarks/)")
-    g = rp.add_argument_group("what to compare")
-    g.add_argument("--aug", default=S, metavar="NAME[,NAME...]|all", help="augmenter rows (default: none,sea)")
-    g.add_argument("--features", action="append", default=S, metavar="A.npz[,B.npz...]",
-                   help="a feature-file column (several comma-separated files form an ensemble); repeatable. "
-                        "Default without --dataset: the embedded scikit-learn digits set")
-    g.add_argument("--dataset", dest="datasets", default=S, metavar="NAME[,NAME...]", help="data sets (columns)")
-    g.add_argument("--backbones", default=S, metavar="B[,B...]", help="backbones; by default one ensemble of all of them")
-    g.add_argument("--combos", default=S, metavar="all|singles|A+B[,...]",
-                   help="backbone sets to evaluate: all non-empty subsets of --backbones (Table 4), each alone, or a list")
-    g.add_argument("--weights", action="append", default=S, metavar="NAME=PATH", help="local checkpoint for a backbone; repeatable")
-    g.add_argument("--cache-dir", default=S, metavar="DIR", help="feature and weights cache (default: $FEATBENCH_CACHE or ~/.cache/featbench)")
-    g.add_argument("--data-root", default=S, metavar="DIR", help="where data sets live (default: $FEATBENCH_DATA or ~/.cache/featbench/data)")
-    g.add_argument("--image-size", type=int, default=S, metavar="N",
-                   help="crop size N for every backbone, keeping each one's resize/crop ratio (default: each backbone's own)")
-    g.add_argument("--extract-batch-size", type=int, default=S, metavar="B", help="images per forward pass (default: 64)")
-    g.add_argument("--workers", type=int, default=S, metavar="N", help="image-decoding workers (default: by device)")
-    g.add_argument("--metric", choices=["top1", "mean_per_class"], default=S, help="override the sources' metric")
-    g = rp.add_argument_group("protocol")
-    g.add_argument("--loss", default=S, help=f"training loss (default: {D.loss})")
-    g.add_argument("--hp", action="append", default=S, metavar="[ROW.]KEY=V[,V2...]",
-                   help="fix a hyper-parameter, or give several values to search; ROW.KEY applies to one row (repeatable)")
-    g.add_argument("--grid", default=S, metavar="NAME", help="search a named grid from registry.yaml (paper, quick)")
-    g.add_argument("--epochs", type=int, default=S, help=f"training epochs (default: {D.epochs})")
-    g.add_argument("--batch-size", type=int, default=S, help=f"mini-batch size (default: {D.batch_size})")
-    g.add_argument("--seed", type=int, default=S, help=f"first seed (default: {D.seed})")
-    g.add_argument("--seeds", type=int, default=S, help="number of seeds, seed..seed+N-1; tables show mean ± std (default: 1)")
-    g.add_argument("--val-fraction", type=float, default=S, help=f"hold-out fraction of train for the search when there is no val split (default: {D.val_fraction})")
-    g.add_argument("--device", default=S, help="auto, cpu or cuda[:N] (default: auto)")
-    g.add_argument("--max-heads", type=int, default=S, help=f"configurations trained together per job (default: {DEFAULT_STACK}; smaller stacks resume at a finer grain)")
-    g = rp.add_argument_group("where jobs run")
-    g.add_argument("--executor", default=S, help="local (this process, default) or ray (tasks on a Ray cluster: pip install 'featbench[ray]')")
-    g.add_argument("--ray-address", default=S, metavar="HOST:PORT",
-                   help="the Ray cluster (`ray start --head` prints it; default: RAY_ADDRESS, a cluster on this machine, or a new local one)")
-    g.add_argument("--threads", type=int, default=S, metavar="N",
-                   help="CPU threads per job, and CPUs per Ray task (default: local all cores, ray 1); "
-                        "the same N gives bit-identical numbers under both executors")
-    g.add_argument("--ray-gpus", type=float, default=S, metavar="F",
-                   help=f"GPUs per Ray task on CUDA (default: {D.ray_gpus:g}; 0.5 puts two tasks on a GPU)")
-    g.add_argument("--ray-retries", type=int, default=S, metavar="N",
-                   help=f"re-runs of a Ray task whose worker or node died (default: {D.ray_retries}); errors are not retried")
-    g = rp.add_argument_group("performance (benchmarks/README.md)")
-    g.add_argument("--matmul", default=S, help="float32 matrix products: fp32 (default), tf32 (CUDA) or bf16 (CPUs with "
-                   "bf16 units); reduced precision changes results slightly and is recorded with them")
-    g.add_argument("--storage", default=S, help="dtype the training features are kept in: auto (default: float16 caches "
-                   "stay half), float32, float16 or bfloat16")
-    g.add_argument("--cuda-graphs", action="store_true", default=S, help="replay each training epoch as a CUDA graph "
-                   "(GPU, augmenters that declare it safe)")
-    g = rp.add_argument_group("output")
-    g.add_argument("--format", default=S, help="table, markdown, csv, json or latex (default: table)")
-    g.add_argument("--layout", default=S, help="auto (Table 5, plus Table 4 with several backbone sets), table5, table4 or both")
-    g.add_argument("--gain-of", default=S, metavar="NAME", help="row of the Gain line (default: sea, else the last)")
-    g.add_argument("--digits", type=int, default=S, help=f"decimals in tables (default: {D.digits})")
-    g.add_argument("--out", default=S, metavar="DIR", help="run directory: results store, results.json and the table")
-    g.add_argument("--log-every", type=int, default=S, metavar="N", help="record train/test accuracy every N epochs (for featbench plot)")
-    g.add_argument("--quiet", action="store_true", default=S, help="no progress on stderr")
+    from .bench.spec import option_fields
+
+    _add_options(rp, list(option_fields()))
+
+
+def _add_options(p: argparse.ArgumentParser, names: Sequence[str], required: Sequence[str] = ()) -> None:
+    """Flags for the run options ``names``, generated from their declarations (featbench.bench.spec)."""
+    import attrs
+
+    from .bench.options import HELP, METAVAR, REPEAT, flag_of, scalar_type
+    from .bench.spec import option_fields
+
+    fields = option_fields()
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name in names:
+        part, field = fields[name]
+        flag = flag_of(field)
+        if flag is None:
+            continue
+        if part not in groups:
+            groups[part] = p.add_argument_group(_GROUPS.get(part) or f"executor {part.partition(':')[2]}")
+        default = field.default if not isinstance(field.default, attrs.Factory) else None
+        default = ",".join(default) if isinstance(default, tuple) else default
+        shown = f" (default: {default})" if default not in (None, "") and "default" not in field.metadata[HELP] else ""
+        kw = {"dest": name, "default": argparse.SUPPRESS, "help": field.metadata[HELP] + shown, "required": name in required}
+        if field.metadata[METAVAR]:
+            kw["metavar"] = field.metadata[METAVAR]
+        if field.metadata[REPEAT]:
+            kw["action"] = "append"
+        else:
+            try:
+                kind = scalar_type(field.type)
+            except TypeError:
+                kind = str
+            if kind is bool:
+                kw.pop("metavar", None)
+                kw["action"] = "store_true"
+            elif kind in (int, float):
+                kw["type"] = kind
+        groups[part].add_argument(flag, **kw)
 
 
 _RUN_NOT_SPEC = {"config", "command", "plugins", "disabled", "strict_plugins", "registry", "debug"}
@@ -180,7 +151,7 @@ _RUN_NOT_SPEC = {"config", "command", "plugins", "disabled", "strict_plugins", "
 def _host(args, extra_plugins: Sequence[str] = ()):
     from .manager import load_plugins
 
-    return load_plugins(local_modules=[*args.plugins, *extra_plugins], disabled=args.disabled,
+    return load_plugins(local_modules=[*args.plugins, *extra_plugins], disabled=args.disabled, registry=args.registry,
                         strict=args.strict_plugins or None)
 
 
@@ -205,31 +176,6 @@ def cmd_plugins(args) -> int:
     for f in failures:
         print(f"FAILED  {f['plugin']} ({f['distribution']}): {f['error']}")
     return 0
-
-
-def _parse_weights(items: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name or not value:
-            raise ConfigError(f"--weights {item!r} is not NAME=PATH", "e.g. --weights M=~/ckpt/r-50-1000ep.pth.tar")
-        out[name.strip()] = value.strip()
-    return out
-
-
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-def _source_options(args, host) -> dict:
-    """The keyword arguments of ``featbench.inputs.sources.feature_set_for`` / ``extract`` from the image options."""
-    if args.image_size is not None and args.image_size < 8:
-        raise ConfigError(f"--image-size {args.image_size} is too small", "e.g. --image-size 224")
-    if args.extract_batch_size < 1:
-        raise ConfigError(f"--extract-batch-size {args.extract_batch_size} must be at least 1", "e.g. --extract-batch-size 64")
-    return dict(host=host, cache_dir=args.cache_dir, device=args.device, weights=_parse_weights(args.weights),
-                progress=not args.quiet, data_root=args.data_root, preprocess=args.image_size,
-                batch_size=args.extract_batch_size, workers=args.workers)
 
 
 class _Progress:
@@ -317,8 +263,7 @@ def _run_flags(args) -> dict:
 
 
 def cmd_run(args) -> int:
-    from .bench.spec import build_spec
-    from .run import run
+    from .run import build_spec, run
 
     spec = build_spec(_run_flags(args), args.config)
     host = _host(args, spec.plugins)
@@ -398,11 +343,16 @@ def cmd_plot(args) -> int:
 def cmd_extract(args) -> int:
     from .inputs.sources import extract
 
-    options = _source_options(args, _host(args))
-    progress = _Progress(args.quiet)
-    for dataset in _split(args.dataset):
+    from .bench.spec import build_spec
+
+    spec = build_spec(_run_flags(args))
+    i = spec.inputs
+    options = dict(host=_host(args), cache_dir=i.cache_dir, device=spec.device, weights=dict(i.weights), progress=not spec.quiet,
+                   data_root=i.data_root, preprocess=i.image_size, batch_size=i.extract_batch_size, workers=i.workers)
+    progress = _Progress(spec.quiet)
+    for dataset in spec.datasets:
         try:
-            _, _, feats = extract(dataset, _split(args.backbones), listener=progress, **options)
+            _, _, feats = extract(dataset, list(spec.backbones), listener=progress, **options)
         finally:
             progress.close()
         for f in feats:
@@ -429,16 +379,7 @@ def _format_warning(message, category, filename, lineno, file=None, line=None):
 
 
 #: Environment variables main() sets for its own duration.
-_ENV_SET = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "FEATBENCH_REGISTRY")
-
-
-def _use_registry(path: str) -> None:
-    """Make ``--registry PATH`` the registry of everything in this run: grids, and the backbone and data-set
-    catalogs the built-in plugins read (through ``$FEATBENCH_REGISTRY``, which workers inherit too)."""
-    from .config import load_registry
-
-    os.environ["FEATBENCH_REGISTRY"] = os.path.abspath(path)
-    load_registry()  # a missing or malformed file is a one-line error now, not a plugin failure later
+_ENV_SET = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -454,8 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not debug:
         warnings.showwarning = _format_warning
     try:
-        if args.registry:  # the plugins that read registry.yaml (backbones, data sets) use the same file
-            _use_registry(args.registry)
+        if args.registry:  # a missing or malformed file is a one-line error now, not a plugin failure later
+            from .config import load_registry
+
+            load_registry(args.registry)
         return COMMANDS[args.command](args)
     except FeatbenchError as exc:
         if debug:

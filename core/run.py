@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 
 import attrs
 
@@ -29,9 +30,7 @@ from .bench.jobs import LoadOptions
 from .bench.plan import Plan, make_plan
 from .bench.progress import Listener
 from .bench.spec import RunSpec
-from .errors import ConfigError, FeatbenchError, storage_error
-
-TABLE_EXTENSIONS = {"table": "txt", "markdown": "md", "latex": "tex"}  # other formats: the format's name
+from .errors import ConfigError, FeatbenchError, UnknownNameError, storage_error
 
 
 @attrs.frozen
@@ -43,6 +42,20 @@ class RunResult:
     text: str
     warnings: tuple[str, ...]
     out: str | None
+
+
+def build_spec(flags: Mapping[str, object], config: str | None = None) -> RunSpec:
+    """The spec of ``featbench run``: defaults < the suite file ``config`` < ``flags``, checked, its output format
+    and table layout among those :mod:`featbench.reporting.tables` renders."""
+    from .bench.spec import build_spec as assemble
+    from .reporting.tables import FORMATS, LAYOUTS
+
+    spec = assemble(flags, config)
+    if spec.format not in FORMATS:
+        raise UnknownNameError("output format", spec.format, FORMATS)
+    if spec.layout not in LAYOUTS:
+        raise UnknownNameError("table layout", spec.layout, LAYOUTS)
+    return spec
 
 
 def preflight(spec: RunSpec, host, registry_path: str | None = None) -> Plan:
@@ -67,6 +80,7 @@ def run(spec: RunSpec, host, *, registry_path: str | None = None, listener: List
     from .bench.store import Store, db_path
     from .reporting.divergence import divergence_warnings
     from .reporting.recorded import render_run
+    from .reporting.tables import FORMATS
     from .training.trainer import check_matmul
 
     listener = listener or Listener()
@@ -84,9 +98,7 @@ def run(spec: RunSpec, host, *, registry_path: str | None = None, listener: List
             raise
         last_run = max((r.id for r in store.runs()), default=0)
         try:
-            load = LoadOptions(cache_dir=spec.cache_dir, device=device, weights=dict(spec.weights), progress=not spec.quiet,
-                               data_root=spec.data_root, image_size=spec.image_size,
-                               extract_batch_size=spec.extract_batch_size, workers=spec.workers)
+            load = LoadOptions.from_spec(spec, device, progress=not spec.quiet)
             outcome = Runner(spec, host, store, device=device, registry_path=registry_path, listener=listener, load=load,
                              plan=plan).run()
             _raise_if_nothing_but_bad_input(outcome)
@@ -98,8 +110,7 @@ def run(spec: RunSpec, host, *, registry_path: str | None = None, listener: List
         if out:  # the files first: a command that fails prints nothing on stdout
             json_text = render_run(store, outcome.run_id, "json", spec.layout, spec.gain_of, spec.digits)
             write_atomic(os.path.join(out, "results.json"), json_text + "\n")
-            ext = TABLE_EXTENSIONS.get(spec.format, spec.format)
-            write_atomic(os.path.join(out, f"table.{ext}"), text + "\n")
+            write_atomic(os.path.join(out, f"table.{FORMATS[spec.format]}"), text + "\n")
     return RunResult(outcome, text, tuple(warnings), out)
 
 

@@ -20,13 +20,12 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from ..training.protocol import select_best
 from . import executors
 from .executors import Executor
 from .jobs import JobFailure, JobResult, LoadOptions, TrainJob
 from .plan import CellPlan, Plan, config_key, make_plan, plan_cells
 from .progress import Listener
-from .records import REFIT, SEARCH, CellRecord, ConfigRecord
+from ..records import REFIT, SEARCH, CellRecord, ConfigRecord, select_best
 from .spec import RunSpec
 
 
@@ -74,7 +73,7 @@ class Runner:
         self.store = store
         self.device = device
         self.listener = listener or Listener()
-        self.load = load or LoadOptions(cache_dir=spec.cache_dir, device=device, weights=dict(spec.weights))
+        self.load = load or LoadOptions.from_spec(spec, device)
         self.plan = plan or make_plan(spec, host, registry_path)
         self.cells = plan_cells(spec, self.plan, device, self.load.weights)
         self.executor = executor or executors.create(spec, host, self.load, self.listener)

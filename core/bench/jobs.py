@@ -16,24 +16,35 @@ import numpy as np
 from ..errors import ConfigError
 from ..inputs.features import FeatureSet
 from ..inputs.progress import ExtractListener
-from ..training.protocol import ConfigOutcome, default_max_heads, train_configs
+from ..training.protocol import ConfigOutcome, heads_within_budget, train_configs
 from ..training.trainer import TrainSettings
 from .plan import SourceSpec
+from .spec import Inputs
 from .threads import torch_threads
+
+
+_INPUTS = Inputs()
 
 
 @attrs.frozen
 class LoadOptions:
-    """How executors resolve (dataset, backbones) sources."""
+    """How executors resolve (dataset, backbones) sources: a run's :class:`~featbench.bench.spec.Inputs` (defaults
+    included), the device and whether to report progress."""
 
-    cache_dir: str | None = None
+    cache_dir: str | None = _INPUTS.cache_dir
     device: str = "auto"
     weights: Mapping[str, str] = attrs.field(factory=dict)
     progress: bool = False
-    data_root: str | None = None
-    image_size: int | None = None  # crop size for every backbone (None: each backbone's own)
-    extract_batch_size: int = 64
-    workers: int | None = None
+    data_root: str | None = _INPUTS.data_root
+    image_size: int | None = _INPUTS.image_size  # crop size for every backbone (None: each backbone's own)
+    extract_batch_size: int = _INPUTS.extract_batch_size
+    workers: int | None = _INPUTS.workers
+
+    @classmethod
+    def from_spec(cls, spec, device: str, progress: bool = False) -> LoadOptions:
+        i = spec.inputs
+        return cls(cache_dir=i.cache_dir, device=device, weights=dict(i.weights), progress=progress, data_root=i.data_root,
+                   image_size=i.image_size, extract_batch_size=i.extract_batch_size, workers=i.workers)
 
 
 def load_source(src: SourceSpec, host, options: LoadOptions, listener: ExtractListener | None = None) -> FeatureSet:
@@ -131,7 +142,7 @@ def execute_job(job: TrainJob, fs: FeatureSet, host, on_epoch: Callable[[int], N
     writes nothing."""
     aug_cls = host.get_augmenter(job.augmenter)
     loss = host.get_loss(job.loss)()
-    cap = default_max_heads(fs.num_classes, fs.dim)
+    cap = heads_within_budget(fs.num_classes, fs.dim)
     outcomes: list[ConfigOutcome] = []
     with torch_threads(job.threads):
         for start in range(0, len(job.configs), cap):

@@ -19,8 +19,8 @@ import attrs
 from ..errors import UnknownNameError
 from ..training.protocol import stacks
 from ..training.trainer import TrainSettings
-from .records import SEARCH, stable_hash
-from .spec import DEFAULT_STACK, RunSpec
+from ..records import SEARCH, stable_hash
+from .spec import RunSpec
 
 PROTOCOL_VERSION = 1  # bump when a change of the protocol changes recorded numbers
 MOMENTUM = 0.9
@@ -112,8 +112,8 @@ class RowPlan:
 
 def plan_rows(spec: RunSpec, host, registry_path: str | None = None) -> list[RowPlan]:
     """Resolve rows, the loss and each row's grid (registry grid < NAME=... < ROW.NAME=... < the row's own hp)."""
-    from ..config import grid_values, load_registry
-    from ..training.grid import expand_grid, hparams_for
+    from ..config import load_registry
+    from ..training.grid import expand_grid, grid_values, hparams_for
 
     rows = spec.rows(host.list_augmenters())
     loss_cls = host.get_loss(spec.loss)
@@ -212,8 +212,7 @@ def plan_cells(spec: RunSpec, plan: Plan, device: str, weights: Mapping[str, str
                 search = len(row.configs) > 1
                 keys = tuple(config_key(sid, row.augmenter, spec.loss, SEARCH, c, settings, spec.val_fraction)
                              for c in row.configs) if search else ()
-                chunk = spec.max_heads or DEFAULT_STACK
-                groups = tuple(tuple(g) for g in stacks(row.params, row.configs, chunk)) if search else ()
+                groups = tuple(tuple(g) for g in stacks(row.params, row.configs, spec.stack_size)) if search else ()
                 key = stable_hash({"row": row.label, "search": list(keys), "configs": [dict(c) for c in row.configs],
                                    "source": sid, "augmenter": row.augmenter, "loss": spec.loss,
                                    **_settings_ident(settings, spec.val_fraction)})

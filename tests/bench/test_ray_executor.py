@@ -104,7 +104,7 @@ def env(tmp_path_factory):
 
 def _spec(env, **kw) -> RunSpec:
     base = dict(aug=("none", "sea"), datasets=("d1", "d2"), backbones=("A", "B"), combos=("A+B",), feature_files=env["files"],
-                hp={"lr": (0.5, 2.0), "eta": (0.4, 0.8)}, epochs=3, batch_size=32, seeds=2, max_heads=2, threads=1)
+                hp={"lr": (0.5, 2.0), "eta": (0.4, 0.8)}, epochs=3, batch_size=32, seeds=2, stack_size=2, threads=1)
     base.update(kw)
     return check(RunSpec(**base))
 
@@ -134,7 +134,7 @@ def _contents(directory):
 
 
 def test_ray_gives_the_local_executor_numbers(cluster, env, tmp_path):
-    """2 sources x 2 rows x 2 seeds, with grid chunks (max_heads 2) and refits after them."""
+    """2 sources x 2 rows x 2 seeds, with grid chunks (stack_size 2) and refits after them."""
     local = _run(env, tmp_path / "local")
     remote = _run(env, tmp_path / "ray", executor="ray")
     assert not local.failures and not remote.failures

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from ...inputs.features import FeatureSet
 from ..jobs import JobFailure, JobResult, LoadOptions, TrainJob, execute_job, load_source
 from ..progress import Listener
-from ..records import REFIT
+from ...records import REFIT
 
 
 class LocalExecutor:
