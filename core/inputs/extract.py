@@ -54,7 +54,7 @@ def iter_features(model, source: ImageSource, transform: Callable, settings: Ext
     """Features of ``source[start:]`` in order, one float32 array (b, d) per batch."""
     import torch
 
-    from ..training.trainer import resolve_device
+    from ..device import resolve_device
 
     device = resolve_device(settings.device)
     cuda = device.startswith("cuda")

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..api import (AugRNG, Augmented, Batch, BoundLoss, ExtraRows, FeatureAugmenter, Loss, RunInfo, Targets, has_fused_step,
                    seed_stream)
+from ..device import resolve_device
 from .cudagraph import epoch_graphs
 from .fastpath import closed_form_eligible, closed_form_gradients, sgd_momentum_
 from .storage import CPU_CHUNK_BYTES, head_bytes, memory_budget, place_features, plan_chunk
@@ -70,18 +71,6 @@ class TrainResult:
     unaugmented_batches: int  # batches too small for the augmenter (trained on clean rows)
     seconds: float
     epochs_run: int
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from ..errors import ConfigError
-
-        raise ConfigError("--device cuda was asked for but no CUDA device is available", "use --device cpu or auto")
-    return name
 
 
 def init_weight(num_classes: int, dim: int, seed: int):

@@ -61,7 +61,7 @@ class LocalExecutor:
 @contextlib.contextmanager
 def session(spec) -> Iterator[str]:
     """This machine's device for ``spec.device`` (``auto``: CUDA if present)."""
-    from ...training.trainer import resolve_device
+    from ...device import resolve_device
 
     yield resolve_device(spec.device)
 
