@@ -36,7 +36,7 @@ def test_run_fetches_verifies_unpacks_and_compares(tmp_path):
         assert not any(p.startswith((".downloads", ".featbench")) or "/.featbench-unpack" in p for p in tree(str(data)))
         assert sorted(os.listdir(tmp_path)) == ["cache", "data", "out", "registry.yaml"]
         settings = json.load(open(out / "results.json"))["settings"]
-        assert settings["grid"] == "quick" and settings["baseline"] is True
+        assert settings["grid"] == "quick" and settings["no_baseline"] is False
 
         # offline, everything already here: same table, not one connection
         again = featbench(*args, env=cli_env(FEATBENCH_MIRROR=server.url, FEATBENCH_OFFLINE="1"))

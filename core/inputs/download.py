@@ -10,7 +10,8 @@ Invariants:
 * ``FEATBENCH_MIRROR`` (or the registry's top-level ``mirror:`` key) replaces every catalog URL by
   ``MIRROR/FILE``, FILE being the name the catalog stores the download under. Only HTTP(S) URLs are
   fetched, and ``file://`` ones where the user pointed at them (``FEATBENCH_MIRROR=file:///PATH``).
-* A progress bar is drawn only when stderr is a terminal.
+* Progress goes to an :class:`~featbench.inputs.progress.ExtractListener` (the command line draws a bar
+  only when stderr is a terminal); nothing here prints.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 
 from ..errors import DataError, FeatbenchError, first_line
+from .progress import ExtractListener
 
 OFFLINE_ENV = "FEATBENCH_OFFLINE"
 MIRROR_ENV = "FEATBENCH_MIRROR"
@@ -90,7 +91,7 @@ def matches(path: str, expected: tuple[str, str] | None) -> bool:
 
 
 def fetch(url: str, dest: str, *, expected: tuple[str, str] | None, what: str, size: int | None = None,
-          progress: bool = True) -> str:
+          listener: ExtractListener | None = None) -> str:
     """Download ``url`` to ``dest`` (verified, resumable, atomic); returns ``dest``.
 
     An existing ``dest`` that matches ``expected`` is kept without a connection; one that does not is
@@ -108,7 +109,7 @@ def fetch(url: str, dest: str, *, expected: tuple[str, str] | None, what: str, s
         raise OfflineError(f"{what}: {os.path.basename(dest)} is missing and {OFFLINE_ENV}=1 forbids downloading {url}",
                            f"fetch it on a machine with a network (featbench download) or unset {OFFLINE_ENV}")
     part = dest + ".part"
-    _stream(url, part, what, size, progress)
+    _stream(url, part, what, size, listener or ExtractListener())
     if not matches(part, expected):
         algorithm, digest = expected
         got = file_digest(part, algorithm)
@@ -121,7 +122,7 @@ def fetch(url: str, dest: str, *, expected: tuple[str, str] | None, what: str, s
     return dest
 
 
-def _stream(url: str, part: str, what: str, size: int | None, progress: bool) -> None:
+def _stream(url: str, part: str, what: str, size: int | None, listener: ExtractListener) -> None:
     """Append the rest of ``url`` to ``part`` (from its current length; the whole file if the server
     ignores Range)."""
     offset = os.path.getsize(part) if os.path.isfile(part) else 0
@@ -142,7 +143,7 @@ def _stream(url: str, part: str, what: str, size: int | None, progress: bool) ->
         resumed = offset > 0 and response.status == 206
         length = response.headers.get("Content-Length")
         total = (int(length) + (offset if resumed else 0)) if length and length.isdigit() else size
-        bar = _bar(total, offset if resumed else 0, os.path.basename(part)[:-5]) if progress else None
+        listener.bytes_started(os.path.basename(part)[:-5], total, offset if resumed else 0)
         announced = int(length) if length and length.isdigit() else None
         received = 0
         try:
@@ -158,20 +159,10 @@ def _stream(url: str, part: str, what: str, size: int | None, progress: bool) ->
                         break
                     out.write(block)
                     received += len(block)
-                    if bar is not None:
-                        bar.update(len(block))
+                    listener.bytes_done(len(block))
         finally:
-            if bar is not None:
-                bar.close()
+            listener.bytes_finished()
     if announced is not None and received < announced:
         raise DownloadError(f"{what}: the connection to {url} closed after {received} of {announced} bytes",
                             "rerun the same command: the download resumes where it stopped")
 
-
-def _bar(total: int | None, initial: int, name: str):
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr,
-                dynamic_ncols=True, leave=False)

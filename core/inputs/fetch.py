@@ -24,6 +24,7 @@ import attrs
 from ..errors import ConfigError, DataError
 from .archives import unpack, within
 from .download import OFFLINE_ENV, OfflineError, checksum_of, fetch, offline, source_url
+from .progress import ExtractListener
 
 DOWNLOADS = ".downloads"
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
@@ -217,7 +218,7 @@ def plan(items: Sequence[Missing]) -> tuple[str, bool]:
     return line, ok
 
 
-def check_plan(items: Sequence[Missing], say) -> None:
+def check_plan(items: Sequence[Missing], listener: ExtractListener) -> None:
     """Say the plan line when something is to be downloaded; refuse (a one-line error) when offline or when
     the disk is too small."""
     fetchable = [m for m in items if m.fetchable]
@@ -225,18 +226,19 @@ def check_plan(items: Sequence[Missing], say) -> None:
         return
     line, ok = plan(items)
     if offline():
-        say(f"featbench: {line}")
+        listener.fetching(line)
         raise OfflineError(f"{len(fetchable)} missing input(s) cannot be fetched offline ({OFFLINE_ENV}=1 or --offline): "
                            + ", ".join(m.name for m in fetchable),
                            "run `featbench download NAME,...` on a machine with a network and copy the data root and "
                            f"cache here, or unset {OFFLINE_ENV}")
     if not ok:
         raise DataError(f"not enough disk space: {line}", "free some space, or point --data-root / --cache-dir at a larger disk")
-    say(f"featbench: {line}")
+    listener.fetching(line)
 
 
-def fetch_inputs(datasets: Sequence[str], backbones: Sequence[str], *, data_root: str | None, cache_dir: str | None,
-                 weights: Mapping[str, str] | None, say, progress: bool = True) -> list[Missing]:
+def fetch_inputs(datasets: Sequence[str], backbones: Sequence[str], *, registry_path: str | None = None,
+                 data_root: str | None = None, cache_dir: str | None = None, weights: Mapping[str, str] | None = None,
+                 listener: ExtractListener | None = None) -> list[Missing]:
     """Fetch the catalog data sets and registry checkpoints among these names that are not on this machine
     (after the plan line, refused offline or when the disk is short); returns the missing items no script
     can fetch (their loaders say what to do about them)."""
@@ -244,39 +246,38 @@ def fetch_inputs(datasets: Sequence[str], backbones: Sequence[str], *, data_root
     from .cache import default_cache_dir
     from .datasets import default_data_root
 
-    registry = load_registry()
+    registry = load_registry(registry_path)
     root = os.path.abspath(os.path.expanduser(data_root or default_data_root()))
     cache = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
     items = missing_datasets(registry, list(datasets), root) + missing_checkpoints(registry, list(backbones), cache, dict(weights or {}))
     if items:
-        fetch_missing(items, say=say, progress=progress, registry=registry)
+        fetch_missing(items, listener or ExtractListener(), registry=registry)
     return [m for m in items if not m.fetchable]
 
 
-def fetch_missing(items: Sequence[Missing], say, progress: bool = True, registry: Mapping | None = None) -> None:
+def fetch_missing(items: Sequence[Missing], listener: ExtractListener, registry: Mapping | None = None) -> None:
     """Plan (:func:`check_plan`), then fetch, verify and place every fetchable item."""
-    check_plan(items, say)
+    check_plan(items, listener)
     for m in items:
         if not m.fetchable:
             continue
         for d in m.downloads:
-            _fetch_one(m, d, progress, registry)
-        if progress:
-            say(f"featbench: fetched {m.kind} {m.name}")
+            _fetch_one(m, d, listener, registry)
+        listener.message(f"fetched {m.kind} {m.name}")
 
 
-def _fetch_one(m: Missing, d: Download, progress: bool, registry: Mapping | None) -> None:
+def _fetch_one(m: Missing, d: Download, listener: ExtractListener, registry: Mapping | None) -> None:
     url = source_url(d.url, d.file, registry)
     what = f"{m.kind} {m.name}"
     if m.convert:
-        _fetch_converted(m, d, url, progress)
+        _fetch_converted(m, d, url, listener)
         return
     if not d.unpack:
         target = m.dest if m.kind == "checkpoint" else os.path.join(m.root, d.into, d.file)
-        fetch(url, target, expected=d.checksum, what=what, size=d.bytes, progress=progress)
+        fetch(url, target, expected=d.checksum, what=what, size=d.bytes, listener=listener)
         return
     archive = os.path.join(m.root, DOWNLOADS, d.file)
-    fetch(url, archive, expected=d.checksum, what=what, size=d.bytes, progress=progress)
+    fetch(url, archive, expected=d.checksum, what=what, size=d.bytes, listener=listener)
     unpack(archive, os.path.join(m.root, d.into), m.root, inner=d.inner)
     if not present(m.root, d):
         raise DataError(f"{what}: {d.file} unpacked, but {os.path.join(m.root, d.creates[0])} is still missing",
@@ -286,13 +287,13 @@ def _fetch_one(m: Missing, d: Download, progress: bool, registry: Mapping | None
     _remove_if_empty(os.path.dirname(archive))
 
 
-def _fetch_converted(m: Missing, d: Download, url: str, progress: bool) -> None:
+def _fetch_converted(m: Missing, d: Download, url: str, listener: ExtractListener) -> None:
     if m.convert != "byol":
         raise ConfigError(f"registry backbones.{m.name}: unknown convert_from {m.convert!r}", "the converter known is byol")
     from .convert import convert_byol
 
     release = os.path.join(m.root, DOWNLOADS, d.file)
-    fetch(url, release, expected=d.checksum, what=f"checkpoint {m.name}", size=d.bytes, progress=progress)
+    fetch(url, release, expected=d.checksum, what=f"checkpoint {m.name}", size=d.bytes, listener=listener)
     convert_byol(release, m.dest)  # written atomically
     os.remove(release)
     _remove_if_empty(os.path.dirname(release))

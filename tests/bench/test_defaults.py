@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from featbench.config import grid_values, load_registry
+from featbench.config import load_registry
+from featbench.training.grid import grid_values
 from featbench.bench.spec import PAPER_DATASETS, AugRow, RunSpec, build_spec, resolve_grid, with_baseline
 
 REGISTERED = ["none", "sea", "mixup"]
@@ -19,7 +20,7 @@ def test_the_baseline_is_trained_beside_the_augmenters_once():
     assert build_spec({"aug": "sea,mixup"}).aug == ("none", "sea", "mixup")
     assert build_spec({"aug": "sea,none"}).aug == ("sea", "none")
     assert build_spec({"aug": "all"}).aug == ("all",)
-    assert build_spec({"aug": "sea", "baseline": False}).aug == ("sea",)
+    assert build_spec({"aug": "sea", "no_baseline": True}).aug == ("sea",)
     spec = with_baseline(RunSpec(aug=(AugRow("plain", "none"), AugRow("sea", "sea"))))
     assert [r.label for r in spec.rows(REGISTERED)] == ["plain", "sea"]  # a row already trains the baseline
 
@@ -31,14 +32,14 @@ def test_no_baseline_flag_and_suite_key(tmp_path, capsys):
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:] if line.strip()]
     assert rows[0] == "sea" and "none" not in rows and "Gain" not in " ".join(rows)
     suite = tmp_path / "s.yaml"
-    suite.write_text("aug: [sea]\nbaseline: false\n")
-    assert build_spec({}, str(suite)).baseline is False
+    suite.write_text("aug: [sea]\nno-baseline: true\n")
+    assert build_spec({}, str(suite)).aug == ("sea",)
 
 
 @pytest.mark.parametrize("flags, device, grid", [
     ({}, "cpu", "quick"), ({}, "cuda:0", "paper-auto"), ({"grid": "auto"}, "cuda", "paper-auto"),
     ({"grid": "paper"}, "cpu", "paper"), ({"hp": ["eta=0.4,0.8"]}, "cuda", None), ({"hp": ["eta=0.8"]}, "cpu", None),
-    ({"aug": "none"}, "cuda", None), ({"aug": "sea", "baseline": False}, "cpu", "quick"),
+    ({"aug": "none"}, "cuda", None), ({"aug": "sea", "no_baseline": True}, "cpu", "quick"),
 ])
 def test_grid_auto_is_the_default_without_hp_values(flags, device, grid):
     assert resolve_grid(build_spec(flags), device).grid == grid

@@ -246,8 +246,7 @@ def test_download_cifar100_then_its_loader_reads_the_unpacked_pickles(tmp_path, 
         assert main(["--registry", registry, "download", "cifar100", "--data-root", str(data)]) == 0  # in place: no request
         assert len(server.requests) == 1
     assert tree(str(data)) == ["cifar-100-python", "cifar-100-python/meta", "cifar-100-python/test", "cifar-100-python/train"]
-    monkeypatch.setenv("FEATBENCH_REGISTRY", registry)
-    splits = load_plugins(entry_points=[]).get_dataset("cifar100").load(str(data))
+    splits = load_plugins(entry_points=[], registry=registry).get_dataset("cifar100").load(str(data))
     assert splits.classes == ("class0", "class1", "class2", "class3") and len(splits.test) == 8
     assert len(splits.train) + len(splits.val) == 12 and splits.train.image(0).size == (32, 32)
 
@@ -282,17 +281,25 @@ def test_sha256_prefixes_are_accepted_and_checked(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a"]
 
 
-def test_the_progress_bar_is_drawn_only_on_a_terminal(monkeypatch):
+def test_the_download_bar_is_drawn_only_on_a_terminal(monkeypatch, tmp_path):
     import sys
 
-    from featbench.inputs import download
+    from featbench.cli import _Progress
 
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    assert download._bar(100, 0, "f") is None
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    bar = download._bar(100, 40, "f")
-    assert bar is not None and bar.n == 40
-    bar.close()
+    calls = []
+
+    class Recorder(_Progress):
+        def bytes_started(self, desc, total, done):
+            super().bytes_started(desc, total, done)
+            calls.append((desc, total, done, self.images is not None))
+
+    with Loopback({"f.bin": PAYLOAD}) as server:
+        for tty in (False, True):
+            monkeypatch.setattr(sys.stderr, "isatty", lambda tty=tty: tty)
+            listener = Recorder(quiet=False)
+            fetch(f"{server.url}/f.bin", str(tmp_path / f"f{tty}"), expected=None, what="test", listener=listener)
+            assert listener.images is None  # closed when the download ended
+    assert calls == [("fFalse", len(PAYLOAD), 0, False), ("fTrue", len(PAYLOAD), 0, True)]
 
 
 def test_an_interrupted_unpacking_leaves_only_a_temporary_folder_the_next_one_removes(tmp_path):
