@@ -213,8 +213,9 @@ class Compare:
     grid: str | None = option(None, metavar="NAME",
                               help="search a named grid from registry.yaml (paper, paper-auto, quick); default without --hp "
                                    "values: auto (paper-auto when training on a GPU, quick on the CPU)")
-    no_baseline: bool = option(False, help="do not train the baseline row none beside the listed augmenters (no Gain row "
-                                           "then); by default it is added, once per cell, unless a row already trains it")
+    no_baseline: bool = option(False, help="do not train the baseline row none beside the augmenters given with --aug (no "
+                                           "Gain row then); by default it is added, once per cell, unless a row already "
+                                           "trains it (a suite file's aug: list is taken as it is)")
     epochs: int = option(100, help="training epochs")
     batch_size: int = option(256, help="mini-batch size")
     seed: int = option(0, help="first seed")
@@ -486,12 +487,13 @@ def build_spec(flags: Mapping[str, object], config: str | None = None) -> RunSpe
         if name not in fields:
             raise AssertionError(f"flag {name} has no option")
         values[name] = coerce(fields[name][1], value, None, from_flags=True)
-    return with_baseline(check(RunSpec(**{k: v for k, v in values.items() if v is not None})))
+    spec = check(RunSpec(**{k: v for k, v in values.items() if v is not None}))
+    return with_baseline(spec) if "aug" in flags else spec  # a suite file's rows are exactly the ones it lists
 
 
 def with_baseline(spec: RunSpec) -> RunSpec:
     """``spec`` with the baseline row first unless ``no_baseline`` or a row trains it already: one baseline
-    per cell, however many augmenters are listed."""
+    per cell, however many augmenters are listed (applied to rows given on the command line)."""
     if spec.no_baseline or any((a.augmenter if isinstance(a, AugRow) else a) in (BASELINE, "all") for a in spec.aug):
         return spec
     return attrs.evolve(spec, aug=(BASELINE, *spec.aug))

@@ -32,8 +32,10 @@ def test_no_baseline_flag_and_suite_key(tmp_path, capsys):
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:] if line.strip()]
     assert rows[0] == "sea" and "none" not in rows and "Gain" not in " ".join(rows)
     suite = tmp_path / "s.yaml"
-    suite.write_text("aug: [sea]\nno-baseline: true\n")
-    assert build_spec({}, str(suite)).aug == ("sea",)
+    suite.write_text("aug: [sea]\n")
+    assert build_spec({}, str(suite)).aug == ("sea",)  # a suite's rows are exactly the ones it lists
+    assert build_spec({"aug": "sea"}, str(suite)).aug == ("none", "sea")  # rows given on the command line
+    assert build_spec({}).aug == ("none", "sea")  # the default rows
 
 
 @pytest.mark.parametrize("flags, device, grid", [
