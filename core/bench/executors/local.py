@@ -7,9 +7,9 @@ from collections import deque
 from collections.abc import Iterator
 
 from ...inputs.features import FeatureSet
+from ...records import REFIT
 from ..jobs import JobFailure, JobResult, LoadOptions, TrainJob, execute_job, load_source
 from ..progress import Listener
-from ...records import REFIT
 
 
 class LocalExecutor:
