@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", parents=[late], help="rebuild the tables of a run directory from its results store")
     rep.add_argument("dir", metavar="DIR", help="the --out directory of a featbench run")
-    rep.add_argument("--format", default="table", help="table, markdown, csv, json or latex (default: table)")
+    rep.add_argument("--format", default="table", help="output format, as for featbench run --format (default: table)")
     rep.add_argument("--run", type=int, default=None, metavar="ID", help="which run of DIR (default: the latest)")
     rep.add_argument("--layout", default=None, help="auto, table5, table4 or both (default: the run's)")
     rep.add_argument("--gain-of", default=None, metavar="NAME", help="row of the Gain line (default: the run's)")

@@ -55,7 +55,7 @@ def environment(device: str, executor: str = "local", threads: int | None = None
 
     v = {"featbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
          "numpy": numpy.__version__, "platform": platform.platform(), "device": device, "executor": executor,
-         "threads": threads if threads is not None else (1 if executor == "ray" else torch.get_num_threads())}
+         "threads": threads if threads is not None else executors.module(executor).default_threads()}
     if device.startswith("cuda") and torch.cuda.is_available():  # a Ray driver may have no GPU of its own
         v["gpu"] = torch.cuda.get_device_name(0)
     return v

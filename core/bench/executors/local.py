@@ -66,5 +66,12 @@ def session(spec) -> Iterator[str]:
     yield resolve_device(spec.device)
 
 
+def default_threads() -> int:
+    """Torch threads a job trains with when ``--threads`` is not given: all this process has."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def create(spec, host, load: LoadOptions, listener: Listener) -> LocalExecutor:
     return LocalExecutor(host, load, listener)

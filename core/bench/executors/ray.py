@@ -160,6 +160,11 @@ def session(spec) -> Iterator[str]:
         yield cluster_device(spec.device)
 
 
+def default_threads() -> int:
+    """Torch threads (and CPUs) a task gets when ``--threads`` is not given."""
+    return RayConfig().cpus
+
+
 def create(spec, host, load: LoadOptions, listener: Listener) -> RayExecutor:
     return RayExecutor(host, load, RayConfig.from_spec(spec), listener)
 
