@@ -30,7 +30,7 @@ from . import significance as sig
 FORMATS = {"table": "txt", "markdown": "md", "csv": "csv", "json": "json", "latex": "tex"}
 LAYOUTS = ("auto", "table5", "table4", "both")
 BASELINE = "none"
-BEST, GROUP_BEST, SIGNIFICANT = "best", "group_best", "significant"
+BEST, GROUP_BEST = "best", "group_best"
 AVG = "Avg"
 
 

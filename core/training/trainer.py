@@ -82,7 +82,6 @@ class TrainResult:
     diverged: tuple[bool, ...]  # heads whose weights became non-finite (frozen at zero from then on)
     unaugmented_batches: int  # batches too small for the augmenter (trained on clean rows)
     seconds: float
-    epochs_run: int
 
 
 def init_weight(num_classes: int, dim: int, seed: int):
@@ -329,7 +328,6 @@ def train_heads(
         diverged=tuple(bool(v) for v in ~alive),
         unaugmented_batches=unaugmented,
         seconds=time.perf_counter() - start,
-        epochs_run=settings.epochs,
     )
 
 
