@@ -40,7 +40,9 @@ class Loopback:
                     self.send_error(404)
                     return
                 body = owner.files[name]
-                start = int(rng.split("=", 1)[1].split("-", 1)[0]) if rng.startswith("bytes=") and owner.honour_range else 0
+                start = (
+                    int(rng.split("=", 1)[1].split("-", 1)[0]) if rng.startswith("bytes=") and owner.honour_range else 0
+                )
                 if start >= len(body) and start:
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{len(body)}")
@@ -102,7 +104,9 @@ def cifar10_archive(per_class_and_batch: int = 1, test_per_class: int = 2, seed:
     def batch(k):
         labels = [c for c in range(10) for _ in range(k)]
         data = rng.integers(0, 255, (len(labels), 3072), dtype=np.uint8)
-        return pickle.dumps({"batch_label": "x", "labels": labels, "data": data, "filenames": [f"{i}.png" for i in range(len(labels))]})
+        return pickle.dumps(
+            {"batch_label": "x", "labels": labels, "data": data, "filenames": [f"{i}.png" for i in range(len(labels))]}
+        )
 
     entries = {f"cifar-10-batches-py/data_batch_{i}": batch(per_class_and_batch) for i in range(1, 6)}
     entries["cifar-10-batches-py/test_batch"] = batch(test_per_class)
@@ -116,12 +120,26 @@ def cifar100_archive(classes: int = 4, train_per_class: int = 3, test_per_class:
 
     def split(k):
         fine = [c for c in range(classes) for _ in range(k)]
-        return pickle.dumps({"filenames": [f"{i}.png" for i in range(len(fine))], "fine_labels": fine,
-                             "coarse_labels": [c // 2 for c in fine], "data": rng.integers(0, 255, (len(fine), 3072), dtype=np.uint8)})
+        return pickle.dumps(
+            {
+                "filenames": [f"{i}.png" for i in range(len(fine))],
+                "fine_labels": fine,
+                "coarse_labels": [c // 2 for c in fine],
+                "data": rng.integers(0, 255, (len(fine), 3072), dtype=np.uint8),
+            }
+        )
 
-    meta = {"fine_label_names": [f"class{c}" for c in range(classes)], "coarse_label_names": [f"super{c}" for c in range(classes // 2)]}
-    return _tar({"cifar-100-python/train": split(train_per_class), "cifar-100-python/test": split(test_per_class),
-                 "cifar-100-python/meta": pickle.dumps(meta)})
+    meta = {
+        "fine_label_names": [f"class{c}" for c in range(classes)],
+        "coarse_label_names": [f"super{c}" for c in range(classes // 2)],
+    }
+    return _tar(
+        {
+            "cifar-100-python/train": split(train_per_class),
+            "cifar-100-python/test": split(test_per_class),
+            "cifar-100-python/meta": pickle.dumps(meta),
+        }
+    )
 
 
 def dtd_archive(classes=("banded", "dotted", "striped"), per_split: int = 2, seed: int = 0) -> bytes:
@@ -138,10 +156,14 @@ def dtd_archive(classes=("banded", "dotted", "striped"), per_split: int = 2, see
     return _tar(entries)
 
 
-def caltech101_archive(classes=("BACKGROUND_Google", "accordion", "airplanes"), per_class: int = 8, seed: int = 0) -> bytes:
+def caltech101_archive(
+    classes=("BACKGROUND_Google", "accordion", "airplanes"), per_class: int = 8, seed: int = 0
+) -> bytes:
     """caltech-101.zip: caltech-101/101_ObjectCategories.tar.gz (and Annotations.tar), as data.caltech.edu serves it."""
     rng = np.random.default_rng(seed)
-    inner = _tar({f"101_ObjectCategories/{c}/image_{i:04d}.jpg": _jpeg(rng) for c in classes for i in range(1, per_class + 1)})
+    inner = _tar(
+        {f"101_ObjectCategories/{c}/image_{i:04d}.jpg": _jpeg(rng) for c in classes for i in range(1, per_class + 1)}
+    )
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("caltech-101/101_ObjectCategories.tar.gz", inner)

@@ -13,13 +13,39 @@ from featbench.cli import main
 
 
 def test_run_fetches_verifies_unpacks_and_compares(tmp_path):
-    archives = {"cifar-10-python.tar.gz": cifar10_archive(), "dtd-r1.0.1.tar.gz": dtd_archive(),
-                "caltech-101.zip": caltech101_archive()}
-    registry = registry_for(archives, str(tmp_path / "registry.yaml"),
-                            caltech101={"train_per_class": 5, "val_per_class": 2}, cifar10={"val": 0.2})
+    archives = {
+        "cifar-10-python.tar.gz": cifar10_archive(),
+        "dtd-r1.0.1.tar.gz": dtd_archive(),
+        "caltech-101.zip": caltech101_archive(),
+    }
+    registry = registry_for(
+        archives,
+        str(tmp_path / "registry.yaml"),
+        caltech101={"train_per_class": 5, "val_per_class": 2},
+        cifar10={"val": 0.2},
+    )
     data, cache, out = tmp_path / "data", tmp_path / "cache", tmp_path / "out"
-    args = ["--registry", registry, "run", "--aug", "sea", "--backbones", "timm:test_resnet", "--dataset", "cifar10,dtd,caltech101",
-            "--image-size", "32", "--epochs", "3", "--data-root", str(data), "--cache-dir", str(cache), "--out", str(out)]
+    args = [
+        "--registry",
+        registry,
+        "run",
+        "--aug",
+        "sea",
+        "--backbones",
+        "timm:test_resnet",
+        "--dataset",
+        "cifar10,dtd,caltech101",
+        "--image-size",
+        "32",
+        "--epochs",
+        "3",
+        "--data-root",
+        str(data),
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(out),
+    ]
     with Loopback(archives) as server:
         proc = featbench(*args, env=cli_env(FEATBENCH_MIRROR=server.url))
         assert proc.returncode == 0, proc.stderr
@@ -31,7 +57,9 @@ def test_run_fetches_verifies_unpacks_and_compares(tmp_path):
         assert all(col in lines[0] for col in ("cifar10", "dtd", "caltech101"))
         assert "grid quick" in proc.stdout
         # unpacked in torchvision's layouts, archives gone, nothing beside the data root
-        assert (data / "cifar-10-batches-py" / "test_batch").is_file() and (data / "dtd" / "dtd" / "labels" / "val1.txt").is_file()
+        assert (data / "cifar-10-batches-py" / "test_batch").is_file() and (
+            data / "dtd" / "dtd" / "labels" / "val1.txt"
+        ).is_file()
         assert (data / "caltech101" / "101_ObjectCategories" / "accordion").is_dir()
         assert not any(p.startswith((".downloads", ".featbench")) or "/.featbench-unpack" in p for p in tree(str(data)))
         assert sorted(os.listdir(tmp_path)) == ["cache", "data", "out", "registry.yaml"]
@@ -47,7 +75,9 @@ def test_run_fetches_verifies_unpacks_and_compares(tmp_path):
 def test_offline_run_of_the_paper_comparison_prints_the_plan_and_writes_nothing(tmp_path):
     env = cli_env(FEATBENCH_CACHE=str(tmp_path / "cache"), FEATBENCH_DATA=str(tmp_path / "data"), FEATBENCH_OFFLINE="1")
     env.pop("FEATBENCH_MIRROR", None)
-    proc = featbench("run", "--aug", "sea", "--backbones", "S,M,B,C", "--out", str(tmp_path / "out"), env=env, cwd=str(tmp_path))
+    proc = featbench(
+        "run", "--aug", "sea", "--backbones", "S,M,B,C", "--out", str(tmp_path / "out"), env=env, cwd=str(tmp_path)
+    )
     err = proc.stderr.splitlines()
     assert proc.returncode == 2 and proc.stdout == "" and len(err) == 2, proc.stderr
     for name in ("aircraft", "birds", "caltech101", "cifar10", "cifar100", "dtd", "flowers", "food", "pets", "sun397"):

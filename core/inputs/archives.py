@@ -26,8 +26,10 @@ TEMP_PREFIX = ".featbench-unpack-"
 
 
 def _refuse(archive: str, member: str, why: str) -> DataError:
-    return DataError(f"archive {os.path.basename(archive)}: member {member!r} {why}; nothing was extracted",
-                     "the archive is damaged or malicious: delete it and download it from the catalog's URL")
+    return DataError(
+        f"archive {os.path.basename(archive)}: member {member!r} {why}; nothing was extracted",
+        "the archive is damaged or malicious: delete it and download it from the catalog's URL",
+    )
 
 
 def _inside(name: str) -> bool:
@@ -84,8 +86,10 @@ def _unpack_into(archive: str, folder: str) -> None:
             else:  # Python without extraction filters: the checks above are the guard
                 t.extractall(folder, members=members)
     except (tarfile.TarError, EOFError) as exc:
-        raise DataError(f"archive {os.path.basename(archive)} cannot be read ({exc})",
-                        "it is damaged: delete it and download it again") from None
+        raise DataError(
+            f"archive {os.path.basename(archive)} cannot be read ({exc})",
+            "it is damaged: delete it and download it again",
+        ) from None
 
 
 def _merge(src: str, dst: str) -> None:
@@ -112,8 +116,10 @@ def unpack(archive: str, target: str, root: str, inner: str | None = None) -> No
     only that one is unpacked into ``target``; the rest of the outer archive is discarded.
     """
     if not within(target, root):
-        raise DataError(f"unpacking {os.path.basename(archive)}: {target} lies outside the data root {root}",
-                        "the catalog entry's into: must be a relative path inside the data root")
+        raise DataError(
+            f"unpacking {os.path.basename(archive)}: {target} lies outside the data root {root}",
+            "the catalog entry's into: must be a relative path inside the data root",
+        )
     created = not os.path.isdir(target)
     os.makedirs(target, exist_ok=True)
     try:
@@ -135,8 +141,10 @@ def _unpack_checked(archive: str, target: str, inner: str | None) -> None:
             _check_name(archive, inner)
             nested = os.path.join(tmp, inner)
             if not os.path.isfile(nested):
-                raise DataError(f"archive {os.path.basename(archive)} has no {inner}",
-                                "the catalog entry's inner: names a file the archive lacks, or the file changed upstream")
+                raise DataError(
+                    f"archive {os.path.basename(archive)} has no {inner}",
+                    "the catalog entry's inner: names a file the archive lacks, or the file changed upstream",
+                )
             tmp2 = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=target)
             try:
                 _unpack_into(nested, tmp2)

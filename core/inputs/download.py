@@ -90,8 +90,15 @@ def matches(path: str, expected: tuple[str, str] | None) -> bool:
     return file_digest(path, algorithm).startswith(digest)
 
 
-def fetch(url: str, dest: str, *, expected: tuple[str, str] | None, what: str, size: int | None = None,
-          listener: ExtractListener | None = None) -> str:
+def fetch(
+    url: str,
+    dest: str,
+    *,
+    expected: tuple[str, str] | None,
+    what: str,
+    size: int | None = None,
+    listener: ExtractListener | None = None,
+) -> str:
     """Download ``url`` to ``dest`` (verified, resumable, atomic); returns ``dest``.
 
     An existing ``dest`` that matches ``expected`` is kept without a connection; one that does not is
@@ -103,21 +110,27 @@ def fetch(url: str, dest: str, *, expected: tuple[str, str] | None, what: str, s
         os.remove(dest)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in ("http", "https") and not (scheme == "file" and os.environ.get(MIRROR_ENV)):
-        raise DataError(f"{what}: {url} is not an http(s) URL", f"catalog URLs are fetched over HTTP(S); a local "
-                        f"folder of the files works as {MIRROR_ENV}=file:///PATH")
+        raise DataError(
+            f"{what}: {url} is not an http(s) URL",
+            f"catalog URLs are fetched over HTTP(S); a local folder of the files works as {MIRROR_ENV}=file:///PATH",
+        )
     if offline():
-        raise OfflineError(f"{what}: {os.path.basename(dest)} is missing and {OFFLINE_ENV}=1 forbids downloading {url}",
-                           f"fetch it on a machine with a network (featbench download) or unset {OFFLINE_ENV}")
+        raise OfflineError(
+            f"{what}: {os.path.basename(dest)} is missing and {OFFLINE_ENV}=1 forbids downloading {url}",
+            f"fetch it on a machine with a network (featbench download) or unset {OFFLINE_ENV}",
+        )
     part = dest + ".part"
     _stream(url, part, what, size, listener or ExtractListener())
     if not matches(part, expected):
         algorithm, digest = expected
         got = file_digest(part, algorithm)
         os.remove(part)
-        raise DataError(f"{what}: the file downloaded from {url} has {algorithm.upper()} {got}, but registry.yaml expects "
-                        f"{digest}; it was deleted",
-                        "retry later (a damaged or changed download), or check the mirror set by "
-                        f"{MIRROR_ENV} / the registry's mirror: key")
+        raise DataError(
+            f"{what}: the file downloaded from {url} has {algorithm.upper()} {got}, but registry.yaml expects "
+            f"{digest}; it was deleted",
+            "retry later (a damaged or changed download), or check the mirror set by "
+            f"{MIRROR_ENV} / the registry's mirror: key",
+        )
     os.replace(part, dest)
     return dest
 
@@ -126,18 +139,24 @@ def _stream(url: str, part: str, what: str, size: int | None, listener: ExtractL
     """Append the rest of ``url`` to ``part`` (from its current length; the whole file if the server
     ignores Range)."""
     offset = os.path.getsize(part) if os.path.isfile(part) else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "featbench", **({"Range": f"bytes={offset}-"} if offset else {})})
+    request = urllib.request.Request(
+        url, headers={"User-Agent": "featbench", **({"Range": f"bytes={offset}-"} if offset else {})}
+    )
     try:
         response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # the partial file already holds everything: the checksum decides
             return
-        raise DownloadError(f"{what}: downloading {url} failed (HTTP {exc.code} {exc.reason})",
-                            f"retry later, or download it yourself into {os.path.dirname(part)}") from None
+        raise DownloadError(
+            f"{what}: downloading {url} failed (HTTP {exc.code} {exc.reason})",
+            f"retry later, or download it yourself into {os.path.dirname(part)}",
+        ) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         reason = getattr(exc, "reason", None) or first_line(exc)
-        raise DownloadError(f"{what}: cannot reach {url} ({reason})",
-                            f"check the network (or set {MIRROR_ENV}), then rerun: a partial download resumes") from None
+        raise DownloadError(
+            f"{what}: cannot reach {url} ({reason})",
+            f"check the network (or set {MIRROR_ENV}), then rerun: a partial download resumes",
+        ) from None
     with response:
         os.makedirs(os.path.dirname(os.path.abspath(part)), exist_ok=True)  # only once the server answered
         resumed = offset > 0 and response.status == 206
@@ -153,8 +172,10 @@ def _stream(url: str, part: str, what: str, size: int | None, listener: ExtractL
                         block = response.read(CHUNK)
                     except (OSError, http.client.HTTPException) as exc:
                         out.write(getattr(exc, "partial", b"") or b"")  # IncompleteRead: what did arrive is kept
-                        raise DownloadError(f"{what}: the connection to {url} broke ({type(exc).__name__})",
-                                            "rerun the same command: the download resumes where it stopped") from None
+                        raise DownloadError(
+                            f"{what}: the connection to {url} broke ({type(exc).__name__})",
+                            "rerun the same command: the download resumes where it stopped",
+                        ) from None
                     if not block:
                         break
                     out.write(block)
@@ -163,6 +184,7 @@ def _stream(url: str, part: str, what: str, size: int | None, listener: ExtractL
         finally:
             listener.bytes_finished()
     if announced is not None and received < announced:
-        raise DownloadError(f"{what}: the connection to {url} closed after {received} of {announced} bytes",
-                            "rerun the same command: the download resumes where it stopped")
-
+        raise DownloadError(
+            f"{what}: the connection to {url} closed after {received} of {announced} bytes",
+            "rerun the same command: the download resumes where it stopped",
+        )

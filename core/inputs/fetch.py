@@ -81,14 +81,28 @@ def _download(raw: Mapping, where: str) -> Download:
     into = str(raw.get("into", "."))
     creates = raw.get("creates") or os.path.join(into, file)
     creates = tuple(str(c) for c in (creates if isinstance(creates, list) else [creates]))
-    for what, path in (("file", file), ("into", into), *(("creates", c) for c in creates), ("inner", str(raw.get("inner") or ""))):
+    for what, path in (
+        ("file", file),
+        ("into", into),
+        *(("creates", c) for c in creates),
+        ("inner", str(raw.get("inner") or "")),
+    ):
         if os.path.isabs(path) or ".." in path.replace("\\", "/").split("/"):
-            raise ConfigError(f"registry {where}: {what} {path!r} leaves the data root", "use a relative path without '..'")
+            raise ConfigError(
+                f"registry {where}: {what} {path!r} leaves the data root", "use a relative path without '..'"
+            )
     unpack = raw.get("unpack", file.endswith(ARCHIVE_SUFFIXES))
     size = raw.get("bytes")
-    return Download(url=url, file=file, checksum=checksum_of(raw.get("md5"), raw.get("sha256")),
-                    bytes=int(size) if size is not None else None, into=into, creates=creates,
-                    inner=raw.get("inner"), unpack=bool(unpack))
+    return Download(
+        url=url,
+        file=file,
+        checksum=checksum_of(raw.get("md5"), raw.get("sha256")),
+        bytes=int(size) if size is not None else None,
+        into=into,
+        creates=creates,
+        inner=raw.get("inner"),
+        unpack=bool(unpack),
+    )
 
 
 def dataset_downloads(name: str, raw: Mapping) -> tuple[Download, ...]:
@@ -112,12 +126,18 @@ def missing_datasets(registry: Mapping, names: Sequence[str], data_root: str) ->
         dirs = raw.get("dir") or ""
         dirs = [dirs] if isinstance(dirs, str) else list(dirs)
         if not any(d and os.path.isdir(os.path.join(data_root, d)) for d in dirs):
-            manual = raw.get("manual") or (f"download {raw['url']} and unpack it" if raw.get("url") else "obtain the files")
-            out.append(Missing("data set", name, data_root, manual=f"{manual} under {os.path.join(data_root, dirs[0])}"))
+            manual = raw.get("manual") or (
+                f"download {raw['url']} and unpack it" if raw.get("url") else "obtain the files"
+            )
+            out.append(
+                Missing("data set", name, data_root, manual=f"{manual} under {os.path.join(data_root, dirs[0])}")
+            )
     return out
 
 
-def missing_checkpoints(registry: Mapping, names: Sequence[str], cache_dir: str, given: Mapping[str, str]) -> list[Missing]:
+def missing_checkpoints(
+    registry: Mapping, names: Sequence[str], cache_dir: str, given: Mapping[str, str]
+) -> list[Missing]:
     """The registry backbones among ``names`` whose weights file is neither in the cache nor given by --weights."""
     catalog = registry.get("backbones") or {}
     weights = os.path.join(cache_dir, "weights")
@@ -130,8 +150,10 @@ def missing_checkpoints(registry: Mapping, names: Sequence[str], cache_dir: str,
             continue  # no URL, or a local file:// one: featbench.weights.locate takes it from there
         dest = os.path.join(weights, str(raw["file"]))
         if not within(dest, weights):  # the same containment check as unpacking uses
-            raise ConfigError(f"registry backbones.{name}: file {raw['file']!r} lies outside the weights cache",
-                              "use a file name (or relative path without '..') under the cache's weights/")
+            raise ConfigError(
+                f"registry backbones.{name}: file {raw['file']!r} lies outside the weights cache",
+                "use a file name (or relative path without '..') under the cache's weights/",
+            )
         if os.path.isfile(dest):
             continue
         if raw.get("download", True) is False:
@@ -141,11 +163,23 @@ def missing_checkpoints(registry: Mapping, names: Sequence[str], cache_dir: str,
         convert = raw.get("convert_from")
         if convert:  # the release itself is fetched, then converted into ``file``
             file = str(raw["url"]).rstrip("/").rsplit("/", 1)[-1]
-            d = Download(url=str(raw["url"]), file=file, checksum=checksum_of(raw.get("release_md5"), raw.get("release_sha256")),
-                         bytes=raw.get("bytes"), creates=(file,), unpack=False)
+            d = Download(
+                url=str(raw["url"]),
+                file=file,
+                checksum=checksum_of(raw.get("release_md5"), raw.get("release_sha256")),
+                bytes=raw.get("bytes"),
+                creates=(file,),
+                unpack=False,
+            )
         else:
-            d = Download(url=str(raw["url"]), file=str(raw["file"]), checksum=checksum_of(None, raw.get("sha256")),
-                         bytes=raw.get("bytes"), creates=(str(raw["file"]),), unpack=False)
+            d = Download(
+                url=str(raw["url"]),
+                file=str(raw["file"]),
+                checksum=checksum_of(None, raw.get("sha256")),
+                bytes=raw.get("bytes"),
+                creates=(str(raw["file"]),),
+                unpack=False,
+            )
         out.append(Missing("checkpoint", name, weights, (d,), convert=convert, dest=dest))
     return out
 
@@ -210,8 +244,11 @@ def plan(items: Sequence[Missing]) -> tuple[str, bool]:
         where.append(f"{human(need)} needed, {human(free)} free at {root}")
     line = ""
     if fetchable:
-        line = (f"to fetch: {' and '.join(parts)}, {human(total)} in all" + (f" plus {unknown} file(s) of unknown size" if unknown else "")
-                + f"; {'; '.join(where)}")
+        line = (
+            f"to fetch: {' and '.join(parts)}, {human(total)} in all"
+            + (f" plus {unknown} file(s) of unknown size" if unknown else "")
+            + f"; {'; '.join(where)}"
+        )
     manual = [m for m in items if not m.fetchable]
     if manual:
         line += ("; " if line else "") + "not fetchable by script: " + ", ".join(f"{m.kind} {m.name}" for m in manual)
@@ -227,18 +264,29 @@ def check_plan(items: Sequence[Missing], listener: ExtractListener) -> None:
     line, ok = plan(items)
     if offline():
         listener.fetching(line)
-        raise OfflineError(f"{len(fetchable)} missing input(s) cannot be fetched offline ({OFFLINE_ENV}=1 or --offline): "
-                           + ", ".join(m.name for m in fetchable),
-                           "run `featbench download NAME,...` on a machine with a network and copy the data root and "
-                           f"cache here, or unset {OFFLINE_ENV}")
+        raise OfflineError(
+            f"{len(fetchable)} missing input(s) cannot be fetched offline ({OFFLINE_ENV}=1 or --offline): "
+            + ", ".join(m.name for m in fetchable),
+            "run `featbench download NAME,...` on a machine with a network and copy the data root and "
+            f"cache here, or unset {OFFLINE_ENV}",
+        )
     if not ok:
-        raise DataError(f"not enough disk space: {line}", "free some space, or point --data-root / --cache-dir at a larger disk")
+        raise DataError(
+            f"not enough disk space: {line}", "free some space, or point --data-root / --cache-dir at a larger disk"
+        )
     listener.fetching(line)
 
 
-def fetch_inputs(datasets: Sequence[str], backbones: Sequence[str], *, registry_path: str | None = None,
-                 data_root: str | None = None, cache_dir: str | None = None, weights: Mapping[str, str] | None = None,
-                 listener: ExtractListener | None = None) -> list[Missing]:
+def fetch_inputs(
+    datasets: Sequence[str],
+    backbones: Sequence[str],
+    *,
+    registry_path: str | None = None,
+    data_root: str | None = None,
+    cache_dir: str | None = None,
+    weights: Mapping[str, str] | None = None,
+    listener: ExtractListener | None = None,
+) -> list[Missing]:
     """Fetch the catalog data sets and registry checkpoints among these names that are not on this machine
     (after the plan line, refused offline or when the disk is short); returns the missing items no script
     can fetch (their loaders say what to do about them)."""
@@ -249,7 +297,9 @@ def fetch_inputs(datasets: Sequence[str], backbones: Sequence[str], *, registry_
     registry = load_registry(registry_path)
     root = os.path.abspath(os.path.expanduser(data_root or default_data_root()))
     cache = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
-    items = missing_datasets(registry, list(datasets), root) + missing_checkpoints(registry, list(backbones), cache, dict(weights or {}))
+    items = missing_datasets(registry, list(datasets), root) + missing_checkpoints(
+        registry, list(backbones), cache, dict(weights or {})
+    )
     if items:
         fetch_missing(items, listener or ExtractListener(), registry=registry)
     return [m for m in items if not m.fetchable]
@@ -280,16 +330,19 @@ def _fetch_one(m: Missing, d: Download, listener: ExtractListener, registry: Map
     fetch(url, archive, expected=d.checksum, what=what, size=d.bytes, listener=listener)
     unpack(archive, os.path.join(m.root, d.into), m.root, inner=d.inner)
     if not present(m.root, d):
-        raise DataError(f"{what}: {d.file} unpacked, but {os.path.join(m.root, d.creates[0])} is still missing",
-                        "the archive's layout changed upstream: unpack it by hand (it is kept in "
-                        f"{os.path.dirname(archive)})")
+        raise DataError(
+            f"{what}: {d.file} unpacked, but {os.path.join(m.root, d.creates[0])} is still missing",
+            f"the archive's layout changed upstream: unpack it by hand (it is kept in {os.path.dirname(archive)})",
+        )
     os.remove(archive)
     _remove_if_empty(os.path.dirname(archive))
 
 
 def _fetch_converted(m: Missing, d: Download, url: str, listener: ExtractListener) -> None:
     if m.convert != "byol":
-        raise ConfigError(f"registry backbones.{m.name}: unknown convert_from {m.convert!r}", "the converter known is byol")
+        raise ConfigError(
+            f"registry backbones.{m.name}: unknown convert_from {m.convert!r}", "the converter known is byol"
+        )
     from .convert import convert_byol
 
     release = os.path.join(m.root, DOWNLOADS, d.file)

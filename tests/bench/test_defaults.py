@@ -6,14 +6,22 @@ import math
 
 import pytest
 
+from featbench.bench.spec import PAPER_DATASETS, AugRow, RunSpec, build_spec, resolve_grid, with_baseline
 from featbench.config import load_registry
 from featbench.training.grid import grid_values
-from featbench.bench.spec import PAPER_DATASETS, AugRow, RunSpec, build_spec, resolve_grid, with_baseline
 
 REGISTERED = ["none", "sea", "mixup"]
 #: each method's off setting (methods.md 12); mixup has none
-OFF = {"sea": ("eta", 0.0), "sea_neg": ("eta", 0.0), "rand": ("eta", 0.0), "adv": ("eta", 0.0), "mixdir": ("eta", 0.0),
-       "isda": ("lambda0", 0.0), "meada": ("phases", 0.0), "focal_con": ("eta_c", 0.0)}
+OFF = {
+    "sea": ("eta", 0.0),
+    "sea_neg": ("eta", 0.0),
+    "rand": ("eta", 0.0),
+    "adv": ("eta", 0.0),
+    "mixdir": ("eta", 0.0),
+    "isda": ("lambda0", 0.0),
+    "meada": ("phases", 0.0),
+    "focal_con": ("eta_c", 0.0),
+}
 
 
 def test_the_baseline_is_trained_beside_the_augmenters_once():
@@ -38,11 +46,19 @@ def test_no_baseline_flag_and_suite_key(tmp_path, capsys):
     assert build_spec({}).aug == ("none", "sea")  # the default rows
 
 
-@pytest.mark.parametrize("flags, device, grid", [
-    ({}, "cpu", "quick"), ({}, "cuda:0", "paper-auto"), ({"grid": "auto"}, "cuda", "paper-auto"),
-    ({"grid": "paper"}, "cpu", "paper"), ({"hp": ["eta=0.4,0.8"]}, "cuda", None), ({"hp": ["eta=0.8"]}, "cpu", None),
-    ({"aug": "none"}, "cuda", None), ({"aug": "sea", "no_baseline": True}, "cpu", "quick"),
-])
+@pytest.mark.parametrize(
+    "flags, device, grid",
+    [
+        ({}, "cpu", "quick"),
+        ({}, "cuda:0", "paper-auto"),
+        ({"grid": "auto"}, "cuda", "paper-auto"),
+        ({"grid": "paper"}, "cpu", "paper"),
+        ({"hp": ["eta=0.4,0.8"]}, "cuda", None),
+        ({"hp": ["eta=0.8"]}, "cpu", None),
+        ({"aug": "none"}, "cuda", None),
+        ({"aug": "sea", "no_baseline": True}, "cpu", "quick"),
+    ],
+)
 def test_grid_auto_is_the_default_without_hp_values(flags, device, grid):
     assert resolve_grid(build_spec(flags), device).grid == grid
 

@@ -137,7 +137,7 @@ def test_zip_symlinks_are_refused(tmp_path):
     archive = str(tmp_path / "a.zip")
     with zipfile.ZipFile(archive, "w") as z:
         info = zipfile.ZipInfo("good/link")
-        info.external_attr = (0o120777 << 16)
+        info.external_attr = 0o120777 << 16
         z.writestr(info, "../../outside")
     with pytest.raises(DataError, match="symbolic link"):
         unpack(archive, str(root / "ds"), str(root))
@@ -173,7 +173,11 @@ def test_too_little_disk_gives_one_line_before_any_byte_is_fetched(tmp_path, mon
         code = main(["download", "cifar10", "--data-root", str(tmp_path / "data"), "--quiet"])
         assert server.requests == []
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and err.startswith("featbench: error: not enough disk space: to fetch: 1 data set (cifar10 170.5 MB)")
+    assert (
+        code == 2
+        and err.count("\n") == 1
+        and err.startswith("featbench: error: not enough disk space: to fetch: 1 data set (cifar10 170.5 MB)")
+    )
     assert "1.0 kB free at" in err
     assert not (tmp_path / "data").exists()
 
@@ -181,12 +185,27 @@ def test_too_little_disk_gives_one_line_before_any_byte_is_fetched(tmp_path, mon
 def test_download_offline_lists_what_is_missing_and_connects_nowhere(tmp_path, monkeypatch, capsys):
     with Loopback({}) as server:
         monkeypatch.setenv("FEATBENCH_MIRROR", server.url)
-        code = main(["--offline", "download", "cifar10,dtd,S", "--data-root", str(tmp_path / "d"), "--cache-dir", str(tmp_path / "c")])
+        code = main(
+            [
+                "--offline",
+                "download",
+                "cifar10,dtd,S",
+                "--data-root",
+                str(tmp_path / "d"),
+                "--cache-dir",
+                str(tmp_path / "c"),
+            ]
+        )
         assert server.requests == []
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 2
-    assert err[0].startswith("featbench: to fetch: 2 data sets (cifar10 170.5 MB, dtd 625.2 MB) and 1 checkpoint (S 102.5 MB)")
-    assert err[1].startswith("featbench: error: 3 missing input(s) cannot be fetched offline") and "cifar10, dtd, S" in err[1]
+    assert err[0].startswith(
+        "featbench: to fetch: 2 data sets (cifar10 170.5 MB, dtd 625.2 MB) and 1 checkpoint (S 102.5 MB)"
+    )
+    assert (
+        err[1].startswith("featbench: error: 3 missing input(s) cannot be fetched offline")
+        and "cifar10, dtd, S" in err[1]
+    )
     assert os.listdir(tmp_path) == []
     assert "FEATBENCH_OFFLINE" not in os.environ  # main() leaves the environment as it found it
 
@@ -242,10 +261,19 @@ def test_download_cifar100_then_its_loader_reads_the_unpacked_pickles(tmp_path, 
     data = tmp_path / "data"
     with Loopback({"cifar-100-python.tar.gz": archive}) as server:
         monkeypatch.setenv("FEATBENCH_MIRROR", server.url)
-        assert main(["--registry", registry, "download", "cifar100", "--data-root", str(data)]) == 0, capsys.readouterr().err
-        assert main(["--registry", registry, "download", "cifar100", "--data-root", str(data)]) == 0  # in place: no request
+        assert main(["--registry", registry, "download", "cifar100", "--data-root", str(data)]) == 0, (
+            capsys.readouterr().err
+        )
+        assert (
+            main(["--registry", registry, "download", "cifar100", "--data-root", str(data)]) == 0
+        )  # in place: no request
         assert len(server.requests) == 1
-    assert tree(str(data)) == ["cifar-100-python", "cifar-100-python/meta", "cifar-100-python/test", "cifar-100-python/train"]
+    assert tree(str(data)) == [
+        "cifar-100-python",
+        "cifar-100-python/meta",
+        "cifar-100-python/test",
+        "cifar-100-python/train",
+    ]
     splits = load_plugins(entry_points=[], registry=registry).get_dataset("cifar100").load(str(data))
     assert splits.classes == ("class0", "class1", "class2", "class3") and len(splits.test) == 8
     assert len(splits.train) + len(splits.val) == 12 and splits.train.image(0).size == (32, 32)
