@@ -457,11 +457,30 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _fetch(args, spec, datasets, backbones, weights=None) -> list:
+    """Download what a command needs and this machine lacks (``featbench.inputs.fetch``), its plan and progress
+    on stderr; returns what no script can fetch."""
+    from .inputs.fetch import fetch_inputs
+
+    progress = _Progress(spec.quiet)
+    try:
+        return fetch_inputs(
+            datasets,
+            backbones,
+            registry_path=args.registry,
+            data_root=spec.data_root,
+            cache_dir=spec.cache_dir,
+            weights=weights,
+            listener=progress,
+        )
+    finally:
+        progress.close()
+
+
 def cmd_download(args) -> int:
     from .bench.spec import build_spec, expand_datasets
     from .config import load_registry
     from .errors import DataError, UnknownNameError
-    from .inputs.fetch import fetch_inputs
 
     spec = build_spec(_run_flags(args))
     registry = load_registry(args.registry)
@@ -475,18 +494,7 @@ def cmd_download(args) -> int:
         else:
             valid = [*catalogs["datasets"], *catalogs["backbones"], "paper"]
             raise UnknownNameError("data set or backbone", name, valid)
-    progress = _Progress(spec.quiet)
-    try:
-        manual = fetch_inputs(
-            datasets,
-            backbones,
-            registry_path=args.registry,
-            data_root=spec.data_root,
-            cache_dir=spec.cache_dir,
-            listener=progress,
-        )
-    finally:
-        progress.close()
+    manual = _fetch(args, spec, datasets, backbones)
     fetched = [n for n in datasets + backbones if n not in {m.name for m in manual}]
     if fetched:
         print(f"in place: {', '.join(fetched)}")
@@ -499,7 +507,6 @@ def cmd_download(args) -> int:
 
 def cmd_extract(args) -> int:
     from .bench.spec import build_spec
-    from .inputs.fetch import fetch_inputs
     from .inputs.sources import extract
 
     spec = build_spec(_run_flags(args))
@@ -515,19 +522,8 @@ def cmd_extract(args) -> int:
         batch_size=i.extract_batch_size,
         workers=i.workers,
     )
+    _fetch(args, spec, spec.datasets, spec.backbones, i.weights)
     progress = _Progress(spec.quiet)
-    try:
-        fetch_inputs(
-            spec.datasets,
-            spec.backbones,
-            registry_path=args.registry,
-            data_root=i.data_root,
-            cache_dir=i.cache_dir,
-            weights=i.weights,
-            listener=progress,
-        )
-    finally:
-        progress.close()
     for dataset in spec.datasets:
         try:
             _, _, feats = extract(dataset, list(spec.backbones), listener=progress, **options)

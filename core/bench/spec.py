@@ -43,6 +43,10 @@ PAPER_DATASETS = (
 )  # fmt: skip
 #: ``--grid auto`` (the default without --hp values and --grid): the grid searched on each kind of device.
 AUTO_GRIDS = {"cuda": "paper-auto", "cpu": "quick"}
+GRID_HELP = (
+    "search a named grid from registry.yaml (paper, paper-auto, quick); default without --hp values: auto "
+    "(paper-auto when training on a GPU, quick on the CPU)"
+)
 
 
 @attrs.frozen
@@ -256,12 +260,7 @@ class Compare:
         metavar="[ROW.]KEY=V[,V2...]",
         help="fix a hyper-parameter, or give several values to search; ROW.KEY applies to one row (repeatable)",
     )
-    grid: str | None = option(
-        None,
-        metavar="NAME",
-        help="search a named grid from registry.yaml (paper, paper-auto, quick); default without --hp values: auto "
-        "(paper-auto when training on a GPU, quick on the CPU)",
-    )
+    grid: str | None = option(None, metavar="NAME", help=GRID_HELP)
     no_baseline: bool = option(
         False,
         help="do not train the baseline row none beside the augmenters given with --aug (no Gain row then); by "
