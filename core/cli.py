@@ -457,7 +457,7 @@ def cmd_plot(args) -> int:
     return 0
 
 
-def _fetch(args, spec, datasets, backbones, weights=None) -> list:
+def _fetch(args, spec, datasets, backbones, weights=None, required=()) -> list:
     """Download what a command needs and this machine lacks (``featbench.inputs.fetch``), its plan and progress
     on stderr; returns what no script can fetch."""
     from .inputs.fetch import fetch_inputs
@@ -472,6 +472,7 @@ def _fetch(args, spec, datasets, backbones, weights=None) -> list:
             cache_dir=spec.cache_dir,
             weights=weights,
             listener=progress,
+            required=required,
         )
     finally:
         progress.close()
@@ -522,7 +523,7 @@ def cmd_extract(args) -> int:
         batch_size=i.extract_batch_size,
         workers=i.workers,
     )
-    _fetch(args, spec, spec.datasets, spec.backbones, i.weights)
+    _fetch(args, spec, spec.datasets, spec.backbones, i.weights, required=spec.backbones)
     progress = _Progress(spec.quiet)
     for dataset in spec.datasets:
         try:

@@ -130,8 +130,17 @@ def fetch_inputs_of(spec: RunSpec, registry_path: str | None, listener) -> None:
         return
     from .inputs.fetch import fetch_inputs
 
-    fetch_inputs(image_datasets, spec.backbones, registry_path=registry_path, data_root=spec.data_root,
-                 cache_dir=spec.cache_dir, weights=spec.weights, listener=listener)
+    fetch_inputs(
+        image_datasets,
+        spec.backbones,
+        registry_path=registry_path,
+        data_root=spec.data_root,
+        cache_dir=spec.cache_dir,
+        weights=spec.weights,
+        listener=listener,
+        # a checkpoint every cell needs and no script can fetch stops the run before anything is downloaded
+        required=set.intersection(*(set(b) for b in spec.backbone_sets())),
+    )
 
 
 def prepare_out(path: str | None) -> str | None:

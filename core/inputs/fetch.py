@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import attrs
 
@@ -255,9 +255,10 @@ def plan(items: Sequence[Missing]) -> tuple[str, bool]:
     return line, ok
 
 
-def check_plan(items: Sequence[Missing], listener: ExtractListener) -> None:
-    """Say the plan line when something is to be downloaded; refuse (a one-line error) when offline or when
-    the disk is too small."""
+def check_plan(items: Sequence[Missing], listener: ExtractListener, required: Collection[str] = ()) -> None:
+    """Say the plan line when something is to be downloaded; refuse (a one-line error) when offline, when a
+    ``required`` checkpoint (one every result needs) is missing and no script can fetch it (downloading the
+    rest would be wasted), or when the disk is too small."""
     fetchable = [m for m in items if m.fetchable]
     if not fetchable:  # nothing to download: whoever needs a manual item says what to do about it
         return
@@ -269,6 +270,13 @@ def check_plan(items: Sequence[Missing], listener: ExtractListener) -> None:
             + ", ".join(m.name for m in fetchable),
             "run `featbench download NAME,...` on a machine with a network and copy the data root and "
             f"cache here, or unset {OFFLINE_ENV}",
+        )
+    manual = [m for m in items if m.kind == "checkpoint" and not m.fetchable and m.name in required]
+    if manual:
+        m = manual[0]
+        raise DataError(
+            f"checkpoint {m.name} is missing and no script can fetch it, so nothing was downloaded",
+            f"{m.manual}, or pass --weights {m.name}=FILE",
         )
     if not ok:
         raise DataError(
@@ -286,10 +294,11 @@ def fetch_inputs(
     cache_dir: str | None = None,
     weights: Mapping[str, str] | None = None,
     listener: ExtractListener | None = None,
+    required: Collection[str] = (),
 ) -> list[Missing]:
     """Fetch the catalog data sets and registry checkpoints among these names that are not on this machine
-    (after the plan line, refused offline or when the disk is short); returns the missing items no script
-    can fetch (their loaders say what to do about them)."""
+    (after the plan line; refused as :func:`check_plan` says); returns the missing items no script can fetch
+    (their loaders say what to do about them)."""
     from ..config import load_registry
     from .cache import default_cache_dir
     from .datasets import default_data_root
@@ -301,13 +310,15 @@ def fetch_inputs(
         registry, list(backbones), cache, dict(weights or {})
     )
     if items:
-        fetch_missing(items, listener or ExtractListener(), registry=registry)
+        fetch_missing(items, listener or ExtractListener(), registry=registry, required=required)
     return [m for m in items if not m.fetchable]
 
 
-def fetch_missing(items: Sequence[Missing], listener: ExtractListener, registry: Mapping | None = None) -> None:
+def fetch_missing(
+    items: Sequence[Missing], listener: ExtractListener, registry: Mapping | None = None, required: Collection[str] = ()
+) -> None:
     """Plan (:func:`check_plan`), then fetch, verify and place every fetchable item."""
-    check_plan(items, listener)
+    check_plan(items, listener, required)
     for m in items:
         if not m.fetchable:
             continue

@@ -348,3 +348,33 @@ def test_a_checkpoint_file_name_outside_the_cache_is_refused(tmp_path, file):
     registry = {"backbones": {"X": {"url": "https://example.org/x.pth", "file": file}}}
     with pytest.raises(ConfigError, match="outside the weights cache"):
         missing_checkpoints(registry, ["X"], str(tmp_path), {})
+
+
+def test_a_run_missing_a_checkpoint_no_script_fetches_downloads_nothing(tmp_path, monkeypatch, capsys):
+    with Loopback({"cifar-10-python.tar.gz": b"x"}) as server:
+        monkeypatch.setenv("FEATBENCH_MIRROR", server.url)
+        code = main(
+            [
+                "run",
+                "--aug",
+                "sea",
+                "--backbones",
+                "S,C",
+                "--dataset",
+                "cifar10",
+                "--data-root",
+                str(tmp_path / "d"),
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        assert server.requests == []
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(
+        "featbench: error: checkpoint C is missing and no script can fetch it, so nothing was downloaded"
+    )
+    assert "drive.google.com" in err[0] and "--weights C=FILE" in err[0]
+    assert os.listdir(tmp_path) == []
