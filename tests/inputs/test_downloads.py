@@ -185,17 +185,7 @@ def test_too_little_disk_gives_one_line_before_any_byte_is_fetched(tmp_path, mon
 def test_download_offline_lists_what_is_missing_and_connects_nowhere(tmp_path, monkeypatch, capsys):
     with Loopback({}) as server:
         monkeypatch.setenv("FEATBENCH_MIRROR", server.url)
-        code = main(
-            [
-                "--offline",
-                "download",
-                "cifar10,dtd,S",
-                "--data-root",
-                str(tmp_path / "d"),
-                "--cache-dir",
-                str(tmp_path / "c"),
-            ]
-        )
+        code = main(f"--offline download cifar10,dtd,S --data-root {tmp_path / 'd'} --cache-dir {tmp_path / 'c'}".split())
         assert server.requests == []
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 2
@@ -353,23 +343,8 @@ def test_a_checkpoint_file_name_outside_the_cache_is_refused(tmp_path, file):
 def test_a_run_missing_a_checkpoint_no_script_fetches_downloads_nothing(tmp_path, monkeypatch, capsys):
     with Loopback({"cifar-10-python.tar.gz": b"x"}) as server:
         monkeypatch.setenv("FEATBENCH_MIRROR", server.url)
-        code = main(
-            [
-                "run",
-                "--aug",
-                "sea",
-                "--backbones",
-                "S,C",
-                "--dataset",
-                "cifar10",
-                "--data-root",
-                str(tmp_path / "d"),
-                "--cache-dir",
-                str(tmp_path / "c"),
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
+        args = f"run --aug sea --backbones S,C --dataset cifar10 --data-root {tmp_path / 'd'} --cache-dir {tmp_path / 'c'}"
+        code = main([*args.split(), "--out", str(tmp_path / "o")])
         assert server.requests == []
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 1, err
