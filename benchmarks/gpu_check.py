@@ -288,8 +288,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--grid-epochs", type=int, default=3, help="timed epochs of the stack (after 2)")
     ap.add_argument("--main", choices=("auto", "readme", "digits"), default="auto", help="which main job (auto: README's if its backbones are installed)")
     ap.add_argument("--phases", default="tests,single,reference,grid,main", help="comma-separated subset to run")
-    ap.add_argument("--tests-timeout", type=float, default=240.0)
-    ap.add_argument("--main-timeout", type=float, default=240.0)
+    ap.add_argument("--budget", type=float, default=420.0, help="seconds after which the phases not yet started are skipped")
+    ap.add_argument("--tests-timeout", type=float, default=200.0, help="seconds the cuda tests may take")
+    ap.add_argument("--main-timeout", type=float, default=150.0, help="seconds the main job may take")
     return ap.parse_args(argv)
 
 
@@ -323,6 +324,11 @@ def main(argv=None) -> int:
         for name in phases:
             t0 = time.perf_counter()
             print(f"## {name}", flush=True)
+            if t0 - start > ARGS.budget:
+                rep.add(Figure(name, "phase not run", "out of time", status="skipped",
+                               note=f"{t0 - start:.0f} s spent, --budget {ARGS.budget:g} s"))
+                rep.write()
+                continue
             try:
                 if name == "tests":
                     phase_tests(rep)
