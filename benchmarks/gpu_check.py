@@ -119,7 +119,12 @@ def sync(device) -> None:
 
 
 def timed(fn):
-    """(seconds, result) of ``fn()``, device work included."""
+    """(seconds, result) of ``fn()``, device work included; the allocator's cache is emptied first, so the
+    trainer's memory plan (from the driver's free memory) is the same in every run."""
+    if ARGS.cuda:
+        import torch
+
+        torch.cuda.empty_cache()
     t0 = time.perf_counter()
     out = fn()
     sync(ARGS.device)

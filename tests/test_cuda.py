@@ -125,6 +125,16 @@ def test_reduced_precision_stays_within_a_tenth_of_a_point_of_fp32(variant):
     assert float(np.abs(acc[1] - acc[0]).max()) <= 0.1, (variant, acc)
 
 
+def test_features_already_on_the_device_are_used_in_place():
+    from featbench.storage import place_features
+
+    x = torch.as_tensor(SMALL["train_x"]).half().to(DEVICE)
+    placed = place_features(x, DEVICE)
+    assert placed.data_ptr() == x.data_ptr() and placed.dtype == torch.float16
+    x32 = torch.as_tensor(SMALL["train_x"]).to(DEVICE)
+    assert place_features(x32, f"{DEVICE}:{torch.cuda.current_device()}").data_ptr() == x32.data_ptr()
+
+
 def test_matmul_precision_is_restored_after_training():
     before = torch.backends.cuda.matmul.fp32_precision
     train(SeA, sea_grid()[:2], SMALL, matmul="tf32")
