@@ -33,7 +33,7 @@ from featbench.train import TrainSettings, predict, train_heads
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 DEVICE = "cuda"
-CPU_TOLERANCE_POINTS = 0.5  # CUDA vs CPU test accuracy, in points (2 of the 400 test examples)
+CPU_TOLERANCE_POINTS = 0.5  # CUDA vs CPU test accuracy, in points (2 of the 400 test examples; validation: twice that)
 
 
 @functools.lru_cache(maxsize=1)
@@ -80,17 +80,17 @@ def test_cuda_and_cpu_choose_the_same_configuration_and_agree_on_test_accuracy()
     from featbench.features import FeatureSet
     from featbench.protocol import run_cell
 
-    data = make_blobs(n_train=300, n_val=100, n_test=400, d=32, C=4, seed=4, spread=0.9)
+    data = make_blobs(n_train=300, n_val=200, n_test=400, d=32, C=4, seed=4, spread=0.9)
     fs = FeatureSet(name="blobs", train_x=data["train_x"], train_y=data["train_y"], val_x=data["val_x"], val_y=data["val_y"],
                     test_x=data["test_x"], test_y=data["test_y"], num_classes=4)
     params = hparams_for(SmoothedHinge, SeA)
-    configs = expand_grid(params, {"lr": [0.01, 0.2, 1.0], "eta": [0.0, 0.4], "alpha": [0.05]})
+    configs = expand_grid(params, {"lr": [0.01, 0.5], "eta": [0.0, 0.8], "alpha": [0.05]})  # on the CPU: best 17 points ahead
     cells = {dev: run_cell(fs, "sea", SeA, "hinge", SmoothedHinge(), params, configs,
                            TrainSettings(epochs=4, batch_size=32, seed=7, device=dev)) for dev in ("cpu", DEVICE)}
     cpu, gpu = cells["cpu"], cells[DEVICE]
     assert gpu.hp == cpu.hp
     assert abs(gpu.value - cpu.value) <= CPU_TOLERANCE_POINTS, (gpu.value, cpu.value)
-    assert np.allclose(gpu.val_scores, cpu.val_scores, atol=CPU_TOLERANCE_POINTS)
+    assert np.allclose(gpu.val_scores, cpu.val_scores, atol=2 * CPU_TOLERANCE_POINTS)  # 2 of the 200 validation examples
 
 
 @pytest.mark.parametrize("aug", [SeA, NoAugmentation])
