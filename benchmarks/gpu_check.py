@@ -103,8 +103,8 @@ def judged(value: float, limit: float, judge: bool) -> str:
 
 def accuracy(weight, data: dict) -> np.ndarray:
     """Test top-1 (%) of every head of ``weight`` (K, C, d) or (C, d), predicted on the device, 64 heads at a time."""
-    from featbench import metrics
-    from featbench.train import predict
+    from featbench.training import metrics
+    from featbench.training.trainer import predict
 
     w = weight if weight.dim() == 3 else weight[None]
     pred = np.concatenate([predict(w[k:k + 64], data["test_x"], ARGS.device) for k in range(0, w.shape[0], 64)])
@@ -158,7 +158,7 @@ def phase_single(rep: Report, data: dict, size: Size) -> None:
     """One SeA configuration, fast settings (--matmul, CUDA graphs on CUDA): the < 1 s target."""
     from featbench.plugins.losses import SmoothedHinge
     from featbench.plugins.sea import SeA
-    from featbench.train import TrainSettings, train_heads
+    from featbench.training.trainer import TrainSettings, train_heads
 
     def run(epochs: int, **kw):
         s = TrainSettings(epochs=epochs, batch_size=size.b, seed=ARGS.seed, device=ARGS.device, **{**FAST, **kw})
@@ -184,7 +184,7 @@ def phase_reference(rep: Report, data: dict, size: Size) -> None:
 
     from featbench.plugins.losses import SmoothedHinge
     from featbench.plugins.sea import SeA
-    from featbench.train import TrainSettings, train_heads
+    from featbench.training.trainer import TrainSettings, train_heads
 
     def reference(epochs: int):
         return train_reference(data["train_x"], data["train_y"], size.C, epochs=epochs, batch_size=size.b, seed=ARGS.seed,
@@ -218,7 +218,7 @@ def phase_grid(rep: Report, data: dict, size: Size) -> None:
     """K paper-grid configurations as one stack; per-epoch cost from a 2-epoch and a (2 + m)-epoch run."""
     from featbench.plugins.losses import SmoothedHinge
     from featbench.plugins.sea import SeA
-    from featbench.train import TrainSettings, train_heads
+    from featbench.training.trainer import TrainSettings, train_heads
 
     configs = grid_configs(PAPER_GRID)
     K = min(ARGS.grid_heads, len(configs))
@@ -308,7 +308,7 @@ def main(argv=None) -> int:
     ARGS = parse(argv)
     import torch
 
-    from featbench.runner import environment
+    from featbench.bench.driver import environment
 
     ARGS.cuda = ARGS.device.startswith("cuda")
     if ARGS.cuda and not torch.cuda.is_available():

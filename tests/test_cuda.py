@@ -23,12 +23,12 @@ import pytest
 import torch
 
 from conftest import make_blobs
-from featbench import metrics
-from featbench.grid import expand_grid, hparams_for
+from featbench.training import metrics
+from featbench.training.grid import expand_grid, hparams_for
 from featbench.plugins.baseline import NoAugmentation
 from featbench.plugins.losses import SmoothedHinge
 from featbench.plugins.sea import SeA
-from featbench.train import TrainSettings, predict, train_heads
+from featbench.training.trainer import TrainSettings, predict, train_heads
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -64,7 +64,7 @@ SMALL = make_blobs(n_train=150, n_test=100, d=24, C=4, seed=2, spread=0.7)  # 15
 @pytest.mark.parametrize("name", sorted(builtin_augmenters()))
 def test_k_heads_together_equal_k_single_runs_on_cuda(name):
     from method_utils import configs_for
-    from test_methods_contract import VARIATIONS
+    from method_utils import VARIATIONS
 
     aug = builtin_augmenters()[name]
     a, b = VARIATIONS[name]
@@ -77,8 +77,8 @@ def test_k_heads_together_equal_k_single_runs_on_cuda(name):
 
 
 def test_cuda_and_cpu_choose_the_same_configuration_and_agree_on_test_accuracy():
-    from featbench.features import FeatureSet
-    from featbench.protocol import run_cell
+    from featbench.inputs.features import FeatureSet
+    from featbench.training.protocol import run_cell
 
     data = make_blobs(n_train=300, n_val=200, n_test=400, d=32, C=4, seed=4, spread=0.9)
     fs = FeatureSet(name="blobs", train_x=data["train_x"], train_y=data["train_y"], val_x=data["val_x"], val_y=data["val_y"],
@@ -126,7 +126,7 @@ def test_reduced_precision_stays_within_a_tenth_of_a_point_of_fp32(variant):
 
 
 def test_features_already_on_the_device_are_used_in_place():
-    from featbench.storage import place_features
+    from featbench.training.storage import place_features
 
     x = torch.as_tensor(SMALL["train_x"]).half().to(DEVICE)
     placed = place_features(x, DEVICE)
@@ -142,7 +142,7 @@ def test_matmul_precision_is_restored_after_training():
 
 
 def graph_safe_builtins() -> list[str]:
-    from featbench.cudagraph import graph_safe
+    from featbench.training.cudagraph import graph_safe
 
     names = [n for n, cls in builtin_augmenters().items() if graph_safe(cls.__new__(cls))]
     assert {"none", "sea"} <= set(names)
@@ -157,7 +157,7 @@ def test_no_host_synchronisation_inside_an_epoch(name, cuda_graphs):
     starts after the capture (``torch.cuda.graph`` itself synchronises), covering replays."""
     aug = builtin_augmenters()[name]
     from method_utils import configs_for
-    from test_methods_contract import VARIATIONS
+    from method_utils import VARIATIONS
 
     a, b = VARIATIONS[name]
     configs = configs_for(aug, None, {**a, "lr": 1.0}, {**b, "lr": 0.5}, {**b, "lr": 2.0, "eta": 0.0} if "eta" in b else b)
@@ -184,8 +184,8 @@ def test_no_host_synchronisation_inside_an_epoch(name, cuda_graphs):
 def test_extraction_on_cuda_matches_the_cpu_features():
     import torchvision
 
-    from featbench.datasets import ArrayImages
-    from featbench.extract import ExtractSettings, extract_array
+    from featbench.inputs.datasets import ArrayImages
+    from featbench.inputs.extract import ExtractSettings, extract_array
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=10)
