@@ -28,11 +28,16 @@ if [ "$have_pip" = 1 ]; then
   if [ ${#runtime[@]} -gt 0 ]; then
     "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" --upgrade "${runtime[@]}"
   fi
+  # built from a clean copy of the sources: a build/ folder left in the checkout could add stale modules
+  src=$(mktemp -d)
+  trap 'rm -rf "$src"' EXIT
+  cp -r pyproject.toml README.md registry.yaml core plugins "$src"/  # core/registry.yaml links to ../registry.yaml
+  cp LICEN[CS]E* "$src"/ 2>/dev/null || true
   if ls .whl/setuptools-*.whl >/dev/null 2>&1; then
     # isolated build: pip installs the build requirement (setuptools) from .whl/ into a throw-away env
-    "$PY" -m pip install --quiet --no-index --find-links .whl --no-deps --target "$SITE" --upgrade .
+    "$PY" -m pip install --quiet --no-index --find-links "$PWD/.whl" --no-deps --target "$SITE" --upgrade "$src"
   else
-    "$PY" -m pip install --quiet --no-index --no-build-isolation --no-deps --target "$SITE" --upgrade .
+    "$PY" -m pip install --quiet --no-index --no-build-isolation --no-deps --target "$SITE" --upgrade "$src"
   fi
 else
   echo "gpu_setup: no pip for $PY: unpacking the wheels and laying featbench out by hand" >&2
@@ -42,8 +47,9 @@ import os, shutil, sys, tomllib, zipfile
 site, wheels = sys.argv[1], sys.argv[2:]
 for w in wheels:
     zipfile.ZipFile(w).extractall(site)
-for name in ("featbench", "featbench-0.1.0.dist-info"):
-    shutil.rmtree(os.path.join(site, name), ignore_errors=True)
+for name in os.listdir(site):
+    if name == "featbench" or (name.startswith("featbench-") and name.endswith(".dist-info")):
+        shutil.rmtree(os.path.join(site, name))
 ignore = shutil.ignore_patterns("__pycache__")
 shutil.copytree("core", os.path.join(site, "featbench"), ignore=ignore)
 shutil.copytree("plugins", os.path.join(site, "featbench", "plugins"), ignore=ignore)
