@@ -270,10 +270,11 @@ def phase_main(rep: Report, workdir: str) -> None:
         return
     out = json.loads(proc.stdout)
     device = out["versions"].get("device", "?")
-    values = ", ".join(f"{r['augmenter']} {r['value']:.2f}" for r in out["results"])
+    values = ", ".join(f"{r['augmenter']} " + ("diverged" if r["value"] is None else f"{r['value']:.2f}") for r in out["results"])
     ok = device.startswith("cuda") if ARGS.cuda else device == "cpu"
     rep.add(Figure("main", f"{what} on {device}", wall, "s", "runs on the device", "pass" if ok else "fail",
                    note=f"test {values}; {out['cells']}"))
+    rep.meta["main_job"] = {"command": cmd[1:], "results": out["results"], "gains": out.get("gains"), "versions": out["versions"]}
 
 
 # ---- driver ---------------------------------------------------------------------------------------
