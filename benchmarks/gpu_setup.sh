@@ -33,7 +33,8 @@ if [ "$have_pip" = 1 ]; then
   trap 'rm -rf "$src"' EXIT
   cp -r pyproject.toml README.md registry.yaml core plugins "$src"/  # core/registry.yaml links to ../registry.yaml
   cp LICEN[CS]E* "$src"/ 2>/dev/null || true
-  if ls .whl/setuptools-*.whl >/dev/null 2>&1; then
+  build_req=(.whl/setuptools-*.whl)  # empty without the wheel (nullglob)
+  if [ ${#build_req[@]} -gt 0 ]; then
     # isolated build: pip installs the build requirement (setuptools) from .whl/ into a throw-away env
     "$PY" -m pip install --quiet --no-index --find-links "$PWD/.whl" --no-deps --target "$SITE" --upgrade "$src"
   else

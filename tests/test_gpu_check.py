@@ -51,3 +51,18 @@ def test_cuda_without_a_gpu_is_one_clear_line():
     proc = subprocess.run([sys.executable, SCRIPT, "--device", "cuda"], env=cli_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().count("\n") == 0 and "no CUDA device" in proc.stderr and "--device cpu" in proc.stderr
+
+
+def test_gpu_setup_lays_featbench_out_in_a_site_directory_without_pip(tmp_path):
+    """The fallback of benchmarks/gpu_setup.sh for a machine without pip: featbench is importable from the site
+    alone (package-dir mapping, registry.yaml, plugins) and nothing is written into the checkout."""
+    site = tmp_path / "site"
+    before = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=ROOT, capture_output=True, text=True).stdout
+    proc = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_setup.sh"), str(site)], capture_output=True, text=True,
+                          env={**cli_env(), "FEATBENCH_SETUP_NO_PIP": "1", "PYTHON": sys.executable}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"from {site}/featbench" in proc.stdout and "augmenter  sea " in proc.stdout
+    assert (site / "featbench" / "registry.yaml").is_file() and (site / "featbench" / "plugins" / "sea.py").is_file()
+    assert (site / "featbench" / "training" / "trainer.py").is_file()
+    after = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert after == before
