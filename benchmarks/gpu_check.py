@@ -131,6 +131,36 @@ def timed(fn):
     return time.perf_counter() - t0, out
 
 
+def with_fallback(rep: Report, phase: str, run):
+    """``run()`` with the fast settings. When it raises with CUDA graphs on (then: with a reduced matmul
+    precision; on running out of device memory: with whole stacks at once), the error is recorded as a row
+    of its own, that option is turned off for the rest of the check, and the run is repeated, so one failing
+    option does not cost the figures."""
+    import torch
+
+    while True:
+        try:
+            return run()
+        except Exception as exc:
+            if isinstance(exc, torch.cuda.OutOfMemoryError) and not FAST.get("max_heads"):
+                what, FAST["max_heads"] = "stepping all heads at once", 216
+            elif FAST["cuda_graphs"]:
+                what, FAST["cuda_graphs"] = "CUDA graphs", False
+            elif FAST["matmul"] != "fp32":
+                what, FAST["matmul"] = f"matmul {FAST['matmul']}", "fp32"
+            else:
+                raise
+            traceback.print_exc()
+            if ARGS.cuda:
+                torch.cuda.empty_cache()
+            rep.add(Figure(phase, f"{what} failed: off for the rest of the check", first_line(exc), status="error"))
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
 # ---- phases ---------------------------------------------------------------------------------------
 
 
@@ -164,8 +194,8 @@ def phase_single(rep: Report, data: dict, size: Size) -> None:
         s = TrainSettings(epochs=epochs, batch_size=size.b, seed=ARGS.seed, device=ARGS.device, **{**FAST, **kw})
         return train_heads(data["train_x"], data["train_y"], size.C, SeA, SmoothedHinge(), [OFFICIAL], s)
 
-    timed(lambda: run(2))  # warm-up: CUDA context, cuBLAS handles, graph capture path
-    wall, res = timed(lambda: run(size.epochs))
+    timed(lambda: with_fallback(rep, "single", lambda: run(2)))  # warm-up: CUDA context, cuBLAS handles, graph capture path
+    wall, res = timed(lambda: with_fallback(rep, "single", lambda: run(size.epochs)))
     acc = float(accuracy(res.weight, data)[0])
     rep.add(Figure("single", f"one SeA configuration, {size.epochs} epochs, {FAST['matmul']}"
                    + (", CUDA graphs" if FAST["cuda_graphs"] else ""), wall, "s", f"< {SINGLE_TARGET_S:g} s",
@@ -229,8 +259,8 @@ def phase_grid(rep: Report, data: dict, size: Size) -> None:
         return train_heads(data["train_x"], data["train_y"], size.C, SeA, SmoothedHinge(), picked, s)
 
     m = ARGS.grid_epochs
-    short, _ = timed(lambda: run(2))
-    long, res = timed(lambda: run(2 + m))
+    short, _ = timed(lambda: with_fallback(rep, "grid", lambda: run(2)))
+    long, res = timed(lambda: with_fallback(rep, "grid", lambda: run(2 + m)))
     per_epoch = max(long - short, 0.0) / m
     stack = short + (size.epochs - 2) * per_epoch
     grid = stack * PAPER_GRID / K
@@ -351,8 +381,7 @@ def main(argv=None) -> int:
                 else:
                     raise ValueError(f"unknown phase {name!r} (choose from tests, single, reference, grid, main)")
             except Exception as exc:  # one phase's failure must not lose the others' figures
-                rep.add(Figure(name, "phase failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300],
-                               status="error", note=traceback.format_exc().strip().splitlines()[-1][:200]))
+                rep.add(Figure(name, "phase failed", first_line(exc), status="error"))
                 traceback.print_exc()
             print(f"({name}: {time.perf_counter() - t0:.1f} s)", flush=True)
             rep.meta["wall_s"] = time.perf_counter() - start

@@ -36,14 +36,18 @@ def test_tiny_cpu_walk_runs_every_phase_and_writes_the_figures(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["gpu_check.json"]  # nothing else written where it was run
 
 
-def test_a_failing_phase_is_recorded_and_the_others_still_run(tmp_path):
+def test_a_failing_phase_or_fast_option_is_recorded_and_the_figures_still_come(tmp_path):
+    """An unknown phase fails alone; a fast option that raises (tf32 on a CPU) is recorded, turned off for the
+    rest of the check, and the run repeated without it."""
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, SCRIPT, "--tiny", "--device", "cpu", "--json", str(out), "--phases", "bogus,single"],
-                          cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, SCRIPT, "--tiny", "--device", "cpu", "--json", str(out), "--phases", "bogus,single",
+                           "--matmul", "tf32"], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     figures = json.loads(out.read_text())["figures"]
-    assert [(f["phase"], f["status"]) for f in figures] == [("bogus", "error"), ("single", "info")]
+    assert [(f["phase"], f["status"]) for f in figures] == [("bogus", "error"), ("single", "error"), ("single", "info")]
     assert "unknown phase" in figures[0]["value"]
+    assert figures[1]["name"].startswith("matmul tf32 failed") and "not available on cpu" in figures[1]["value"]
+    assert "fp32" in figures[2]["name"] and figures[2]["value"] > 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
