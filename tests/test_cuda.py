@@ -5,8 +5,9 @@ no GPU, only collects them); ``python -m pytest -m cuda`` runs them on a GPU mac
 ``benchmarks/gpu_check.py`` does so first. Nothing here downloads anything: the backbone is a torchvision
 ResNet-18 with random weights. Data is tiny (seconds per test).
 
-Tolerances, stated once: K heads together vs K single runs, CUDA graphs vs eager: ``atol 2e-5 * max|W|``
-(float32 rounding of differently shaped GEMMs); CUDA vs CPU: the same chosen configuration and test
+Tolerances, stated once: K heads together vs K single runs, CUDA graphs vs eager: ``max|dW| <= 1e-4 * max|W|``
+(float32 rounding: cuBLAS may pick other kernels for other shapes, and SeA's sharp softmax amplifies
+the last bits; a wrong step differs by O(1)); CUDA vs CPU: the same chosen configuration and test
 accuracy within ``CPU_TOLERANCE_POINTS``; tf32 matmul and bf16 feature storage vs fp32: every
 configuration's test top-1 within 0.1 point (the issue's bound) on a 4,000-example test set; extraction
 under AMP (float16) vs the CPU's float32: cosine >= 0.999 per row.
@@ -49,7 +50,7 @@ def sea_grid():
     return expand_grid(hparams_for(SmoothedHinge, SeA), {"lr": [0.5, 2.0], "eta": [0.0, 0.8], "alpha": [0.0, 0.02]})
 
 
-def close(a, b, rel: float = 2e-5) -> bool:
+def close(a, b, rel: float = 1e-4) -> bool:
     return float((a - b).abs().max()) <= rel * float(b.abs().max())
 
 
