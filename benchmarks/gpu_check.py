@@ -156,6 +156,17 @@ def with_fallback(rep: Report, phase: str, run):
             rep.add(Figure(phase, f"{what} failed: off for the rest of the check", first_line(exc), status="error"))
 
 
+def count_kernels(fn) -> int:
+    """CUDA kernels ``fn()`` launches (torch.profiler)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
@@ -201,6 +212,14 @@ def phase_single(rep: Report, data: dict, size: Size) -> None:
                    + (", CUDA graphs" if FAST["cuda_graphs"] else ""), wall, "s", f"< {SINGLE_TARGET_S:g} s",
                    judged(wall, SINGLE_TARGET_S, JUDGE), note=f"test top-1 {acc:.2f}, diverged {res.diverged[0]}"))
     RESULTS["single_wall"] = wall
+    steps = size.epochs * -(-size.n // size.b)
+    rep.add(Figure("single", "time per training step", wall / steps * 1e6, "us", note=f"{steps} steps"))
+    if ARGS.cuda:
+        try:  # what bounds the step: kernels launched per step (one eager epoch, setup included)
+            kernels = count_kernels(lambda: run(1, cuda_graphs=False))
+            rep.add(Figure("single", "CUDA kernels per step (eager epoch)", kernels / (steps / size.epochs)))
+        except Exception as exc:  # a diagnostic: its absence costs no target
+            rep.add(Figure("single", "CUDA kernels per step (eager epoch)", first_line(exc), status="skipped"))
     if FAST["matmul"] != "fp32":  # what the reduced precision buys
         wall32, res32 = timed(lambda: run(size.epochs, matmul="fp32"))
         rep.add(Figure("single", "the same in fp32" + (", CUDA graphs" if FAST["cuda_graphs"] else ""), wall32, "s",
