@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--matmul", default="fp32")
     ap.add_argument("--cuda-graphs", action="store_true", help="featbench replays epochs as CUDA graphs (GPU only)")
-    ap.add_argument("--max-heads", type=int, default=0, help="heads stepped at a time (0: as many as fit)")
+    ap.add_argument("--heads-per-chunk", type=int, default=0, help="heads stepped at a time (0: as many as fit)")
     args = ap.parse_args()
     set_threads(args.threads)
     size = size_from_args(args)
@@ -87,7 +87,7 @@ def main() -> None:
 
     alternate({"warm-up": featbench_run(data, size, configs[:2], 1, **opts),
                "warm-up reference": reference_run(data, size, configs[-1], 1, args.device)}, 1)
-    stack = alternate({"together": featbench_run(data, size, configs, max_heads=args.max_heads, **opts)}, 1)["together"]
+    stack = alternate({"together": featbench_run(data, size, configs, heads_per_chunk=args.heads_per_chunk, **opts)}, 1)["together"]
     acc_stack = top1(stack.result.cpu(), data["test_x"], data["test_y"])
 
     zero = [i for i, c in enumerate(configs) if c["eta"] == 0]

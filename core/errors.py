@@ -57,6 +57,10 @@ class DataError(FeatbenchError):
     """Feature files or labels that cannot be used as given."""
 
 
+class WeightsUnavailableError(DataError):
+    """A backbone's weights are not on this machine and cannot be fetched."""
+
+
 class ConfigError(FeatbenchError):
     """Invalid hyper-parameters, flags or configuration files."""
 

@@ -14,7 +14,7 @@ import importlib.util
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from types import ModuleType
 from typing import Any
@@ -109,10 +109,12 @@ class PluginRecipe:
     local_modules: tuple[str, ...]
     disabled: tuple[str, ...]
     strict: bool
+    registry: str | None = None  # the registry.yaml whose catalogs the hooks got (None: the packaged one)
 
     def load(self) -> PluginHost:
         return load_plugins(builtins=self.builtins, entry_points=None if self.entry_points is None else list(self.entry_points),
-                            local_modules=self.local_modules, disabled=self.disabled, strict=self.strict)
+                            local_modules=self.local_modules, disabled=self.disabled, strict=self.strict,
+                            registry=self.registry)
 
 
 class PluginHost:
@@ -122,6 +124,7 @@ class PluginHost:
         self.pm = pm
         self.strict = strict
         self.recipe: PluginRecipe | None = None  # set by load_plugins
+        self.registry_path: str | None = None  # --registry (None: the packaged registry.yaml)
         self.failures: list[LoadFailure] = []
         self.providers: dict[str, Provider] = {}
         self.augmenters: Catalog = Catalog("augmenter", _check_class("FeatureAugmenter", "augmenter"))
@@ -179,26 +182,35 @@ class PluginHost:
                 continue
             self.register_module(obj, ep.name, dist)
 
-    def build_catalogs(self) -> None:
+    def build_catalogs(self, registry_file: Mapping | None = None) -> None:
+        """Call every plugin's registration hooks, one plugin at a time through pluggy (so that
+        ``FEATBENCH_TRACE_PLUGINS`` traces them), with the registry.yaml catalog ``registry_file`` as the
+        ``catalog`` argument of the hooks that take one."""
+        others = [p for p in self.pm.get_plugins()]
         for hook_name, kind in CATALOG_HOOKS.items():
             catalog = self.catalog(kind)
             hook = getattr(self.pm.hook, hook_name)
+            takes_catalog = "catalog" in hook.spec.argnames
             # In registration order: built-ins first, then entry points, then -p modules.
             for impl in hook.get_hookimpls():
                 provider = self.providers.get(impl.plugin_name, Provider(impl.plugin_name, "?"))
                 registry = Registry(catalog, provider)
                 try:
-                    returned = impl.function(registry=registry)
-                    if returned is not None:
+                    if takes_catalog and registry_file is None:
+                        from .config import load_registry
+
+                        registry_file = load_registry(self.registry_path)
+                    caller = self.pm.subset_hook_caller(hook_name, [p for p in others if p is not impl.plugin])
+                    returned = caller(registry=registry, **({"catalog": registry_file} if takes_catalog else {}))
+                    returned = [r for r in returned if r is not None]
+                    if returned:
                         raise PluginError(f"plugin {provider.plugin!r} (distribution {provider.dist!r}): {hook_name} returned "
-                                          f"a {type(returned).__name__}, which featbench ignores",
+                                          f"a {type(returned[0]).__name__}, which featbench ignores",
                                           f"call registry.add(name, obj) for each {kind} and return nothing")
                 except Exception as exc:
                     for name in registry.added:  # keep nothing half-registered
                         catalog._entries.pop(name, None)
                     self._fail(provider.plugin, provider.dist, exc)
-
-    # ---- façade ------------------------------------------------------------------------------
 
     def catalog(self, kind: str) -> Catalog:
         return {"augmenter": self.augmenters, "loss": self.losses, "backbone": self.backbones, "dataset": self.datasets}[kind]
@@ -283,6 +295,7 @@ def load_plugins(
     disabled: Sequence[str] = (),
     strict: bool | None = None,
     builtins: Sequence[str] | None = None,
+    registry: str | None = None,
 ) -> PluginHost:
     """Build a fresh plugin manager and its catalogs.
 
@@ -292,12 +305,15 @@ def load_plugins(
     :param disabled: plugin or distribution names to skip (also ``FEATBENCH_DISABLE_PLUGINS=a,b``).
     :param strict: re-raise plugin errors (default: ``FEATBENCH_STRICT_PLUGINS``).
     :param builtins: built-in module names (default: ``featbench.plugins.BUILTIN_PLUGINS``).
+    :param registry: the registry.yaml whose catalogs the backbone and data-set hooks get (``--registry``;
+        default: the packaged one).
     """
     if strict is None:
         strict = _env_flag("FEATBENCH_STRICT_PLUGINS")
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     host = PluginHost(pm, strict)
+    host.registry_path = registry
     blocked = set(disabled) | set(_env_list("FEATBENCH_DISABLE_PLUGINS"))
     for name in blocked:
         pm.set_blocked(name)
@@ -319,7 +335,7 @@ def load_plugins(
         pm.enable_tracing()
     host.build_catalogs()
     host.recipe = PluginRecipe(tuple(builtins), recipe_entry_points, tuple(_local_spec(m) for m in local_modules),
-                               tuple(sorted(blocked)), strict)
+                               tuple(sorted(blocked)), strict, registry)
     return host
 
 

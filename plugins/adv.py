@@ -12,9 +12,8 @@ step along the exact gradient raises the loss at the maximal rate, so Adv needs 
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import FLAG_CHOICES, Augmented, Batch, FeatureAugmenter, HParam, Targets, hp_column, per_head
-from featbench.plugins.sea import feature_gradients, normalize_rows, push_along
+from featbench.api import (FLAG_CHOICES, Augmented, Batch, FeatureAugmenter, HParam, Targets, feature_gradients, hookimpl,
+                           hp_column, normalize_rows, per_head, push_along)
 
 
 def adversarial_step(x, grad, eta, normalize: bool = True):

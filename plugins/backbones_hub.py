@@ -14,10 +14,8 @@ import math
 import os
 import sys
 
-from featbench import hookimpl
-from featbench.api import BackboneSpec, ConversionRule, Preprocess, ResolvedWeights
-from featbench.errors import UnknownNameError
-from featbench.inputs.weights import WeightsUnavailableError, load_into
+from featbench.api import BackboneSpec, ConversionRule, Preprocess, ResolvedWeights, hookimpl, load_into
+from featbench.errors import UnknownNameError, WeightsUnavailableError
 
 # ---- timm --------------------------------------------------------------------------------------------
 

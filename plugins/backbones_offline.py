@@ -16,10 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from featbench import hookimpl
-from featbench.api import BackboneSpec, Preprocess, ResolvedWeights
+from featbench.api import BackboneSpec, Preprocess, ResolvedWeights, hookimpl, load_into, registry_backbones
 from featbench.errors import DataError
-from featbench.inputs.weights import load_into, registry_backbones
 
 
 def _tensors(ckpt: Mapping) -> list:
@@ -91,11 +89,8 @@ ARCHS = {"efficientnet_lite0": "timm:tf_efficientnet_lite0", "mobilenet_v2_deeps
 
 
 @hookimpl
-def register_backbones(registry):
-    from featbench.config import load_registry
-
-    reg = load_registry()
+def register_backbones(registry, catalog):
     for arch, build in BUILDERS.items():
-        for name, doc, source, pre, _ in registry_backbones(reg, arch):
+        for name, doc, source, pre, _ in registry_backbones(catalog, arch):
             registry.add(name, BackboneSpec(build=build, arch=ARCHS[arch], preprocess=Preprocess(**pre),
                                             weights=source), summary=doc)

@@ -38,11 +38,10 @@ logits is the only choice that keeps the classifier a linear head and lets the t
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import FLAG_CHOICES, Augmented, Batch, FeatureAugmenter, HParam, Targets, hp_column, per_head
+from featbench.api import (FLAG_CHOICES, Augmented, Batch, FeatureAugmenter, HParam, Targets, hookimpl, hp_column,
+                           normalize_rows, per_head)
 from featbench.plugins.draws import beta_per_head, permutation
 from featbench.plugins.losses import SmoothedHinge
-from featbench.plugins.sea import normalize_rows
 
 # --------------------------------------------------------------------------------------------------
 # mixup_hard: pure functions

@@ -15,10 +15,8 @@ import os
 
 import numpy as np
 
-from featbench import hookimpl
-from featbench.api import DatasetSpec
-from featbench.inputs.datasets import (IMAGE_EXTENSIONS, ArrayImages, CatalogEntry, FileImages, Splits, catalog_entries,
-                                holdout_val, missing_data, per_class_split, read_idx, read_lines)
+from featbench.api import (IMAGE_EXTENSIONS, ArrayImages, CatalogEntry, DatasetSpec, FileImages, Splits, catalog_entries,
+                           holdout_val, hookimpl, missing_data, per_class_split, read_idx, read_lines, safe_unpickle)
 from featbench.errors import ConfigError, DataError
 
 
@@ -115,12 +113,10 @@ def load_cars(entry: CatalogEntry, root: str) -> Splits:
 
 
 def load_cifar(entry: CatalogEntry, root: str) -> Splits:
-    from featbench.inputs import safe_pickle
-
     base = _base(entry, root)
     ten = int(entry.options.get("variant", 10)) == 10
     names = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]) if ten else (["train"], ["test"])
-    meta = safe_pickle.load(os.path.join(base, "batches.meta" if ten else "meta"), encoding="latin1")
+    meta = safe_unpickle(os.path.join(base, "batches.meta" if ten else "meta"), encoding="latin1")
     classes = meta["label_names" if ten else "fine_label_names"]
 
     def split(files):
@@ -129,7 +125,7 @@ def load_cifar(entry: CatalogEntry, root: str) -> Splits:
             path = os.path.join(base, name)
             if not os.path.isfile(path):
                 raise missing_data(entry.name, path, "batch file", entry.url)
-            d = safe_pickle.load(path, encoding="latin1")
+            d = safe_unpickle(path, encoding="latin1")
             xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             ys += list(d["labels" if ten else "fine_labels"])
         return ArrayImages(np.ascontiguousarray(np.concatenate(xs)), ys)
@@ -294,10 +290,8 @@ def _resolve_folder(name: str) -> DatasetSpec:
 
 
 @hookimpl
-def register_datasets(registry):
-    from featbench.config import load_registry
-
-    for entry in catalog_entries(load_registry()):
+def register_datasets(registry, catalog):
+    for entry in catalog_entries(catalog):
         if entry.loader not in LOADERS:
             raise ConfigError(f"registry datasets.{entry.name}: unknown loader {entry.loader!r}", f"use one of {', '.join(LOADERS)}")
         registry.add(entry.name, DatasetSpec(load=functools.partial(LOADERS[entry.loader], entry), metric=entry.metric), summary=entry.doc)

@@ -23,8 +23,7 @@ JUDGMENT (methods.md 9.3, 16.5):
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import Augmented, Batch, FeatureAugmenter, HParam, RunInfo, Targets, hp_column
+from featbench.api import Augmented, Batch, FeatureAugmenter, HParam, RunInfo, Targets, hookimpl, hp_column
 from featbench.plugins.losses import cross_entropy_rows
 
 

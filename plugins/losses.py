@@ -6,8 +6,7 @@ the classes only declare hyper-parameters.
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import HParam, Loss, Targets, hp_column
+from featbench.api import HParam, Loss, Targets, hookimpl, hp_column
 
 
 def smoothed_hinge_rows(logits, index, weight, lamda, delta):

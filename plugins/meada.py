@@ -32,11 +32,9 @@ JUDGMENTs (methods.md 10.3, 16.6), each an option with the spec's default:
 
 from __future__ import annotations
 
-from featbench import hookimpl
 from featbench.api import (FLAG_CHOICES, Augmented, Batch, ExtraRows, FeatureAugmenter, HParam, RunInfo, Targets,
-                           hp_column, per_head)
+                           hookimpl, hp_column, normalize_rows, per_head)
 from featbench.errors import ConfigError
-from featbench.plugins.sea import normalize_rows
 
 #: Refuse runs whose generated rows would exceed this many bytes (all heads together).
 MAX_GENERATED_BYTES = 8 * 2**30

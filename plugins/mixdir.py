@@ -11,10 +11,8 @@ with the shared eta grid is inferred from the paper's wording; the faithful soft
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import Augmented, Batch, FeatureAugmenter, Targets, per_head
+from featbench.api import STEP_SIZE, Augmented, Batch, FeatureAugmenter, Targets, hookimpl, per_head, push_along
 from featbench.plugins.draws import other_index
-from featbench.plugins.sea import STEP_SIZE, push_along
 
 
 class MixDir(FeatureAugmenter):

@@ -16,10 +16,8 @@ The official manifold-mixup alpha is 2.0 for hidden layers on CIFAR.
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import FLAG_CHOICES, Augmented, Batch, FeatureAugmenter, HParam, Targets, per_head
+from featbench.api import FLAG_CHOICES, Augmented, Batch, FeatureAugmenter, HParam, Targets, hookimpl, normalize_rows, per_head
 from featbench.plugins.draws import beta_per_head, permutation
-from featbench.plugins.sea import normalize_rows
 
 
 def mix_rows(x, partner, lam):

@@ -13,10 +13,9 @@ batch mean, which is why the paper finds Rand close to the baseline.
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import Augmented, Batch, FeatureAugmenter, HParam, Targets, per_head
+from featbench.api import (STEP_SIZE, Augmented, Batch, FeatureAugmenter, HParam, Targets, hookimpl, per_head, push_along,
+                           span_direction)
 from featbench.plugins.draws import dirichlet_off_diagonal, gaussian_off_diagonal
-from featbench.plugins.sea import STEP_SIZE, push_along, span_direction
 
 COEFFS = {"dirichlet": dirichlet_off_diagonal, "signed": gaussian_off_diagonal}
 

@@ -12,9 +12,8 @@ The paper reports SeA_Neg about 1 % below SeA on CIFAR-100 (8192-d features).
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import FLAG_CHOICES, Augmented, Batch, FeatureAugmenter, HParam, Targets
-from featbench.plugins.sea import SeA, sea_augment
+from featbench.api import FLAG_CHOICES, Augmented, Batch, FeatureAugmenter, HParam, Targets, hookimpl, sea_augment
+from featbench.plugins.sea import SeA
 
 
 def predictive_distribution(grad_logits, y, include_target: bool = True):

@@ -36,7 +36,7 @@ hp: {{lr: [0.5, 2], eta: [0.4, 0.8]}}
 epochs: {epochs}
 batch_size: 32
 seeds: 2
-max_heads: 1
+stack_size: 1
 """
 
 

@@ -24,7 +24,7 @@ import attrs
 import numpy as np
 
 from ..errors import ConfigError, DataError, StorageError, storage_hint
-from .records import REFIT, CellRecord, ConfigRecord, EpochLog, RunRecord
+from ..records import REFIT, CellRecord, ConfigRecord, EpochLog, RunRecord
 
 DB_NAME = "featbench.sqlite"
 SCHEMA_VERSION = 1

@@ -129,10 +129,23 @@ class Splits:
         return self
 
 
+def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) with about ``fraction`` of every class held out (at least one row per class
+    with >= 2 rows stays in each part)."""
+    rng = np.random.default_rng(seed)
+    train_idx, val_idx = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        k = int(round(fraction * len(idx)))
+        k = min(max(k, 1 if len(idx) >= 2 else 0), len(idx) - 1)
+        val_idx.append(idx[:k])
+        train_idx.append(idx[k:])
+    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
+
+
 def holdout_val(train: ImageSource, fraction: float, seed: int = SPLIT_SEED) -> tuple[ImageSource, ImageSource]:
     """Split ``train`` into (train, val) with ``fraction`` of every class in val (seeded, stratified)."""
-    from ..training.protocol import stratified_holdout
-
     tr, va = stratified_holdout(train.labels, fraction, seed)
     return train.subset(tr), train.subset(va)
 

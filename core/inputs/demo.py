@@ -17,7 +17,7 @@ def digits_features(seed: int = 0, test_fraction: float = 1 / 3) -> FeatureSet:
         from sklearn.datasets import load_digits
     except ImportError:
         raise ConfigError("the embedded default needs scikit-learn", "pip install 'featbench[demo]' or pass --features") from None
-    from ..training.protocol import stratified_holdout
+    from .datasets import stratified_holdout
 
     data = load_digits()
     x = l2_normalize(data.data.astype(np.float32))

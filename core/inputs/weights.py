@@ -20,14 +20,10 @@ from importlib import metadata
 
 from ..api import BackboneSpec, ConversionRule, ResolvedWeights, WeightsSource
 from .cache import default_cache_dir, file_sha256
-from ..errors import ConfigError, DataError, first_line
+from ..errors import ConfigError, DataError, WeightsUnavailableError, first_line
 
 RANDOM_SEED = 0
 MODES = ("random", "pretrained")
-
-
-class WeightsUnavailableError(DataError):
-    """A backbone's weights are not on this machine and cannot be fetched."""
 
 
 def _version(dist: str) -> str:

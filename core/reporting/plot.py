@@ -17,8 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..training.protocol import select_best
-from ..bench.records import SEARCH, CellRecord, ConfigRecord
+from ..records import SEARCH, CellRecord, ConfigRecord, select_best
 
 MAX_LINES = 8
 

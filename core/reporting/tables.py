@@ -8,7 +8,7 @@
 
 Every format (``table``, ``markdown``, ``csv``, ``json``, ``latex``) is rendered from the same
 :class:`Report`; JSON is its plain-data image, with the p-value of every gain. Reports are built from
-:class:`~featbench.bench.records.CellRecord` s only, so ``featbench report DIR`` rebuilds them from the store.
+:class:`~featbench.records.CellRecord` s only, so ``featbench report DIR`` rebuilds them from the store.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ import numpy as np
 
 from . import significance as sig
 from ..errors import UnknownNameError
-from ..bench.records import CellRecord
-from ..bench.spec import FORMATS, LAYOUTS
+from ..records import CellRecord
 
+#: Output formats -> the extension of a run directory's table file.
+FORMATS = {"table": "txt", "markdown": "md", "csv": "csv", "json": "json", "latex": "tex"}
+LAYOUTS = ("auto", "table5", "table4", "both")
 BASELINE = "none"
 BEST, GROUP_BEST, SIGNIFICANT = "best", "group_best", "significant"
 AVG = "Avg"

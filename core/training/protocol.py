@@ -19,9 +19,10 @@ import numpy as np
 
 from . import metrics
 from ..api import FeatureAugmenter, HParam, Loss
+from ..inputs.datasets import stratified_holdout
 from ..inputs.features import FeatureSet
 from .grid import structural_groups
-from ..bench.records import REFIT, SEARCH, EpochLog
+from ..records import REFIT, SEARCH, EpochLog, select_best
 from .trainer import TrainSettings, predict, train_heads
 
 
@@ -45,21 +46,6 @@ class CellResult:
     diverged: tuple  # configurations whose training diverged
     correct: np.ndarray = attrs.field(eq=False, repr=False)  # per-test-example correctness of the final head
     unaugmented_batches: int = 0
-
-
-def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val) with about ``fraction`` of every class held out (at least one row per class
-    with >= 2 rows stays in each part)."""
-    rng = np.random.default_rng(seed)
-    train_idx, val_idx = [], []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        rng.shuffle(idx)
-        k = int(round(fraction * len(idx)))
-        k = min(max(k, 1 if len(idx) >= 2 else 0), len(idx) - 1)
-        val_idx.append(idx[:k])
-        train_idx.append(idx[k:])
-    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
 
 
 @attrs.frozen
@@ -94,16 +80,17 @@ def fit_split(fs: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
     return fs.train_x, fs.train_y
 
 
-def default_max_heads(num_classes: int, dim: int, budget_bytes: int = 1 << 30) -> int:
-    """Heads per K-stack so that the stack's weights, momentum and gradients (about 4 copies) fit the budget."""
+def heads_within_budget(num_classes: int, dim: int, budget_bytes: int = 1 << 30) -> int:
+    """Heads trained by one call of the trainer so that their weights, momentum and gradients (about 4 copies)
+    fit the budget (a job of more configurations is trained in several such calls)."""
     return max(1, budget_bytes // (4 * 4 * num_classes * dim))
 
 
-def stacks(params: Mapping[str, HParam], configs: Sequence[Mapping[str, float]], max_heads: int) -> list[list[int]]:
-    """Indices of ``configs`` grouped into K-stacks: structural groups, each cut into chunks of ``max_heads``."""
+def stacks(params: Mapping[str, HParam], configs: Sequence[Mapping[str, float]], stack_size: int) -> list[list[int]]:
+    """Indices of ``configs`` grouped into K-stacks: structural groups, each cut into chunks of ``stack_size``."""
     out = []
     for group in structural_groups(params, configs):
-        out.extend(group[i:i + max_heads] for i in range(0, len(group), max_heads))
+        out.extend(group[i:i + stack_size] for i in range(0, len(group), stack_size))
     return out
 
 
@@ -164,12 +151,6 @@ def train_configs(
     return out
 
 
-def select_best(val_scores: Sequence[float]) -> int:
-    """Index of the best validation score (the first on ties; NaN = diverged never wins unless all are)."""
-    finite = [i for i, s in enumerate(val_scores) if s is not None and not np.isnan(s)]
-    return max(finite, key=lambda i: (val_scores[i], -i)) if finite else 0
-
-
 def run_cell(
     fs: FeatureSet,
     aug_name: str,
@@ -190,7 +171,7 @@ def run_cell(
     diverged: tuple = ()
     if len(configs) > 1:
         search: list[ConfigOutcome | None] = [None] * len(configs)
-        for idx in stacks(params, configs, default_max_heads(fs.num_classes, fs.dim)):
+        for idx in stacks(params, configs, heads_within_budget(fs.num_classes, fs.dim)):
             for i, o in zip(idx, train_configs(fs, aug_cls, loss, [configs[i] for i in idx], settings, SEARCH, val_fraction)):
                 search[i] = o
         val_scores = tuple(o.val for o in search)

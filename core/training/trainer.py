@@ -22,7 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 import numpy as np
 
-from ..api import AugRNG, Augmented, Batch, BoundLoss, ExtraRows, FeatureAugmenter, Loss, RunInfo, Targets, seed_stream
+from ..api import (AugRNG, Augmented, Batch, BoundLoss, ExtraRows, FeatureAugmenter, Loss, RunInfo, Targets, has_fused_step,
+                   seed_stream)
+from ..device import resolve_device
 from .cudagraph import epoch_graphs
 from .fastpath import closed_form_eligible, closed_form_gradients, sgd_momentum_
 from .storage import CPU_CHUNK_BYTES, head_bytes, memory_budget, place_features, plan_chunk
@@ -42,7 +44,7 @@ class TrainSettings:
     math (float32, or float64 for exactness checks); ``storage`` the dtype the features are kept in
     (featbench.training.storage: ``auto`` keeps float16 inputs such as memmaps half); ``matmul`` the precision of
     float32 matrix products: ``fp32``, ``tf32`` (CUDA) or ``bf16`` (oneDNN on CPUs with bf16 units);
-    ``max_heads`` the most heads stepped at a time (0: as many as fit the device memory, and on the CPU
+    ``heads_per_chunk`` the most heads stepped at a time (0: as many as fit the device memory, and on the CPU
     at most ``storage.CPU_CHUNK_BYTES`` of weights and momentum per chunk); ``cuda_graphs``
     replays each epoch as a CUDA graph for augmenters that declare ``cuda_graph_safe``.
     """
@@ -56,7 +58,7 @@ class TrainSettings:
     dtype: str = "float32"
     storage: str = "auto"
     matmul: str = "fp32"
-    max_heads: int = 0
+    heads_per_chunk: int = 0
     cuda_graphs: bool = False
 
 
@@ -69,18 +71,6 @@ class TrainResult:
     unaugmented_batches: int  # batches too small for the augmenter (trained on clean rows)
     seconds: float
     epochs_run: int
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from ..errors import ConfigError
-
-        raise ConfigError("--device cuda was asked for but no CUDA device is available", "use --device cpu or auto")
-    return name
 
 
 def init_weight(num_classes: int, dim: int, seed: int):
@@ -189,7 +179,7 @@ class _Stack:
         self.momentum_buf = torch.zeros_like(self.weight)
         self.alive = torch.ones(K, dtype=torch.bool, device=device)
         self.pool = _Pool(x, y, device, dtype)
-        self.fused = getattr(self.augmenter, "fused_gradients", None) if settings.fast else None
+        self.fused = self.augmenter.fused_gradients if settings.fast and has_fused_step(augmenter_cls) else None
 
     def start_epoch(self, epoch: int) -> None:
         rows = self.augmenter.on_epoch_start(epoch, self.weight.detach())
@@ -235,12 +225,12 @@ class _Stack:
 
 
 def _chunks(K: int, x, num_classes: int, augmenter_cls, settings: TrainSettings, device, dtype) -> list[range]:
-    """Split the K heads into chunks that fit the device memory (or ``settings.max_heads``)."""
+    """Split the K heads into chunks that fit the device memory (or ``settings.heads_per_chunk``)."""
     import torch
 
-    size = settings.max_heads
+    size = settings.heads_per_chunk
     if size <= 0:
-        fused = settings.fast and hasattr(augmenter_cls, "fused_gradients")
+        fused = settings.fast and has_fused_step(augmenter_cls)
         elem = torch.empty((), dtype=dtype).element_size()
         persistent, transient = head_bytes(num_classes, x.shape[1], settings.batch_size, elem, fused)
         cap = CPU_CHUNK_BYTES if device.type == "cpu" else None
@@ -262,7 +252,7 @@ def train_heads(
     choice-valued ones are strings and must agree across the configurations).
 
     ``train_x`` may be any (n, d) array, including a float16 ``np.memmap`` (featbench.training.storage). The heads
-    are stepped in chunks that fit the device (``settings.max_heads``); every chunk sees the same batches,
+    are stepped in chunks that fit the device (``settings.heads_per_chunk``); every chunk sees the same batches,
     so chunking does not change the result.
     """
     import torch
@@ -285,7 +275,7 @@ def train_heads(
                 st.start_epoch(epoch)
             n = len(stacks[0].pool)
             if any(len(st.pool) != n for st in stacks):
-                raise RuntimeError("chunks of heads disagree on the number of training rows; train them with max_heads=K")
+                raise RuntimeError("chunks of heads disagree on the number of training rows; train them with heads_per_chunk=K")
             perm = torch.randperm(n, generator=order)
             for i, st in enumerate(stacks):
                 p = to_device(perm, st.pool.x.device)

@@ -12,9 +12,12 @@ import pytest
 
 from featbench.errors import UnknownNameError
 from featbench.inputs.features import load_features
-from featbench.bench.records import REFIT, SEARCH
+from featbench.records import REFIT, SEARCH
 from featbench.reporting.tables import build, render, to_json_data
-from featbench.bench.driver import Listener, LocalExecutor, Runner, execute_job, load_source
+from featbench.bench.driver import Runner
+from featbench.bench.executors.local import LocalExecutor
+from featbench.bench.jobs import execute_job, load_source
+from featbench.bench.progress import Listener
 from featbench.bench.store import Store
 from featbench.bench.spec import AugRow, RunSpec, check
 
@@ -148,8 +151,8 @@ def test_results_do_not_depend_on_the_executor(files, plugin_host):
     assert _values(other) == _values(local)
 
 
-def test_stacks_respect_max_heads(files, plugin_host):
-    spec = _spec(files, aug=("sea",), datasets=("d1",), combos=("A",), seeds=1, max_heads=3)
+def test_stacks_respect_stack_size(files, plugin_host):
+    spec = _spec(files, aug=("sea",), datasets=("d1",), combos=("A",), seeds=1, stack_size=3)
     jobs = []
 
     class Count(Listener):

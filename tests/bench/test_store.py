@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from featbench.errors import ConfigError, DataError
-from featbench.bench.records import REFIT, SEARCH, CellRecord, ConfigRecord, EpochLog
+from featbench.records import REFIT, SEARCH, CellRecord, ConfigRecord, EpochLog
 from featbench.bench.store import DB_NAME, Store
 
 

@@ -68,7 +68,8 @@ def test_only_the_random_methods_use_the_augmentation_stream(augmenters, name, m
 
 @pytest.mark.parametrize("grid", ["paper", "quick"])
 def test_registry_grids_name_real_hyper_parameters_with_valid_values(augmenters, grid):
-    from featbench.config import grid_values, load_registry
+    from featbench.config import load_registry
+    from featbench.training.grid import grid_values
     from featbench.training.grid import TRAINER_HPARAMS
 
     host = load_plugins(entry_points=[])

@@ -7,7 +7,8 @@ import torch
 
 from featbench.api import Batch, BoundLoss
 from featbench.plugins.losses import SmoothedHinge
-from featbench.plugins.sea import SeA, feature_gradients, masked_softmax_weights, sea_augment
+from featbench.directions import feature_gradients, masked_softmax_weights, sea_augment
+from featbench.plugins.sea import SeA
 from featbench.training.trainer import TrainSettings, train_heads
 from reference_sea import get_adv, train_reference
 

@@ -12,7 +12,7 @@ import pytest
 
 from featbench.reporting import significance as sig
 from featbench.errors import UnknownNameError
-from featbench.bench.records import CellRecord
+from featbench.records import CellRecord
 from featbench.reporting.tables import AVG, BEST, GROUP_BEST, build, render, to_json_data
 
 N = 200

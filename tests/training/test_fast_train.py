@@ -74,7 +74,7 @@ def test_chunked_grid_equals_one_stack_and_reports_all_heads_per_epoch():
     seen = []
     whole = train(SeA, configs, dtype="float64")
     chunked = train_heads(DATA["train_x"], DATA["train_y"], 5, SeA, SmoothedHinge(), configs,
-                          TrainSettings(epochs=3, batch_size=64, seed=2, dtype="float64", max_heads=4),
+                          TrainSettings(epochs=3, batch_size=64, seed=2, dtype="float64", heads_per_chunk=4),
                           on_epoch_end=lambda e, w: seen.append(tuple(w.shape)))
     assert torch.allclose(whole.weight, chunked.weight, atol=1e-12)
     assert seen == [(len(configs), 5, 40)] * 3

@@ -14,7 +14,8 @@ from featbench.training.grid import expand_grid, hparams_for, structural_groups
 from featbench.plugins.baseline import NoAugmentation
 from featbench.plugins.losses import CrossEntropy, SmoothedHinge
 from featbench.plugins.sea import SeA
-from featbench.training.protocol import run_cell, stratified_holdout
+from featbench.inputs.datasets import stratified_holdout
+from featbench.training.protocol import run_cell
 from featbench.training.trainer import TrainSettings, init_weight, predict, train_heads
 
 DATA = make_blobs(n_train=200, d=12, C=4, seed=1)

@@ -32,8 +32,12 @@ import attrs
 
 from ...errors import ConfigError, first_line
 from ...inputs.features import FeatureSet
-from ..records import REFIT
-from ..driver import JobFailure, JobResult, Listener, LoadOptions, SourceSpec, TrainJob, execute_job, load_source, torch_threads
+from ..options import option
+from ..jobs import JobFailure, JobResult, LoadOptions, TrainJob, execute_job, load_source
+from ..plan import SourceSpec
+from ..progress import Listener
+from ...records import REFIT
+from ..threads import torch_threads
 
 INSTALL_HINT = "pip install 'featbench[ray]'"
 RETRIED_EXCEPTIONS = (OSError,)  # besides worker and node deaths, which Ray always retries
@@ -49,13 +53,35 @@ def import_ray():
 
 
 @attrs.frozen
-class RayConfig:
-    """How jobs become Ray tasks."""
+class Options:
+    """The Ray executor's run options (flags and suite keys of ``featbench run``)."""
 
-    address: str | None = None  # a running cluster (HOST:PORT, ``auto``); None: RAY_ADDRESS, a local one, or a new one
+    ray_address: str | None = option(None, metavar="HOST:PORT",
+                                      help="the Ray cluster (`ray start --head` prints it; default: RAY_ADDRESS, a cluster "
+                                           "on this machine, or a new local one)")
+    ray_gpus: float = option(1.0, metavar="F", help="GPUs per Ray task on CUDA (0.5 puts two tasks on a GPU)")
+    ray_retries: int = option(3, metavar="N", help="re-runs of a Ray task whose worker or node died; errors are not retried")
+
+    def check(self, spec) -> None:
+        if not self.ray_gpus > 0:
+            raise ConfigError(f"--ray-gpus {self.ray_gpus} must be above 0", "e.g. --ray-gpus 1, or 0.5 for two tasks per GPU")
+        if self.ray_retries < 0:
+            raise ConfigError(f"--ray-retries {self.ray_retries} must be >= 0", "e.g. --ray-retries 3")
+        if self.ray_address is not None and spec.executor != "ray":
+            raise ConfigError(f"--ray-address {self.ray_address} is given but the executor is {spec.executor}", "add --executor ray")
+
+
+_DEFAULT = Options()
+
+
+@attrs.frozen
+class RayConfig:
+    """How jobs become Ray tasks (from a run's :class:`Options` and ``--threads``)."""
+
+    address: str | None = _DEFAULT.ray_address  # a running cluster (HOST:PORT, ``auto``); None: RAY_ADDRESS, a local one, or a new one
     cpus: int = 1  # CPUs per task, and torch threads per task
-    gpus: float = 1.0  # GPUs per task when jobs run on CUDA
-    retries: int = 3  # re-runs after a worker or node death (or an OSError)
+    gpus: float = _DEFAULT.ray_gpus  # GPUs per task when jobs run on CUDA
+    retries: int = _DEFAULT.ray_retries  # re-runs after a worker or node death (or an OSError)
     max_open_sources: int = 0  # feature sets in the object store at once; 0: one per task slot of the cluster (at least 2)
 
     @classmethod
@@ -107,6 +133,17 @@ def connect(address: str | None) -> Iterator[object]:
     finally:
         if made:
             import_ray().shutdown()
+
+
+@contextlib.contextmanager
+def session(spec) -> Iterator[str]:
+    """Connected to the cluster of ``spec.ray_address`` for the block; yields the device jobs train on there."""
+    with connect(spec.ray_address):
+        yield cluster_device(spec.device)
+
+
+def create(spec, host, load: LoadOptions, listener: Listener) -> RayExecutor:
+    return RayExecutor(host, load, RayConfig.from_spec(spec), listener)
 
 
 def cluster_device(requested: str) -> str:
