@@ -218,7 +218,7 @@ def test_a_ray_run_with_half_a_gpu_per_task_equals_the_local_run(tmp_path):
 
     path = make_features(str(tmp_path / "f.npz"), seed=3, n_train=120, n_test=80, dim=8, classes=3)
     common = ["run", "--features", path, "--aug", "none,sea", "--hp", "lr=0.5,2", "--hp", "eta=0.4,0.8", "--epochs", "3",
-              "--batch-size", "32", "--seeds", "2", "--max-heads", "2", "--device", "cuda", "--format", "json", "--quiet"]
+              "--batch-size", "32", "--seeds", "2", "--stack-size", "2", "--device", "cuda", "--format", "json", "--quiet"]
     env = cli_env()  # no RAY_ADDRESS: a new local cluster, which sees this machine's GPU
     local = featbench(*common, "--out", str(tmp_path / "local"), env=env)
     ray_run = featbench(*common, "--out", str(tmp_path / "ray"), "--executor", "ray", "--ray-gpus", "0.5", env=env, timeout=600)
