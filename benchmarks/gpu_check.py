@@ -372,7 +372,7 @@ def main(argv=None) -> int:
     phases = [p.strip() for p in ARGS.phases.split(",") if p.strip()]
     meta = {"machine": machine(), "device_name": torch.cuda.get_device_name() if ARGS.cuda else "cpu",
             "versions": environment(ARGS.device), "seed": ARGS.seed, "size": attrs.asdict(size), "tiny": ARGS.tiny,
-            "fast_settings": FAST, "configuration": OFFICIAL, "paper_grid": {"size": PAPER_GRID, "axes": _grid_axes()},
+            "fast_settings_asked": dict(FAST), "fast_settings": FAST, "configuration": OFFICIAL, "paper_grid": {"size": PAPER_GRID, "axes": _grid_axes()},
             "grid_heads": ARGS.grid_heads, "grid_timed_epochs": ARGS.grid_epochs, "reference_budget_s": ARGS.ref_budget,
             "phases": phases, "features": "synthetic clustered unit-norm rows (the distribution of _common.synthetic_features, drawn "
                         "with torch on the device from --seed); training rows float16, test rows float32"}
