@@ -32,6 +32,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .directions import LinearGrad
 
 
+#: The metrics a data set or feature file may be scored with (functions of the same names in
+#: ``featbench.training.metrics``): top-1 accuracy, and the mean over classes of per-class recall.
+METRICS = ("top1", "mean_per_class")
+
+
 # --------------------------------------------------------------------------------------------------
 # Hyper-parameters
 
@@ -60,11 +65,15 @@ class HParam:
 
     def __attrs_post_init__(self) -> None:
         if self.choices and self.default not in self.choices:
-            raise PluginError(f"hyper-parameter {self.name}: default {self.default!r} is not one of its choices {self.choices}",
-                              "declare a default that is one of the choices")
+            raise PluginError(
+                f"hyper-parameter {self.name}: default {self.default!r} is not one of its choices {self.choices}",
+                "declare a default that is one of the choices",
+            )
         if not self.choices and isinstance(self.default, str):
-            raise PluginError(f"hyper-parameter {self.name}: a string default {self.default!r} needs choices",
-                              "declare choices=(...) or give a numeric default")
+            raise PluginError(
+                f"hyper-parameter {self.name}: a string default {self.default!r} needs choices",
+                "declare choices=(...) or give a numeric default",
+            )
 
     @property
     def structural(self) -> bool:
@@ -78,17 +87,27 @@ class HParam:
         try:
             v = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"hyper-parameter {self.name}={value!r} is not a number",
-                              f"give a number, e.g. {self.name}={self.default:g}") from None
+            raise ConfigError(
+                f"hyper-parameter {self.name}={value!r} is not a number",
+                f"give a number, e.g. {self.name}={self.default:g}",
+            ) from None
         if math.isnan(v) or math.isinf(v):
-            raise ConfigError(f"hyper-parameter {self.name}={value!r} is not finite", f"give a finite number ({self.doc})")
+            raise ConfigError(
+                f"hyper-parameter {self.name}={value!r} is not finite", f"give a finite number ({self.doc})"
+            )
         if self.integer and v != int(v):
             raise ConfigError(f"hyper-parameter {self.name}={value!r} must be a whole number", self.doc)
         if self.low is not None and (v <= self.low if self.low_open else v < self.low):
             op = ">" if self.low_open else ">="
-            raise ConfigError(f"hyper-parameter {self.name}={value!r} is out of range", f"{self.name} must be {op} {self.low:g} ({self.doc})")
+            raise ConfigError(
+                f"hyper-parameter {self.name}={value!r} is out of range",
+                f"{self.name} must be {op} {self.low:g} ({self.doc})",
+            )
         if self.high is not None and v > self.high:
-            raise ConfigError(f"hyper-parameter {self.name}={value!r} is out of range", f"{self.name} must be <= {self.high:g} ({self.doc})")
+            raise ConfigError(
+                f"hyper-parameter {self.name}={value!r} is out of range",
+                f"{self.name} must be <= {self.high:g} ({self.doc})",
+            )
         return v
 
     def _check_choice(self, value: float | str | bool) -> str:
@@ -113,7 +132,7 @@ class Targets:
 
     Hard labels have one slot and ``weight=None``; a mixup pair has two slots; a dense soft-label matrix
     has C slots. Either tensor may carry a leading K dimension (per head) or not (shared). The loss of a
-    row is the convex combination ``sum_s weight_s * loss(z, index_s)`` (methods.md 2.3).
+    row is the convex combination ``sum_s weight_s * loss(z, index_s)`` (SeA paper §3.2, Eqs. 12-16).
     """
 
     index: Tensor
@@ -412,8 +431,14 @@ class Preprocess:
         from torchvision import transforms as T
 
         mode = getattr(T.InterpolationMode, self.interpolation.upper())
-        return T.Compose([T.Resize(self.resize, interpolation=mode, antialias=True), T.CenterCrop(self.crop),
-                          T.ToTensor(), T.Normalize(self.mean, self.std)])
+        return T.Compose(
+            [
+                T.Resize(self.resize, interpolation=mode, antialias=True),
+                T.CenterCrop(self.crop),
+                T.ToTensor(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
 
 
 def _str_tuple(value) -> tuple[str, ...]:
@@ -503,7 +528,7 @@ class DatasetSpec:
     """
 
     load: Callable[[str], Any] | None = None
-    metric: str = attrs.field(default="top1", validator=attrs.validators.in_(("top1", "mean_per_class")))
+    metric: str = attrs.field(default="top1", validator=attrs.validators.in_(METRICS))
     resolve: Callable[[str], DatasetSpec] | None = None
 
 
@@ -513,16 +538,54 @@ class DatasetSpec:
 #: name -> the module that defines it; imported on first use (``from featbench.api import push_along``),
 #: so that importing the contract stays light and these modules may themselves import the contract.
 _TOOLKIT = {
-    **dict.fromkeys(("IMAGE_EXTENSIONS", "ImageSource", "ArrayImages", "FileImages", "Splits", "CatalogEntry",
-                     "catalog_entries", "holdout_val", "per_class_split", "missing_data", "read_idx", "read_lines",
-                     "default_data_root"), "featbench.inputs.datasets"),
+    **dict.fromkeys(
+        (
+            "IMAGE_EXTENSIONS",
+            "ImageSource",
+            "ArrayImages",
+            "FileImages",
+            "Splits",
+            "CatalogEntry",
+            "catalog_entries",
+            "holdout_val",
+            "per_class_split",
+            "missing_data",
+            "read_idx",
+            "read_lines",
+            "default_data_root",
+        ),
+        "featbench.inputs.datasets",
+    ),
     "safe_unpickle": "featbench.inputs.safe_pickle",
     **dict.fromkeys(("load_into", "registry_backbones"), "featbench.inputs.weights"),
-    **dict.fromkeys(("NORM_EPS", "LinearGrad", "stacked_logits", "linear_weight_grad", "row_weights", "select_heads",
-                     "per_row_loss", "dense_grad", "gradient_similarities", "gradient_sq_norms",
-                     "softmax_without_subnormals", "batch_gram", "clamp_norm", "row_mix_logits", "row_mix_weight_grad",
-                     "push_mix", "normalize_rows", "masked_softmax_weights", "push_along", "span_direction",
-                     "feature_gradients", "sea_augment", "STEP_SIZE"), "featbench.directions"),
+    **dict.fromkeys(
+        (
+            "NORM_EPS",
+            "LinearGrad",
+            "stacked_logits",
+            "linear_weight_grad",
+            "row_weights",
+            "select_heads",
+            "per_row_loss",
+            "dense_grad",
+            "gradient_similarities",
+            "gradient_sq_norms",
+            "softmax_without_subnormals",
+            "batch_gram",
+            "clamp_norm",
+            "row_mix_logits",
+            "row_mix_weight_grad",
+            "push_mix",
+            "normalize_rows",
+            "masked_softmax_weights",
+            "push_along",
+            "span_direction",
+            "feature_gradients",
+            "sea_augment",
+            "STEP_SIZE",
+        ),
+        "featbench.directions",
+    ),
 }
 _RENAMED = {"safe_unpickle": "load"}
 

@@ -39,14 +39,19 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
                    help="do not load this plugin or distribution; repeatable (also FEATBENCH_DISABLE_PLUGINS=a,b)")
     g.add_argument("--strict-plugins", action="store_true", default=d(False),
                    help="fail on any plugin error instead of warning (also FEATBENCH_STRICT_PLUGINS=1)")
-    g.add_argument("--registry", default=d(None), metavar="PATH", help="use this registry.yaml instead of the packaged one")
+    g.add_argument(
+        "--registry", default=d(None), metavar="PATH", help="use this registry.yaml instead of the packaged one"
+    )
     g.add_argument("--debug", action="store_true", default=d(False), help="show Python tracebacks on errors")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="featbench", parents=[_common(True)],
-                                     description="Benchmark feature-space augmentation of frozen deep features.")
+    parser = _Parser(
+        prog="featbench",
+        parents=[_common(True)],
+        description="Benchmark feature-space augmentation of frozen deep features.",
+    )
     parser.add_argument("--version", action="version", version=f"featbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -55,34 +60,52 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("plugins", parents=[late], help="list registered backbones, augmenters, losses and data sets")
     pp.add_argument("--json", action="store_true", help="print JSON")
 
-    rp = sub.add_parser("run", parents=[late], help="train and compare augmenters on feature sets",
-                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                        description="Train linear heads with each augmenter on each feature source and print a comparison.\n"
-                                    "Several --hp values (or --grid) are searched on the validation split, then the\n"
-                                    "chosen configuration is refit on train+val and scored on test. With --out DIR every\n"
-                                    "trained configuration is recorded in DIR/featbench.sqlite and a rerun skips it.\n"
-                                    "--config SUITE.yaml takes every setting below (flags given here override it).")
+    rp = sub.add_parser(
+        "run",
+        parents=[late],
+        help="train and compare augmenters on feature sets",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train linear heads with each augmenter on each feature source and print a comparison.\n"
+        "Several --hp values (or --grid) are searched on the validation split, then the\n"
+        "chosen configuration is refit on train+val and scored on test. With --out DIR every\n"
+        "trained configuration is recorded in DIR/featbench.sqlite and a rerun skips it.\n"
+        "--config SUITE.yaml takes every setting below (flags given here override it).",
+    )
     _run_options(rp)
 
     rep = sub.add_parser("report", parents=[late], help="rebuild the tables of a run directory from its results store")
     rep.add_argument("dir", metavar="DIR", help="the --out directory of a featbench run")
-    rep.add_argument("--format", default="table", help="table, markdown, csv, json or latex (default: table)")
+    rep.add_argument("--format", default="table", help="output format, as for featbench run --format (default: table)")
     rep.add_argument("--run", type=int, default=None, metavar="ID", help="which run of DIR (default: the latest)")
     rep.add_argument("--layout", default=None, help="auto, table5, table4 or both (default: the run's)")
     rep.add_argument("--gain-of", default=None, metavar="NAME", help="row of the Gain line (default: the run's)")
     rep.add_argument("--digits", type=int, default=None, help="decimals (default: the run's)")
 
-    pl = sub.add_parser("plot", parents=[late], help="write PNG figures of a run directory (accuracy vs hyper-parameter, per epoch)")
+    pl = sub.add_parser(
+        "plot", parents=[late], help="write PNG figures of a run directory (accuracy vs hyper-parameter, per epoch)"
+    )
     pl.add_argument("dir", metavar="DIR", help="the --out directory of a featbench run")
     pl.add_argument("--run", type=int, default=None, metavar="ID", help="which run of DIR (default: the latest)")
-    pl.add_argument("--hp", action="append", default=[], metavar="NAME", help="hyper-parameter for the x axis (repeatable; default: every one the grid varies)")
+    pl.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="hyper-parameter for the x axis (repeatable; default: every one the grid varies)",
+    )
     pl.add_argument("--out", default=None, metavar="PLOTDIR", help="where to write the PNGs (default: DIR/plots)")
 
-    ep = sub.add_parser("extract", parents=[late], help="extract backbone features of a data set into the feature cache")
+    ep = sub.add_parser(
+        "extract", parents=[late], help="extract backbone features of a data set into the feature cache"
+    )
     _add_options(ep, _EXTRACT_OPTIONS, required=("backbones", "datasets"))
 
-    cp = sub.add_parser("convert", parents=[late], help="convert a released checkpoint to a plain torchvision state dict")
-    cp.add_argument("source", choices=["byol"], help="byol: BYOL's JAX/Haiku pretrain_res50x1.pkl (read without running code)")
+    cp = sub.add_parser(
+        "convert", parents=[late], help="convert a released checkpoint to a plain torchvision state dict"
+    )
+    cp.add_argument(
+        "source", choices=["byol"], help="byol: BYOL's JAX/Haiku pretrain_res50x1.pkl (read without running code)"
+    )
     cp.add_argument("input", metavar="PKL", help="the released file")
     cp.add_argument("output", metavar="OUT", help="where to write the .pth (use it with --weights B=OUT)")
     return parser
@@ -91,18 +114,34 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------------
 
 
-_GROUPS = {"compare": "what to compare", "inputs": "features from images (instead of --features)",
-           "compute": "where and how jobs run (benchmarks/README.md: performance)", "output": "output"}
+_GROUPS = {
+    "compare": "what to compare",
+    "inputs": "features from images (instead of --features)",
+    "compute": "where and how jobs run (benchmarks/README.md: performance)",
+    "output": "output",
+}
 
 
 #: The run options ``featbench extract`` takes (the image inputs, the device, quiet).
-_EXTRACT_OPTIONS = ("backbones", "datasets", "weights", "cache_dir", "data_root", "image_size", "extract_batch_size",
-                    "workers", "device", "quiet")
+_EXTRACT_OPTIONS = (
+    "backbones",
+    "datasets",
+    "weights",
+    "cache_dir",
+    "data_root",
+    "image_size",
+    "extract_batch_size",
+    "workers",
+    "device",
+    "quiet",
+)
 
 
 def _run_options(rp: argparse.ArgumentParser) -> None:
     """The options of ``featbench run``; none has an argparse default, so only given flags override a suite."""
-    rp.add_argument("--config", default=None, metavar="SUITE.yaml", help="read settings from a suite file (see benchmarks/)")
+    rp.add_argument(
+        "--config", default=None, metavar="SUITE.yaml", help="read settings from a suite file (see benchmarks/)"
+    )
     from .bench.spec import option_fields
 
     _add_options(rp, list(option_fields()))
@@ -127,7 +166,12 @@ def _add_options(p: argparse.ArgumentParser, names: Sequence[str], required: Seq
         default = field.default if not isinstance(field.default, attrs.Factory) else None
         default = ",".join(default) if isinstance(default, tuple) else default
         shown = f" (default: {default})" if default not in (None, "") and "default" not in field.metadata[HELP] else ""
-        kw = {"dest": name, "default": argparse.SUPPRESS, "help": field.metadata[HELP] + shown, "required": name in required}
+        kw = {
+            "dest": name,
+            "default": argparse.SUPPRESS,
+            "help": field.metadata[HELP] + shown,
+            "required": name in required,
+        }
         if field.metadata[METAVAR]:
             kw["metavar"] = field.metadata[METAVAR]
         if field.metadata[REPEAT]:
@@ -151,8 +195,12 @@ _RUN_NOT_SPEC = {"config", "command", "plugins", "disabled", "strict_plugins", "
 def _host(args, extra_plugins: Sequence[str] = ()):
     from .manager import load_plugins
 
-    return load_plugins(local_modules=[*args.plugins, *extra_plugins], disabled=args.disabled, registry=args.registry,
-                        strict=args.strict_plugins or None)
+    return load_plugins(
+        local_modules=[*args.plugins, *extra_plugins],
+        disabled=args.disabled,
+        registry=args.registry,
+        strict=args.strict_plugins or None,
+    )
 
 
 def cmd_plugins(args) -> int:
@@ -160,7 +208,13 @@ def cmd_plugins(args) -> int:
     items = []
     for kind in ("backbone", "augmenter", "loss", "dataset"):
         for e in host.catalog(kind):
-            item = {"kind": kind, "name": e.name, "plugin": e.provider.plugin, "distribution": e.provider.dist, "summary": e.summary}
+            item = {
+                "kind": kind,
+                "name": e.name,
+                "plugin": e.provider.plugin,
+                "distribution": e.provider.dist,
+                "summary": e.summary,
+            }
             hp = getattr(e.obj, "hparams", None)
             if hp:
                 item["hparams"] = {h.name: {"default": h.default, "doc": h.doc} for h in hp}
@@ -196,8 +250,9 @@ class _Progress:
         if self.tty:
             from tqdm import tqdm
 
-            self.images = tqdm(total=total, initial=done, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True,
-                               leave=False)
+            self.images = tqdm(
+                total=total, initial=done, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True, leave=False
+            )
 
     def images_done(self, n):
         if self.images is not None:
@@ -212,15 +267,22 @@ class _Progress:
     def planned(self, cells_total, cells_done, configs_todo, epochs):
         if self.quiet:
             return
-        self._say(f"featbench: {cells_total} cell(s), {cells_done} already recorded; {configs_todo} configuration(s) to train")
+        self._say(
+            f"featbench: {cells_total} cell(s), {cells_done} already recorded; {configs_todo} configuration(s) to train"
+        )
         if self.tty and configs_todo:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=configs_todo * epochs, unit="cfg-ep", file=sys.stderr, dynamic_ncols=True, leave=False)
+            self.bar = tqdm(
+                total=configs_todo * epochs, unit="cfg-ep", file=sys.stderr, dynamic_ncols=True, leave=False
+            )
 
     def loading(self, source):
         if not self.quiet:
-            self._say(f"featbench: loading features of {source.dataset}" + (f" [{source.backbone_label}]" if source.backbones else ""))
+            self._say(
+                f"featbench: loading features of {source.dataset}"
+                + (f" [{source.backbone_label}]" if source.backbones else "")
+            )
 
     def job_started(self, job):
         if self.bar is not None:
@@ -242,8 +304,10 @@ class _Progress:
             return
         where = cell.dataset + (f" [{cell.backbones}]" if cell.backbones else "")
         extra = f", {cell.diverged_configs} diverged" if cell.diverged_configs else ""
-        self._say(f"[{done}/{total}] {cell.row} on {where} (seed {cell.seed}, {cell.grid_size} config(s)): "
-                  f"{cell.metric} {cell.value:.2f} in {cell.seconds:.1f}s{extra}")
+        self._say(
+            f"[{done}/{total}] {cell.row} on {where} (seed {cell.seed}, {cell.grid_size} config(s)): "
+            f"{cell.metric} {cell.value:.2f} in {cell.seconds:.1f}s{extra}"
+        )
 
     def _say(self, text: str) -> None:
         if self.bar is not None:
@@ -274,11 +338,17 @@ def cmd_run(args) -> int:
         progress.close()
     outcome, out = result.outcome, result.out
     if outcome.interrupted:
-        print(f"featbench: interrupted; {outcome.cells_finished} cell(s) finished in this run, every finished "
-              "configuration is recorded" + (f" in {out} (rerun the same command to resume)" if out else ""), file=sys.stderr)
+        print(
+            f"featbench: interrupted; {outcome.cells_finished} cell(s) finished in this run, every finished "
+            "configuration is recorded" + (f" in {out} (rerun the same command to resume)" if out else ""),
+            file=sys.stderr,
+        )
     if not spec.quiet:
-        print(f"featbench: trained {outcome.configs_trained} configuration(s); {outcome.cells_skipped} cell(s) were "
-              "already recorded", file=sys.stderr)
+        print(
+            f"featbench: trained {outcome.configs_trained} configuration(s); {outcome.cells_skipped} cell(s) were "
+            "already recorded",
+            file=sys.stderr,
+        )
     for line in result.warnings:
         print(f"featbench: warning: {line}", file=sys.stderr)
     print(result.text)
@@ -297,15 +367,19 @@ def _report_failures(outcome, debug: bool, out: str | None) -> int:
     for error, failures in by_error.items():
         if debug:
             print(failures[0].detail.rstrip(), file=sys.stderr)
-        print(f"featbench: error: {len(failures)} cell(s) failed: {error} (e.g. {failures[0].job.label})", file=sys.stderr)
-    print(f"featbench: {outcome.cells_failed} of {len(outcome.cell_keys)} cell(s) failed; every other result is recorded"
-          + (f" in {out}: rerun the same command to retry only the failed ones" if out else ""), file=sys.stderr)
+        print(
+            f"featbench: error: {len(failures)} cell(s) failed: {error} (e.g. {failures[0].job.label})", file=sys.stderr
+        )
+    print(
+        f"featbench: {outcome.cells_failed} of {len(outcome.cell_keys)} cell(s) failed; every other result is recorded"
+        + (f" in {out}: rerun the same command to retry only the failed ones" if out else ""),
+        file=sys.stderr,
+    )
     return 2 if all(f.user_error for f in outcome.failures.values()) else 1
 
 
 def cmd_report(args) -> int:
     from .bench.store import Store
-
     from .reporting.recorded import render_run
 
     with Store(_existing_dir(args.dir), create=False) as store:
@@ -320,8 +394,8 @@ def _existing_dir(path: str) -> str:
 
 
 def cmd_plot(args) -> int:
-    from .reporting.plot import write_plots
     from .bench.store import Store
+    from .reporting.plot import write_plots
 
     with Store(_existing_dir(args.dir), create=False) as store:
         run = store.run(args.run)
@@ -335,20 +409,31 @@ def cmd_plot(args) -> int:
     for p in paths:
         print(p)
     if not paths:
-        print("featbench: nothing to plot (no hyper-parameter varies in the grids and no per-epoch log; "
-              "use --hp NAME=V1,V2,... and --log-every N)", file=sys.stderr)
+        print(
+            "featbench: nothing to plot (no hyper-parameter varies in the grids and no per-epoch log; "
+            "use --hp NAME=V1,V2,... and --log-every N)",
+            file=sys.stderr,
+        )
     return 0
 
 
 def cmd_extract(args) -> int:
-    from .inputs.sources import extract
-
     from .bench.spec import build_spec
+    from .inputs.sources import extract
 
     spec = build_spec(_run_flags(args))
     i = spec.inputs
-    options = dict(host=_host(args), cache_dir=i.cache_dir, device=spec.device, weights=dict(i.weights), progress=not spec.quiet,
-                   data_root=i.data_root, preprocess=i.image_size, batch_size=i.extract_batch_size, workers=i.workers)
+    options = dict(
+        host=_host(args),
+        cache_dir=i.cache_dir,
+        device=spec.device,
+        weights=dict(i.weights),
+        progress=not spec.quiet,
+        data_root=i.data_root,
+        preprocess=i.image_size,
+        batch_size=i.extract_batch_size,
+        workers=i.workers,
+    )
     progress = _Progress(spec.quiet)
     for dataset in spec.datasets:
         try:
@@ -365,13 +450,21 @@ def cmd_convert(args) -> int:
     from .inputs.convert import convert_byol
 
     sd = convert_byol(args.input, args.output)
-    print(f"wrote {args.output}: {len(sd)} tensors (torchvision resnet50 keys, with the online classifier as fc); "
-          f"use it with --weights B={args.output}")
+    print(
+        f"wrote {args.output}: {len(sd)} tensors (torchvision resnet50 keys, with the online classifier as fc); "
+        f"use it with --weights B={args.output}"
+    )
     return 0
 
 
-COMMANDS = {"plugins": cmd_plugins, "run": cmd_run, "report": cmd_report, "plot": cmd_plot,
-            "extract": cmd_extract, "convert": cmd_convert}
+COMMANDS = {
+    "plugins": cmd_plugins,
+    "run": cmd_run,
+    "report": cmd_report,
+    "plot": cmd_plot,
+    "extract": cmd_extract,
+    "convert": cmd_convert,
+}
 
 
 def _format_warning(message, category, filename, lineno, file=None, line=None):
@@ -412,14 +505,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"featbench: error: {exc.strerror or exc}{where} ({storage_hint(exc.errno)}; rerun with --debug for the "
-              "traceback)", file=sys.stderr)
+        print(
+            f"featbench: error: {exc.strerror or exc}{where} ({storage_hint(exc.errno)}; rerun with --debug for the "
+            "traceback)",
+            file=sys.stderr,
+        )
         return 2
     except Exception as exc:  # a bug or an unexpected environment problem
         if debug:
             raise
-        print(f"featbench: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              "(rerun with --debug for the traceback and report it)", file=sys.stderr)
+        print(
+            f"featbench: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            "(rerun with --debug for the traceback and report it)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         warnings.showwarning = old_show

@@ -48,7 +48,9 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 def _load(path: str) -> dict:
     data = read_yaml(path, "registry file", "pass --registry PATH or reinstall featbench")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold a mapping at the top level", "see the registry.yaml shipped with featbench")
+        raise ConfigError(
+            f"{path} does not hold a mapping at the top level", "see the registry.yaml shipped with featbench"
+        )
     return data
 
 

@@ -25,8 +25,8 @@ exact in real arithmetic and is tested against the direct computation in float64
    row mix too.
 
 The direct helpers (:func:`normalize_rows`, :func:`masked_softmax_weights`, :func:`push_along`,
-:func:`span_direction`, :func:`feature_gradients`, :func:`sea_augment`) are the straightforward forms every fused step is
-tested against. Heavy imports (torch) happen inside the functions.
+:func:`span_direction`, :func:`feature_gradients`, :func:`sea_augment`) are the straightforward forms every
+fused step is tested against. Heavy imports (torch) happen inside the functions.
 """
 
 from __future__ import annotations
@@ -80,8 +80,10 @@ def row_weights(dz: Tensor, row_weight: Tensor | None) -> Tensor:
 def select_heads(loss: BoundLoss, heads: Tensor) -> BoundLoss:
     """The loss bound to a subset of the heads (every per-head hyper-parameter indexed by ``heads``)."""
     K = max((v.shape[0] for v in loss.hp.values() if getattr(v, "dim", lambda: 0)() == 1), default=0)
-    hp = {k: v.index_select(0, heads) if getattr(v, "dim", lambda: 0)() == 1 and v.shape[0] == K else v
-          for k, v in loss.hp.items()}
+    hp = {
+        k: v.index_select(0, heads) if getattr(v, "dim", lambda: 0)() == 1 and v.shape[0] == K else v
+        for k, v in loss.hp.items()
+    }
     return BoundLoss(loss.loss, hp)
 
 

@@ -70,8 +70,10 @@ class StorageError(FeatbenchError):
 
 
 _STORAGE_HINTS = {
-    errno.ENOSPC: "free some disk space (or choose another location) and rerun the same command: everything finished is kept",
-    errno.EDQUOT: "free some of your disk quota (or choose another location) and rerun the same command: everything finished is kept",
+    errno.ENOSPC: "free some disk space (or choose another location) and rerun the same command: "
+    "everything finished is kept",
+    errno.EDQUOT: "free some of your disk quota (or choose another location) and rerun the same command: "
+    "everything finished is kept",
     errno.EFBIG: "the file system refuses files this large: choose another location",
     errno.EROFS: "the file system is read-only: choose a writable location",
     errno.EACCES: "choose a location you may write to",

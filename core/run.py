@@ -99,8 +99,9 @@ def run(spec: RunSpec, host, *, registry_path: str | None = None, listener: List
         last_run = max((r.id for r in store.runs()), default=0)
         try:
             load = LoadOptions.from_spec(spec, device, progress=not spec.quiet)
-            outcome = Runner(spec, host, store, device=device, registry_path=registry_path, listener=listener, load=load,
-                             plan=plan).run()
+            outcome = Runner(
+                spec, host, store, device=device, registry_path=registry_path, listener=listener, load=load, plan=plan
+            ).run()
             _raise_if_nothing_but_bad_input(outcome)
         except BaseException:
             _forget_failed_run(store, out, last_run, new_db, new_dir)
@@ -129,7 +130,9 @@ def prepare_out(path: str | None) -> str | None:
     except OSError as exc:
         if not existed and os.path.isdir(path) and not os.listdir(path):
             os.rmdir(path)
-        raise ConfigError(f"cannot write to --out {path}: {exc.strerror or exc}", "choose a writable directory") from None
+        raise ConfigError(
+            f"cannot write to --out {path}: {exc.strerror or exc}", "choose a writable directory"
+        ) from None
     return path
 
 
@@ -147,8 +150,12 @@ def _raise_if_nothing_but_bad_input(outcome: RunOutcome) -> None:
     """A run in which every cell failed on the same bad input (NaN in a feature file, say, which only loading
     finds) is a bad-input error like those found before training: one line, and no run left behind."""
     errors = {f.error for f in outcome.failures.values()}
-    if (len(errors) == 1 and outcome.cells_failed == len(outcome.cell_keys) and outcome.configs_trained == 0
-            and all(f.user_error for f in outcome.failures.values())):
+    if (
+        len(errors) == 1
+        and outcome.cells_failed == len(outcome.cell_keys)
+        and outcome.configs_trained == 0
+        and all(f.user_error for f in outcome.failures.values())
+    ):
         raise FeatbenchError(errors.pop())
 
 

@@ -74,6 +74,10 @@ def build_resnet50(padding: str, weights: ResolvedWeights, what: str = "resnet50
 def register_backbones(registry, catalog):
     for name, doc, source, pre, raw in registry_backbones(catalog, "resnet50"):
         padding = raw.get("padding", "torch")
-        spec = BackboneSpec(build=functools.partial(build_resnet50, padding, what=f"backbone {name}"),
-                            arch=f"torchvision.resnet50/padding={padding}", preprocess=Preprocess(**pre), weights=source)
+        spec = BackboneSpec(
+            build=functools.partial(build_resnet50, padding, what=f"backbone {name}"),
+            arch=f"torchvision.resnet50/padding={padding}",
+            preprocess=Preprocess(**pre),
+            weights=source,
+        )
         registry.add(name, spec, summary=doc)

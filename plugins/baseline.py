@@ -8,7 +8,7 @@ from featbench.api import Augmented, Batch, FeatureAugmenter, Targets, hookimpl
 class NoAugmentation(FeatureAugmenter):
     """No augmentation (the paper's Baseline): clean features, hard labels.
 
-    Its step is the trainer's closed-form one (featbench.training.fastpath, the trainer's own): ``dL/dW = (dL/dZ)^T X``, no autograd.
+    Its step is the trainer's own closed-form one: ``dL/dW = (dL/dZ)^T X``, no autograd.
     """
 
     cuda_graph_safe = True  # deterministic, no host reads (FeatureAugmenter.cuda_graph_safe)

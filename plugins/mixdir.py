@@ -1,11 +1,11 @@
-"""MixDir: manifold mixup as a direction, the variant of the SeA paper's Fig. 4 ablation (methods.md 8A).
+"""MixDir: manifold mixup as a direction, the variant of the SeA paper's Fig. 4 ablation (SeA paper Fig. 4).
 
 "A random semantic direction indicated by an example": for every row i draw j(i) uniformly among the
 *other* rows of the batch, ``D_i = x_j(i)``, ``X~ = normalize(X + eta D)``, hard label y_i, replacement.
 This equals ``normalize(lam x_i + (1 - lam) x_j(i))`` with ``lam = 1 / (1 + eta)`` >= 1/2 (verified in the
 tests). j(i) comes from the shared stream (it does not depend on hyper-parameters).
 
-JUDGMENT (methods.md 8A, 16.4): reading "manifold mixup" in Fig. 4 as a one-hot random q in SeA's Eq. 6
+JUDGMENT (SeA paper Fig. 4): reading "manifold mixup" in Fig. 4 as a one-hot random q in SeA's Eq. 6
 with the shared eta grid is inferred from the paper's wording; the faithful soft-label mixup is ``mixup``.
 """
 

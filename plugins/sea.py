@@ -1,7 +1,8 @@
 """SeA: semantic adversarial augmentation of last-layer features (Qian, Xu, Hu, ECCV 2024).
 
-One step, exactly as the official code (methods.md 4.1): ``G = (P - Y) W`` at the current heads with the
-training loss' own lamda and delta; ``U = normalize(G)``; ``q_i = softmax_{j != i}(<u_i, x_j> / alpha)``;
+One step, exactly as the official code (SeA paper §3.1, Alg. 1, Eqs. 4-11): ``G = (P - Y) W`` at the
+current heads with the training loss' own lamda and delta; ``U = normalize(G)``;
+``q_i = softmax_{j != i}(<u_i, x_j> / alpha)``;
 ``D = normalize(Q X)``; ``X~ = normalize(X + eta D)``; train on ``X~`` (replacing ``X``) with the original
 hard labels. Everything is a constant for the weight update.
 
@@ -12,10 +13,30 @@ in-batch direction methods; the fused step below proves equal to them (tests/tra
 
 from __future__ import annotations
 
-from featbench.api import (STEP_SIZE, Augmented, Batch, FeatureAugmenter, HParam, LinearGrad, Targets, batch_gram, clamp_norm,
-                           feature_gradients, gradient_similarities, gradient_sq_norms, hookimpl, hp_column,
-                           masked_softmax_weights, per_row_loss, push_mix, row_mix_logits, row_weights, sea_augment,
-                           select_heads, stacked_logits)
+from featbench.api import (
+    STEP_SIZE,
+    Augmented,
+    Batch,
+    FeatureAugmenter,
+    HParam,
+    LinearGrad,
+    Targets,
+    batch_gram,
+    clamp_norm,
+    feature_gradients,
+    gradient_similarities,
+    gradient_sq_norms,
+    hookimpl,
+    hp_column,
+    masked_softmax_weights,
+    per_row_loss,
+    push_mix,
+    row_mix_logits,
+    row_weights,
+    sea_augment,
+    select_heads,
+    stacked_logits,
+)
 
 
 def sea_fused_gradients(x, y, weight, loss, alpha, eta, active=None):
@@ -37,15 +58,22 @@ def sea_fused_gradients(x, y, weight, loss, alpha, eta, active=None):
     z = stacked_logits(x, weight)  # (K, b, C), shared by the gradient pass and the training pass
     e = loss.grad_logits(z, targets)  # rows of G = e W; also the clean rows' logit gradient
     if active is None:
-        keep = (hp_column(eta, z) == 0)  # eta = 0 heads train on the clean rows, bit for bit
+        keep = hp_column(eta, z) == 0  # eta = 0 heads train on the clean rows, bit for bit
         mix = _sea_mix(x, z, e, weight, alpha, eta)
         dz = row_weights(loss.grad_logits(torch.where(keep, z, row_mix_logits(mix, z)), targets), None)
         return LinearGrad(torch.where(keep, dz, mix.transpose(1, 2) @ dz), x)
     dz = row_weights(e, None)
     if active.numel():
         za = z.index_select(0, active)
-        mix = _sea_mix(x, za, e.index_select(0, active), weight.index_select(0, active), alpha.index_select(0, active),
-                       eta.index_select(0, active), batch_gram(x))
+        mix = _sea_mix(
+            x,
+            za,
+            e.index_select(0, active),
+            weight.index_select(0, active),
+            alpha.index_select(0, active),
+            eta.index_select(0, active),
+            batch_gram(x),
+        )
         dza = row_weights(select_heads(loss, active).grad_logits(row_mix_logits(mix, za), targets), None)
         dz = dz.index_copy(0, active, mix.transpose(1, 2) @ dza)
     return LinearGrad(dz, x)
@@ -83,8 +111,9 @@ class SeA(FeatureAugmenter):
         """The fused step (:func:`sea_fused_gradients`) for shared rows and a loss of the logits alone."""
         if batch.x.dim() != 2 or not per_row_loss(self.run.loss):
             return None
-        return sea_fused_gradients(batch.x, batch.y, batch.weight, self.run.loss, self.run.hp["alpha"], self.run.hp["eta"],
-                                   self._active)
+        return sea_fused_gradients(
+            batch.x, batch.y, batch.weight, self.run.loss, self.run.hp["alpha"], self.run.hp["eta"], self._active
+        )
 
 
 @hookimpl

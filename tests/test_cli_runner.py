@@ -9,11 +9,10 @@ import sys
 import time
 
 import pytest
-
-from featbench.cli import main
-from featbench.bench.store import Store
-
 from runner_util import feature_grid, single_thread
+
+from featbench.bench.store import Store
+from featbench.cli import main
 
 
 @pytest.fixture(autouse=True, scope="module")

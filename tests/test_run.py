@@ -6,14 +6,13 @@ import json
 import os
 
 import pytest
+from runner_util import make_features, single_thread
 
 from featbench.bench import executors, plan
 from featbench.bench.spec import RunSpec, check
 from featbench.errors import UnknownNameError
 from featbench.manager import load_plugins
 from featbench.run import RunResult, run
-
-from runner_util import make_features, single_thread
 
 
 @pytest.fixture(scope="module")

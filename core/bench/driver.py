@@ -20,14 +20,13 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
+from ..records import REFIT, SEARCH, CellRecord, ConfigRecord, select_best
 from . import executors
 from .executors import Executor
 from .jobs import JobFailure, JobResult, LoadOptions, TrainJob
 from .plan import CellPlan, Plan, config_key, make_plan, plan_cells
 from .progress import Listener
-from ..records import REFIT, SEARCH, CellRecord, ConfigRecord, select_best
 from .spec import RunSpec
-
 
 # ---- the driver -------------------------------------------------------------------------------
 
@@ -56,7 +55,7 @@ def environment(device: str, executor: str = "local", threads: int | None = None
 
     v = {"featbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
          "numpy": numpy.__version__, "platform": platform.platform(), "device": device, "executor": executor,
-         "threads": threads if threads is not None else (1 if executor == "ray" else torch.get_num_threads())}
+         "threads": threads if threads is not None else executors.module(executor).default_threads()}
     if device.startswith("cuda") and torch.cuda.is_available():  # a Ray driver may have no GPU of its own
         v["gpu"] = torch.cuda.get_device_name(0)
     return v
@@ -111,16 +110,28 @@ class Runner:
             store.finish_run(run_id, "failed")  # everything finished so far stays recorded
             raise
         store.finish_run(run_id, "interrupted" if interrupted else "failed" if self._failures else "finished")
-        return RunOutcome(run_id, tuple(keys), self._finished, len(done), self._trained, interrupted, dict(self._failures))
+        return RunOutcome(
+            run_id, tuple(keys), self._finished, len(done), self._trained, interrupted, dict(self._failures)
+        )
 
     # -- scheduling ------------------------------------------------------------------------
 
     def _job(self, cell: CellPlan, phase: str, configs: Sequence[Mapping[str, float]], keys: Sequence[str]) -> TrainJob:
         bb = f"/{cell.source.backbone_label}" if cell.source.backbones else ""
-        return TrainJob(source=cell.source, source_id=cell.source_id, augmenter=cell.row.augmenter, loss=cell.loss,
-                        phase=phase, configs=tuple(dict(c) for c in configs), keys=tuple(keys),
-                        settings=cell.settings, val_fraction=self.spec.val_fraction, log_every=self.spec.log_every,
-                        label=f"{cell.row.label} on {cell.source.dataset}{bb} seed {cell.seed}", threads=self.spec.threads)
+        return TrainJob(
+            source=cell.source,
+            source_id=cell.source_id,
+            augmenter=cell.row.augmenter,
+            loss=cell.loss,
+            phase=phase,
+            configs=tuple(dict(c) for c in configs),
+            keys=tuple(keys),
+            settings=cell.settings,
+            val_fraction=self.spec.val_fraction,
+            log_every=self.spec.log_every,
+            label=f"{cell.row.label} on {cell.source.dataset}{bb} seed {cell.seed}",
+            threads=self.spec.threads,
+        )
 
     def _submit(self, job: TrainJob) -> int:
         self._in_flight.update(job.keys)
@@ -156,7 +167,9 @@ class Runner:
         return dict(cell.configs[select_best([r.val for r in search])]), search
 
     def _refit_key(self, cell: CellPlan, hp: Mapping[str, float]) -> str:
-        return config_key(cell.source_id, cell.row.augmenter, cell.loss, REFIT, hp, cell.settings, self.spec.val_fraction)
+        return config_key(
+            cell.source_id, cell.row.augmenter, cell.loss, REFIT, hp, cell.settings, self.spec.val_fraction
+        )
 
     def _refit(self, cell: CellPlan) -> int:
         hp, _ = self._chosen(cell)
@@ -175,12 +188,23 @@ class Runner:
         job = result.job
         if job.source_id not in self._sources:
             s = result.source
-            self.store.record_source(job.source_id, s.dataset, s.backbones, s.metric, s.num_classes, s.test_y,
-                                     s.cache_keys, s.files)
+            self.store.record_source(
+                job.source_id, s.dataset, s.backbones, s.metric, s.num_classes, s.test_y, s.cache_keys, s.files
+            )
             self._sources.add(job.source_id)
-        records = [ConfigRecord(key=k, source_id=job.source_id, augmenter=job.augmenter, loss=job.loss, seed=job.settings.seed,
-                                phase=job.phase, device=result.device, **attrs.asdict(o, recurse=False))
-                   for k, o in zip(job.keys, result.outcomes)]
+        records = [
+            ConfigRecord(
+                key=k,
+                source_id=job.source_id,
+                augmenter=job.augmenter,
+                loss=job.loss,
+                seed=job.settings.seed,
+                phase=job.phase,
+                device=result.device,
+                **attrs.asdict(o, recurse=False),
+            )
+            for k, o in zip(job.keys, result.outcomes)
+        ]
         new = self.store.record_configs(self._run_id, records)
         self._trained += new
         self._in_flight.difference_update(job.keys)
@@ -213,12 +237,26 @@ class Runner:
         key = self._refit_key(cell, hp)
         refit = self.store.configs([key])[key]
         val = search[select_best([r.val for r in search])].val if search else None
-        rec = CellRecord(key=cell.key, source_id=cell.source_id, dataset=cell.source.dataset,
-                         backbones=cell.source.backbone_label, row=cell.row.label, augmenter=cell.row.augmenter,
-                         loss=cell.loss, seed=cell.seed, metric=self._metric(cell), value=refit.test, top1=refit.top1,
-                         mean_per_class=refit.mean_per_class, hp=hp, val_value=val, grid_size=len(cell.configs),
-                         diverged_configs=sum(r.diverged for r in search) + int(refit.diverged),
-                         seconds=sum(r.seconds for r in search) + refit.seconds, refit_key=key)
+        rec = CellRecord(
+            key=cell.key,
+            source_id=cell.source_id,
+            dataset=cell.source.dataset,
+            backbones=cell.source.backbone_label,
+            row=cell.row.label,
+            augmenter=cell.row.augmenter,
+            loss=cell.loss,
+            seed=cell.seed,
+            metric=self._metric(cell),
+            value=refit.test,
+            top1=refit.top1,
+            mean_per_class=refit.mean_per_class,
+            hp=hp,
+            val_value=val,
+            grid_size=len(cell.configs),
+            diverged_configs=sum(r.diverged for r in search) + int(refit.diverged),
+            seconds=sum(r.seconds for r in search) + refit.seconds,
+            refit_key=key,
+        )
         if self.store.record_cell(self._run_id, rec, [*cell.search_keys, key]):
             self._finished += 1
             self._done_total += 1
@@ -226,4 +264,3 @@ class Runner:
 
     def _metric(self, cell: CellPlan) -> str:
         return self.store.source_metric(cell.source_id)
-

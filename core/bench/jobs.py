@@ -22,7 +22,6 @@ from .plan import SourceSpec
 from .spec import Inputs
 from .threads import torch_threads
 
-
 _INPUTS = Inputs()
 
 
@@ -43,8 +42,16 @@ class LoadOptions:
     @classmethod
     def from_spec(cls, spec, device: str, progress: bool = False) -> LoadOptions:
         i = spec.inputs
-        return cls(cache_dir=i.cache_dir, device=device, weights=dict(i.weights), progress=progress, data_root=i.data_root,
-                   image_size=i.image_size, extract_batch_size=i.extract_batch_size, workers=i.workers)
+        return cls(
+            cache_dir=i.cache_dir,
+            device=device,
+            weights=dict(i.weights),
+            progress=progress,
+            data_root=i.data_root,
+            image_size=i.image_size,
+            extract_batch_size=i.extract_batch_size,
+            workers=i.workers,
+        )
 
 
 def load_source(src: SourceSpec, host, options: LoadOptions, listener: ExtractListener | None = None) -> FeatureSet:
@@ -62,13 +69,25 @@ def load_source(src: SourceSpec, host, options: LoadOptions, listener: ExtractLi
     try:
         from ..inputs import sources
     except ImportError:
-        raise ConfigError(f"data set {src.dataset!r} with backbones {src.backbone_label} needs featbench.inputs.sources "
-                          "(backbones and data sets), which this installation lacks",
-                          "pass feature files with --features or feature_files in the suite") from None
-    fs = sources.feature_set_for(src.dataset, list(src.backbones), host=host, cache_dir=options.cache_dir,
-                                 device=options.device, weights=dict(options.weights) or None, progress=options.progress,
-                                 data_root=options.data_root, preprocess=options.image_size,
-                                 batch_size=options.extract_batch_size, workers=options.workers, listener=listener)
+        raise ConfigError(
+            f"data set {src.dataset!r} with backbones {src.backbone_label} needs featbench.inputs.sources "
+            "(backbones and data sets), which this installation lacks",
+            "pass feature files with --features or feature_files in the suite",
+        ) from None
+    fs = sources.feature_set_for(
+        src.dataset,
+        list(src.backbones),
+        host=host,
+        cache_dir=options.cache_dir,
+        device=options.device,
+        weights=dict(options.weights) or None,
+        progress=options.progress,
+        data_root=options.data_root,
+        preprocess=options.image_size,
+        batch_size=options.extract_batch_size,
+        workers=options.workers,
+        listener=listener,
+    )
     if src.metric is not None and fs.metric != src.metric:
         fs = attrs.evolve(fs, metric=src.metric)
     return fs
@@ -146,8 +165,24 @@ def execute_job(job: TrainJob, fs: FeatureSet, host, on_epoch: Callable[[int], N
     outcomes: list[ConfigOutcome] = []
     with torch_threads(job.threads):
         for start in range(0, len(job.configs), cap):
-            outcomes += train_configs(fs, aug_cls, loss, job.configs[start:start + cap], job.settings, job.phase,
-                                      job.val_fraction, job.log_every, on_epoch)
-    info = SourceInfo(dataset=job.source.dataset, backbones=job.source.backbone_label, metric=fs.metric,
-                      num_classes=fs.num_classes, test_y=fs.test_y, cache_keys=tuple(fs.cache_keys), files=tuple(fs.sources))
+            outcomes += train_configs(
+                fs,
+                aug_cls,
+                loss,
+                job.configs[start : start + cap],
+                job.settings,
+                job.phase,
+                job.val_fraction,
+                job.log_every,
+                on_epoch,
+            )
+    info = SourceInfo(
+        dataset=job.source.dataset,
+        backbones=job.source.backbone_label,
+        metric=fs.metric,
+        num_classes=fs.num_classes,
+        test_y=fs.test_y,
+        cache_keys=tuple(fs.cache_keys),
+        files=tuple(fs.sources),
+    )
     return JobResult(job, tuple(outcomes), info, job.settings.device)

@@ -68,7 +68,11 @@ def coerce(field: attrs.Attribute, value, base: str | None = None, from_flags: b
             raise ConfigError(f"{name} must be true or false, not {value!r}", f"write {name}: true")
         return value
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            and not (isinstance(value, str) and value.strip().lstrip("-").isdigit())
+        ):
             raise ConfigError(f"{name} must be a whole number, not {value!r}", f"e.g. {name}: 2")
         return int(value)
     if kind is float:

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 import attrs
 
 from ..errors import UnknownNameError
+from ..records import SEARCH, stable_hash
 from ..training.protocol import stacks
 from ..training.trainer import TrainSettings
-from ..records import SEARCH, stable_hash
 from .spec import RunSpec
 
 PROTOCOL_VERSION = 1  # bump when a change of the protocol changes recorded numbers
@@ -56,7 +56,9 @@ def file_digest(path: str) -> str:
     except OSError:
         from ..errors import DataError
 
-        raise DataError(f"feature file not found: {path}", "check the path (suite paths are relative to the suite file)") from None
+        raise DataError(
+            f"feature file not found: {path}", "check the path (suite paths are relative to the suite file)"
+        ) from None
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
         h = hashlib.sha256()
@@ -85,8 +87,10 @@ def _weights_identity(path: str) -> object:
 
 def plan_sources(spec: RunSpec) -> list[SourceSpec]:
     """Feature-file columns first, then every data set × backbone set."""
-    out = [SourceSpec("+".join(os.path.splitext(os.path.basename(p))[0] for p in files), (), tuple(files), spec.metric)
-           for files in spec.features]
+    out = [
+        SourceSpec("+".join(os.path.splitext(os.path.basename(p))[0] for p in files), (), tuple(files), spec.metric)
+        for files in spec.features
+    ]
     sets = spec.backbone_sets()
     for ds in spec.datasets:
         for bset in sets:
@@ -139,7 +143,9 @@ def plan_rows(spec: RunSpec, host, registry_path: str | None = None) -> list[Row
         values.update({k: v for k, v in plain.items() if k in params})
         for name, v in {**scoped.get(row.label, {}), **row.hp}.items():
             if name not in params:
-                raise UnknownNameError("hyper-parameter", name, params, f"for row {row.label} ({row.augmenter} with --loss {spec.loss})")
+                raise UnknownNameError(
+                    "hyper-parameter", name, params, f"for row {row.label} ({row.augmenter} with --loss {spec.loss})"
+                )
             values[name] = v
         out.append(RowPlan(row.label, row.augmenter, params, tuple(expand_grid(params, values))))
     for k in plain:
@@ -187,17 +193,42 @@ def _settings_ident(settings: TrainSettings, val_fraction: float) -> dict:
     """The settings that make a result what it is. Reduced-precision products and storage change the numbers,
     so they are part of it when not the default; chunking and CUDA graphs do not (tested equal)."""
     s = settings
-    precision = {k: v for k, v in (("matmul", s.matmul), ("storage", s.storage))
-                 if v != attrs.fields_dict(TrainSettings)[k].default}
-    return {"v": PROTOCOL_VERSION, "epochs": s.epochs, "batch_size": s.batch_size, "momentum": s.momentum,
-            "seed": s.seed, "val_fraction": val_fraction, **precision}
+    precision = {
+        k: v
+        for k, v in (("matmul", s.matmul), ("storage", s.storage))
+        if v != attrs.fields_dict(TrainSettings)[k].default
+    }
+    return {
+        "v": PROTOCOL_VERSION,
+        "epochs": s.epochs,
+        "batch_size": s.batch_size,
+        "momentum": s.momentum,
+        "seed": s.seed,
+        "val_fraction": val_fraction,
+        **precision,
+    }
 
 
-def config_key(source_id: str, augmenter: str, loss: str, phase: str, hp: Mapping[str, float], settings: TrainSettings,
-               val_fraction: float) -> str:
+def config_key(
+    source_id: str,
+    augmenter: str,
+    loss: str,
+    phase: str,
+    hp: Mapping[str, float],
+    settings: TrainSettings,
+    val_fraction: float,
+) -> str:
     """Identity of one trained configuration (independent of the grid it came from and of the row label)."""
-    return stable_hash({"source": source_id, "augmenter": augmenter, "loss": loss, "phase": phase,
-                        "hp": {k: v if isinstance(v, str) else float(v) for k, v in hp.items()}, **_settings_ident(settings, val_fraction)})
+    return stable_hash(
+        {
+            "source": source_id,
+            "augmenter": augmenter,
+            "loss": loss,
+            "phase": phase,
+            "hp": {k: v if isinstance(v, str) else float(v) for k, v in hp.items()},
+            **_settings_ident(settings, val_fraction),
+        }
+    )
 
 
 def plan_cells(spec: RunSpec, plan: Plan, device: str, weights: Mapping[str, str]) -> list[CellPlan]:
@@ -207,14 +238,36 @@ def plan_cells(spec: RunSpec, plan: Plan, device: str, weights: Mapping[str, str
         sid = source_id(src, weights)
         for row in plan.rows:
             for seed in spec.seed_list:
-                settings = TrainSettings(epochs=spec.epochs, batch_size=spec.batch_size, momentum=MOMENTUM, seed=seed, device=device,
-                                         matmul=spec.matmul, storage=spec.storage, cuda_graphs=spec.cuda_graphs)
+                settings = TrainSettings(
+                    epochs=spec.epochs,
+                    batch_size=spec.batch_size,
+                    momentum=MOMENTUM,
+                    seed=seed,
+                    device=device,
+                    matmul=spec.matmul,
+                    storage=spec.storage,
+                    cuda_graphs=spec.cuda_graphs,
+                )
                 search = len(row.configs) > 1
-                keys = tuple(config_key(sid, row.augmenter, spec.loss, SEARCH, c, settings, spec.val_fraction)
-                             for c in row.configs) if search else ()
+                keys = (
+                    tuple(
+                        config_key(sid, row.augmenter, spec.loss, SEARCH, c, settings, spec.val_fraction)
+                        for c in row.configs
+                    )
+                    if search
+                    else ()
+                )
                 groups = tuple(tuple(g) for g in stacks(row.params, row.configs, spec.stack_size)) if search else ()
-                key = stable_hash({"row": row.label, "search": list(keys), "configs": [dict(c) for c in row.configs],
-                                   "source": sid, "augmenter": row.augmenter, "loss": spec.loss,
-                                   **_settings_ident(settings, spec.val_fraction)})
+                key = stable_hash(
+                    {
+                        "row": row.label,
+                        "search": list(keys),
+                        "configs": [dict(c) for c in row.configs],
+                        "source": sid,
+                        "augmenter": row.augmenter,
+                        "loss": spec.loss,
+                        **_settings_ident(settings, spec.val_fraction),
+                    }
+                )
                 cells.append(CellPlan(key, src, sid, row, spec.loss, seed, settings, keys, groups))
     return cells

@@ -31,11 +31,11 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
+from ..api import METRICS
 from ..errors import ConfigError, UnknownNameError
 from .options import ALIASES, coerce, declared, option
 
 MATMULS = ("fp32", "tf32", "bf16")  # featbench.training.trainer.matmul_precision
-METRICS = ("top1", "mean_per_class")
 
 
 @attrs.frozen
@@ -55,7 +55,9 @@ def split_list(value, what: str) -> tuple[str, ...]:
         return tuple(p.strip() for p in value.split(",") if p.strip())
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return tuple(v.strip() for v in value if v.strip())
-    raise ConfigError(f"{what} must be a list of names or a comma-separated string, not {value!r}", f"e.g. {what}: [a, b]")
+    raise ConfigError(
+        f"{what} must be a list of names or a comma-separated string, not {value!r}", f"e.g. {what}: [a, b]"
+    )
 
 
 def _parse_hp(value, base, from_flags):
@@ -101,10 +103,17 @@ def _parse_aug(value, base, from_flags) -> tuple:
         elif isinstance(item, Mapping):
             unknown = set(item) - {"label", "augmenter", "hp"}
             if unknown or "augmenter" not in item:
-                raise ConfigError(f"aug entry {dict(item)!r} is not {{label, augmenter, hp}}",
-                                  "write {label: sea-a0, augmenter: sea, hp: {alpha: 0}}")
-            out.append(AugRow(str(item.get("label") or item["augmenter"]), str(item["augmenter"]),
-                              parse_hp_mapping(item.get("hp"), f"aug.{item.get('label') or item['augmenter']}.hp")))
+                raise ConfigError(
+                    f"aug entry {dict(item)!r} is not {{label, augmenter, hp}}",
+                    "write {label: sea-a0, augmenter: sea, hp: {alpha: 0}}",
+                )
+            out.append(
+                AugRow(
+                    str(item.get("label") or item["augmenter"]),
+                    str(item["augmenter"]),
+                    parse_hp_mapping(item.get("hp"), f"aug.{item.get('label') or item['augmenter']}.hp"),
+                )
+            )
         else:
             raise ConfigError(f"aug entry {item!r} is neither a name nor a mapping", "e.g. aug: [none, sea]")
     return tuple(out)
@@ -132,8 +141,10 @@ def _parse_feature_files(value, base, from_flags) -> dict[str, dict[str, str]]:
     if value is None:
         return {}
     if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
-        raise ConfigError("feature_files must map data set -> backbone -> file",
-                          "e.g. feature_files: {digits: {raw: data/digits_raw.npz}}")
+        raise ConfigError(
+            "feature_files must map data set -> backbone -> file",
+            "e.g. feature_files: {digits: {raw: data/digits_raw.npz}}",
+        )
     return {str(ds): {str(b): _rel(base, p) for b, p in files.items()} for ds, files in value.items()}
 
 
@@ -143,7 +154,9 @@ def _parse_weights(value, base, from_flags) -> dict[str, str]:
     if isinstance(value, Mapping):
         return {str(k): str(v) for k, v in value.items()}
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise ConfigError(f"weights must map backbone names to files, not {value!r}", "e.g. weights: {M: ckpt/r-50-1000ep.pth.tar}")
+        raise ConfigError(
+            f"weights must map backbone names to files, not {value!r}", "e.g. weights: {M: ckpt/r-50-1000ep.pth.tar}"
+        )
     out = {}
     for item in value:
         name, sep, path = str(item).partition("=")
@@ -168,27 +181,59 @@ def _names(what: str):
 class Compare:
     """What to compare: the rows, the feature sources (columns), and the protocol that scores them."""
 
-    aug: tuple = option(("none", "sea"), parse=_parse_aug, metavar="NAME[,NAME...]|all", aliases=("augmenters",),
-                        help="augmenter rows (all: every registered augmenter)")
-    features: tuple[tuple[str, ...], ...] = option((), parse=_parse_features, repeat=True, metavar="A.npz[,B.npz...]",
-                                                   help="a feature-file column (several comma-separated files form an ensemble); "
-                                                        "repeatable. Default without --dataset: the embedded scikit-learn digits set")
-    datasets: tuple[str, ...] = option((), parse=_names("datasets"), flag="--dataset", aliases=("dataset",),
-                                       metavar="NAME[,NAME...]", help="data sets (columns)")
-    backbones: tuple[str, ...] = option((), parse=_names("backbones"), aliases=("backbone",), metavar="B[,B...]",
-                                        help="backbones; by default one ensemble of all of them")
-    combos: tuple[str, ...] = option((), parse=_names("combos"), metavar="all|singles|A+B[,...]",
-                                     help="backbone sets to evaluate: all non-empty subsets of --backbones (Table 4), "
-                                          "each alone, or a list (default: all backbones together)")
-    feature_files: Mapping[str, Mapping[str, str]] = option(factory=dict, flag=None, parse=_parse_feature_files,
-                                                            aliases=("feature-files",),
-                                                            help="data set -> backbone -> .npz (suite files only)")
+    aug: tuple = option(
+        ("none", "sea"),
+        parse=_parse_aug,
+        metavar="NAME[,NAME...]|all",
+        aliases=("augmenters",),
+        help="augmenter rows (all: every registered augmenter)",
+    )
+    features: tuple[tuple[str, ...], ...] = option(
+        (),
+        parse=_parse_features,
+        repeat=True,
+        metavar="A.npz[,B.npz...]",
+        help="a feature-file column (several comma-separated files form an ensemble); "
+        "repeatable. Default without --dataset: the embedded scikit-learn digits set",
+    )
+    datasets: tuple[str, ...] = option(
+        (),
+        parse=_names("datasets"),
+        flag="--dataset",
+        aliases=("dataset",),
+        metavar="NAME[,NAME...]",
+        help="data sets (columns)",
+    )
+    backbones: tuple[str, ...] = option(
+        (),
+        parse=_names("backbones"),
+        aliases=("backbone",),
+        metavar="B[,B...]",
+        help="backbones; by default one ensemble of all of them",
+    )
+    combos: tuple[str, ...] = option(
+        (),
+        parse=_names("combos"),
+        metavar="all|singles|A+B[,...]",
+        help="backbone sets to evaluate: all non-empty subsets of --backbones (Table 4), "
+        "each alone, or a list (default: all backbones together)",
+    )
+    feature_files: Mapping[str, Mapping[str, str]] = option(
+        factory=dict,
+        flag=None,
+        parse=_parse_feature_files,
+        aliases=("feature-files",),
+        help="data set -> backbone -> .npz (suite files only)",
+    )
     metric: str | None = option(None, help="override the sources' metric: top1 or mean_per_class")
     loss: str = option("hinge", help="training loss")
-    hp: Mapping[str, tuple[float | str | bool, ...]] = option(factory=dict, parse=_parse_hp, repeat=True,
-                                                              metavar="[ROW.]KEY=V[,V2...]",
-                                                              help="fix a hyper-parameter, or give several values to search; "
-                                                                   "ROW.KEY applies to one row (repeatable)")
+    hp: Mapping[str, tuple[float | str | bool, ...]] = option(
+        factory=dict,
+        parse=_parse_hp,
+        repeat=True,
+        metavar="[ROW.]KEY=V[,V2...]",
+        help="fix a hyper-parameter, or give several values to search; ROW.KEY applies to one row (repeatable)",
+    )
     grid: str | None = option(None, metavar="NAME", help="search a named grid from registry.yaml (paper, quick)")
     epochs: int = option(100, help="training epochs")
     batch_size: int = option(256, help="mini-batch size")
@@ -201,16 +246,29 @@ class Compare:
 class Inputs:
     """Where features come from when they are extracted from images (backbones × data sets)."""
 
-    weights: Mapping[str, str] = option(factory=dict, parse=_parse_weights, repeat=True, metavar="NAME=PATH",
-                                        help="weights for a backbone: a checkpoint file, 'random' or 'pretrained'; repeatable")
-    cache_dir: str | None = option(None, metavar="DIR", help="feature and weights cache (default: $FEATBENCH_CACHE or ~/.cache/featbench)")
-    data_root: str | None = option(None, metavar="DIR", help="where data sets live (default: $FEATBENCH_DATA or ~/.cache/featbench/data)")
-    image_size: int | None = option(None, metavar="N", help="crop size N for every backbone, keeping each one's resize/crop "
-                                                            "ratio (default: each backbone's own)")
+    weights: Mapping[str, str] = option(
+        factory=dict,
+        parse=_parse_weights,
+        repeat=True,
+        metavar="NAME=PATH",
+        help="weights for a backbone: a checkpoint file, 'random' or 'pretrained'; repeatable",
+    )
+    cache_dir: str | None = option(
+        None, metavar="DIR", help="feature and weights cache (default: $FEATBENCH_CACHE or ~/.cache/featbench)"
+    )
+    data_root: str | None = option(
+        None, metavar="DIR", help="where data sets live (default: $FEATBENCH_DATA or ~/.cache/featbench/data)"
+    )
+    image_size: int | None = option(
+        None,
+        metavar="N",
+        help="crop size N for every backbone, keeping each one's resize/crop ratio (default: each backbone's own)",
+    )
     extract_batch_size: int = option(64, metavar="B", help="images per forward pass")
     workers: int | None = option(None, metavar="N", help="image-decoding workers (default: by device)")
-    plugins: tuple[str, ...] = option((), flag=None, parse=_parse_plugins,
-                                      help="plugin modules to load (suite files only; on the command line: -p)")
+    plugins: tuple[str, ...] = option(
+        (), flag=None, parse=_parse_plugins, help="plugin modules to load (suite files only; on the command line: -p)"
+    )
 
 
 @attrs.frozen
@@ -218,19 +276,36 @@ class Compute:
     """How and where jobs run. Besides these, each executor module declares its own ``Options``."""
 
     device: str = option("auto", help="auto, cpu or cuda[:N]")
-    stack_size: int = option(64, aliases=("max_heads",), metavar="K",
-                             help="configurations of a grid trained together in one job (one K-stack); smaller stacks "
-                                  "resume at a finer grain")
-    executor: str = option("local", help="where jobs run: local (this process) or another module of "
-                                         "featbench.bench.executors, e.g. ray (tasks on a Ray cluster: pip install 'featbench[ray]')")
-    threads: int | None = option(None, metavar="N",
-                                 help="CPU threads per job, and CPUs per Ray task (default: local all cores, ray 1); "
-                                      "the same N gives bit-identical numbers under both executors")
-    matmul: str = option("fp32", help="float32 matrix products: fp32, tf32 (CUDA) or bf16 (CPUs with bf16 units); "
-                                      "reduced precision changes results slightly and is recorded with them")
-    storage: str = option("auto", help="dtype the training features are kept in: auto (float16 caches stay half), "
-                                       "float32, float16 or bfloat16")
-    cuda_graphs: bool = option(False, help="replay each training epoch as a CUDA graph (GPU, augmenters that declare it safe)")
+    stack_size: int = option(
+        64,
+        aliases=("max_heads",),
+        metavar="K",
+        help="configurations of a grid trained together in one job (one K-stack); smaller stacks "
+        "resume at a finer grain",
+    )
+    executor: str = option(
+        "local",
+        help="where jobs run: local (this process) or another module of "
+        "featbench.bench.executors, e.g. ray (tasks on a Ray cluster: pip install 'featbench[ray]')",
+    )
+    threads: int | None = option(
+        None,
+        metavar="N",
+        help="CPU threads per job, and CPUs per Ray task (default: local all cores, ray 1); "
+        "the same N gives bit-identical numbers under both executors",
+    )
+    matmul: str = option(
+        "fp32",
+        help="float32 matrix products: fp32, tf32 (CUDA) or bf16 (CPUs with bf16 units); "
+        "reduced precision changes results slightly and is recorded with them",
+    )
+    storage: str = option(
+        "auto",
+        help="dtype the training features are kept in: auto (float16 caches stay half), float32, float16 or bfloat16",
+    )
+    cuda_graphs: bool = option(
+        False, help="replay each training epoch as a CUDA graph (GPU, augmenters that declare it safe)"
+    )
 
 
 @attrs.frozen
@@ -289,10 +364,21 @@ class RunSpec:
     output: Output
     executors: Mapping[str, object]  # executor name -> its Options
 
-    def __init__(self, compare: Compare | None = None, inputs: Inputs | None = None, compute: Compute | None = None,
-                 output: Output | None = None, executors: Mapping[str, object] | None = None, **options):
-        parts: dict[str, object] = {"compare": compare or Compare(), "inputs": inputs or Inputs(),
-                                    "compute": compute or Compute(), "output": output or Output()}
+    def __init__(
+        self,
+        compare: Compare | None = None,
+        inputs: Inputs | None = None,
+        compute: Compute | None = None,
+        output: Output | None = None,
+        executors: Mapping[str, object] | None = None,
+        **options,
+    ):
+        parts: dict[str, object] = {
+            "compare": compare or Compare(),
+            "inputs": inputs or Inputs(),
+            "compute": compute or Compute(),
+            "output": output or Output(),
+        }
         given = dict(executors or {})
         for name, cls in executor_options().items():
             parts[f"executor:{name}"] = given.get(name) or cls()
@@ -304,15 +390,24 @@ class RunSpec:
             changes.setdefault(fields[name][0], {})[name] = value
         for part, values in changes.items():
             parts[part] = attrs.evolve(parts[part], **values)
-        self.__attrs_init__(parts["compare"], parts["inputs"], parts["compute"], parts["output"],
-                            {k.partition(":")[2]: v for k, v in parts.items() if k.startswith("executor:")})
+        self.__attrs_init__(
+            parts["compare"],
+            parts["inputs"],
+            parts["compute"],
+            parts["output"],
+            {k.partition(":")[2]: v for k, v in parts.items() if k.startswith("executor:")},
+        )
 
     def __getattr__(self, name: str):
         fields = option_fields()
         if name not in fields:
             raise AttributeError(name)
         part = fields[name][0]
-        holder = self.executors[part.partition(":")[2]] if part.startswith("executor:") else object.__getattribute__(self, part)
+        holder = (
+            self.executors[part.partition(":")[2]]
+            if part.startswith("executor:")
+            else object.__getattribute__(self, part)
+        )
         return getattr(holder, name)
 
     @property
@@ -330,7 +425,9 @@ class RunSpec:
         labels = [r.label for r in out]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
-            raise ConfigError(f"augmenter row(s) {', '.join(dup)} listed twice", "list each row once (give variants their own label)")
+            raise ConfigError(
+                f"augmenter row(s) {', '.join(dup)} listed twice", "list each row once (give variants their own label)"
+            )
         return out
 
     def backbone_sets(self) -> list[tuple[str, ...]]:
@@ -347,7 +444,9 @@ class RunSpec:
             parts = tuple(p.strip() for p in combo.split("+") if p.strip())
             for p in parts:
                 if p not in bb:
-                    raise UnknownNameError("backbone in --combos", p, bb, "every combination must use backbones from --backbones")
+                    raise UnknownNameError(
+                        "backbone in --combos", p, bb, "every combination must use backbones from --backbones"
+                    )
             if not parts or len(set(parts)) != len(parts):
                 raise ConfigError(f"--combos entry {combo!r} is empty or repeats a backbone", "write sets like S+M")
             out.append(parts)
@@ -355,6 +454,7 @@ class RunSpec:
 
     def to_json(self) -> dict:
         """Every option by name (the run record's settings)."""
+
         def conv(v):
             if isinstance(v, AugRow):
                 return {"label": v.label, "augmenter": v.augmenter, "hp": {k: list(x) for k, x in v.hp.items()}}
@@ -387,14 +487,19 @@ def check(spec: RunSpec) -> RunSpec:
     if spec.image_size is not None and spec.image_size < 8:
         raise ConfigError(f"--image-size {spec.image_size} is too small", "e.g. --image-size 224")
     if spec.extract_batch_size < 1:
-        raise ConfigError(f"--extract-batch-size {spec.extract_batch_size} must be at least 1", "e.g. --extract-batch-size 64")
+        raise ConfigError(
+            f"--extract-batch-size {spec.extract_batch_size} must be at least 1", "e.g. --extract-batch-size 64"
+        )
     if not 0 <= spec.digits <= 6:
         raise ConfigError(f"--digits {spec.digits} must be between 0 and 6", "e.g. --digits 2")
     from ..training.storage import STORAGE_CHOICES
     from .executors import names as executor_names
 
-    for value, valid, what in ((spec.executor, executor_names(), "executor"), (spec.matmul, MATMULS, "matmul precision"),
-                               (spec.storage, STORAGE_CHOICES, "feature storage")):
+    for value, valid, what in (
+        (spec.executor, executor_names(), "executor"),
+        (spec.matmul, MATMULS, "matmul precision"),
+        (spec.storage, STORAGE_CHOICES, "feature storage"),
+    ):
         if value not in valid:
             raise UnknownNameError(what, value, valid)
     for options in spec.executors.values():
@@ -415,8 +520,10 @@ def check(spec: RunSpec) -> RunSpec:
             continue  # a catalog may list more data sets than this run uses
         missing = [b for b in spec.backbones if b not in files]
         if missing:
-            raise ConfigError(f"feature_files.{ds} has no file for backbone(s) {', '.join(missing)}",
-                              f"give a .npz for each of {', '.join(spec.backbones)} or drop feature_files.{ds}")
+            raise ConfigError(
+                f"feature_files.{ds} has no file for backbone(s) {', '.join(missing)}",
+                f"give a .npz for each of {', '.join(spec.backbones)} or drop feature_files.{ds}",
+            )
     return spec
 
 
@@ -440,7 +547,9 @@ def load_suite(path: str) -> dict:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{path} does not hold a mapping of settings", "write one setting per line, e.g. aug: [none, sea]")
+        raise ConfigError(
+            f"{path} does not hold a mapping of settings", "write one setting per line, e.g. aug: [none, sea]"
+        )
     base = os.path.dirname(os.path.abspath(path))
     keys, fields = suite_keys(), option_fields()
     out = {}

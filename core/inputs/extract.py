@@ -84,13 +84,9 @@ def iter_features(model, source: ImageSource, transform: Callable, settings: Ext
         listener.images_finished()
 
 
-def extract_array(model, source: ImageSource, transform: Callable, settings: ExtractSettings) -> np.ndarray:
-    """All features of ``source`` as one float32 array (no cache): the straightforward path."""
-    parts = list(iter_features(model, source, transform, settings))
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-
-def extract_into(writer, model, source: ImageSource, transform: Callable, settings: ExtractSettings, desc: str = "") -> None:
+def extract_into(
+    writer, model, source: ImageSource, transform: Callable, settings: ExtractSettings, desc: str = ""
+) -> None:
     """Compute the rows ``writer`` still lacks and write them chunk by chunk, then commit the entry."""
     pending: list[np.ndarray] = []
     have = 0

@@ -27,14 +27,22 @@ def divergence_warnings(store, cells) -> list[str]:
     """One line per cell in which a configuration diverged: which ones, and what that means for the cell."""
     lines = []
     for cell, bad in diverged(store, cells):
-        where = f"{cell.row} on {cell.dataset}" + (f" [{cell.backbones}]" if cell.backbones else "") + f" (seed {cell.seed})"
-        shown = "; ".join(", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in d["varied"].items())
-                          for d in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+        where = (
+            f"{cell.row} on {cell.dataset}"
+            + (f" [{cell.backbones}]" if cell.backbones else "")
+            + f" (seed {cell.seed})"
+        )
+        shown = "; ".join(
+            ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in d["varied"].items())
+            for d in bad[:3]
+        ) + ("; ..." if len(bad) > 3 else "")
         search = [d for d in bad if d["phase"] == "search"]
         refit = any(d["phase"] == "refit" for d in bad)
         if not search:
-            lines.append(f"{where}: training diverged (weights became NaN/Inf with {shown}), so the cell has no result "
-                         "(lower the learning rate)")
+            lines.append(
+                f"{where}: training diverged (weights became NaN/Inf with {shown}), so the cell has no result "
+                "(lower the learning rate)"
+            )
             continue
         if refit:
             what = "the chosen one diverged again in the final training, so the cell has no result"
@@ -42,6 +50,8 @@ def divergence_warnings(store, cells) -> list[str]:
             what = "every one diverged, so the selection fell back to the first"
         else:
             what = "they were left out of the selection"
-        lines.append(f"{where}: {len(search)} of {cell.grid_size} configuration(s) diverged (weights became NaN/Inf with "
-                     f"{shown}); {what} (lower the learning rate)")
+        lines.append(
+            f"{where}: {len(search)} of {cell.grid_size} configuration(s) diverged (weights became NaN/Inf with "
+            f"{shown}); {what} (lower the learning rate)"
+        )
     return lines

@@ -44,7 +44,9 @@ def closed_form_gradients(aug: Augmented, weight: Tensor, loss: BoundLoss) -> Li
     return LinearGrad(row_weights(dz, aug.row_weight), x)
 
 
-def sgd_momentum_(weight: Tensor, buf: Tensor, grad: Tensor | LinearGrad, lr: Tensor, wd: Tensor, momentum: float) -> None:
+def sgd_momentum_(
+    weight: Tensor, buf: Tensor, grad: Tensor | LinearGrad, lr: Tensor, wd: Tensor, momentum: float
+) -> None:
     """One SGD step in place, as ``torch.optim.SGD`` (dampening 0, no Nesterov) with per-head ``lr``, ``wd``
     (K, 1, 1): ``buf = momentum * buf + grad + wd * W``; ``W -= lr * buf``.
 
@@ -63,5 +65,3 @@ def sgd_momentum_(weight: Tensor, buf: Tensor, grad: Tensor | LinearGrad, lr: Te
         grad.addcmul_(wd, weight)
         buf.mul_(momentum).add_(grad)
     weight.addcmul_(lr, buf, value=-1)
-
-

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from ..api import HParam
 from ..errors import ConfigError, UnknownNameError
 
-#: Hyper-parameters of the trainer itself (methods.md 1.4); every run has them.
+#: Hyper-parameters of the trainer itself (SeA paper §4 and its official code); every run has them.
 TRAINER_HPARAMS: tuple[HParam, ...] = (
     HParam("lr", 1.6, "learning rate of SGD (momentum 0.9, constant), > 0", low=0.0, low_open=True),
     HParam("wd", 1e-6, "weight decay added to the gradient of the mean batch loss, >= 0", low=0.0),
@@ -28,7 +28,9 @@ def hp_value(value, what: str) -> float | str | bool:
             return float(value)
         except ValueError:
             return value.strip()
-    raise ConfigError(f"{what} holds {value!r}, which is neither a number nor a name", f"write {what}: [0.1, 0.2] or [name, ...]")
+    raise ConfigError(
+        f"{what} holds {value!r}, which is neither a number nor a name", f"write {what}: [0.1, 0.2] or [name, ...]"
+    )
 
 
 def hp_values(values, what: str) -> tuple[float | str | bool, ...]:
@@ -53,7 +55,9 @@ def parse_hp_args(items: Iterable[str]) -> dict[str, list[float | str | bool]]:
             raise ConfigError(f"malformed --hp {item!r}", "write --hp NAME=VALUE[,VALUE...], e.g. --hp eta=0,0.4,0.8")
         pieces = [v.strip() for v in values.split(",")]
         if not all(pieces):
-            raise ConfigError(f"malformed --hp {item!r}: an empty value", "write --hp NAME=VALUE[,VALUE...] without empty items")
+            raise ConfigError(
+                f"malformed --hp {item!r}: an empty value", "write --hp NAME=VALUE[,VALUE...] without empty items"
+            )
         if name in out:
             raise ConfigError(f"--hp {name} is given twice", "give all values in one --hp NAME=V1,V2")
         out[name] = list(hp_values(pieces, f"--hp {item!r}"))
@@ -63,16 +67,24 @@ def parse_hp_args(items: Iterable[str]) -> dict[str, list[float | str | bool]]:
 def hparams_for(loss_cls: type, aug_cls: type) -> dict[str, HParam]:
     """All hyper-parameters of a (loss, augmenter) pair, trainer's included; a name clash is an error."""
     out: dict[str, HParam] = {}
-    for owner, params in (("trainer", TRAINER_HPARAMS), (loss_cls.__name__, loss_cls.hparams), (aug_cls.__name__, aug_cls.hparams)):
+    for owner, params in (
+        ("trainer", TRAINER_HPARAMS),
+        (loss_cls.__name__, loss_cls.hparams),
+        (aug_cls.__name__, aug_cls.hparams),
+    ):
         for h in params:
             if h.name in out:
-                raise ConfigError(f"hyper-parameter {h.name!r} is declared by both the {owner} and another component",
-                                  "rename one of them in its plugin")
+                raise ConfigError(
+                    f"hyper-parameter {h.name!r} is declared by both the {owner} and another component",
+                    "rename one of them in its plugin",
+                )
             out[h.name] = h
     return out
 
 
-def expand_grid(params: Mapping[str, HParam], values: Mapping[str, Sequence[float | str]]) -> list[dict[str, float | str]]:
+def expand_grid(
+    params: Mapping[str, HParam], values: Mapping[str, Sequence[float | str]]
+) -> list[dict[str, float | str]]:
     """Cartesian product of ``values`` (checked against ``params``) with defaults for the rest.
 
     The order is deterministic: the first named parameter varies slowest.
@@ -101,11 +113,16 @@ def grid_values(registry: Mapping, grid: str, components: list[str]) -> dict[str
     """
     grids = registry.get("grids") or {}
     if not isinstance(grids, Mapping):
-        raise ConfigError("grids: in the registry is not a mapping of grid names", "write grids: {NAME: {trainer: {lr: [...]}}}")
+        raise ConfigError(
+            "grids: in the registry is not a mapping of grid names", "write grids: {NAME: {trainer: {lr: [...]}}}"
+        )
     if grid not in grids:
         raise UnknownNameError("grid", grid, grids)
     if not isinstance(grids[grid] or {}, Mapping):
-        raise ConfigError(f"grids.{grid} in the registry is not a mapping", "write grids.NAME: {trainer: {lr: [...]}, COMPONENT: {...}}")
+        raise ConfigError(
+            f"grids.{grid} in the registry is not a mapping",
+            "write grids.NAME: {trainer: {lr: [...]}, COMPONENT: {...}}",
+        )
     out: dict[str, list[float]] = {}
     for comp in components:
         entry = (grids[grid] or {}).get(comp) or {}

@@ -1,7 +1,8 @@
 """The K-head trainer: K bias-free linear heads trained together on shared mini-batches.
 
-Protocol (methods.md 1.3-1.5): unit-normalised features; ``W`` initialised like ``nn.Linear`` (U(-1/sqrt(d),
-1/sqrt(d)), the same draw for every head); plain SGD with momentum 0.9 and a constant learning rate;
+Protocol (SeA paper §4 and its official code): unit-normalised features; ``W`` initialised like
+``nn.Linear`` (U(-1/sqrt(d), 1/sqrt(d)), the same draw for every head); plain SGD with momentum 0.9 and a
+constant learning rate;
 weight decay added to the gradient of the mean batch loss; a fresh permutation per epoch from a seeded
 data-order generator, walked in chunks of ``batch_size`` with the last partial chunk kept.
 
@@ -22,8 +23,19 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 import numpy as np
 
-from ..api import (AugRNG, Augmented, Batch, BoundLoss, ExtraRows, FeatureAugmenter, Loss, RunInfo, Targets, has_fused_step,
-                   seed_stream)
+from ..api import (
+    Augmented,
+    AugRNG,
+    Batch,
+    BoundLoss,
+    ExtraRows,
+    FeatureAugmenter,
+    Loss,
+    RunInfo,
+    Targets,
+    has_fused_step,
+    seed_stream,
+)
 from ..device import resolve_device
 from .cudagraph import epoch_graphs
 from .fastpath import closed_form_eligible, closed_form_gradients, sgd_momentum_
@@ -70,7 +82,6 @@ class TrainResult:
     diverged: tuple[bool, ...]  # heads whose weights became non-finite (frozen at zero from then on)
     unaugmented_batches: int  # batches too small for the augmenter (trained on clean rows)
     seconds: float
-    epochs_run: int
 
 
 def init_weight(num_classes: int, dim: int, seed: int):
@@ -86,8 +97,11 @@ def hp_tensors(configs: Sequence[Mapping[str, float | str]], device) -> dict[str
     """The numeric hyper-parameters of K configurations as (K,) float32 tensors."""
     import torch
 
-    return {name: torch.tensor([c[name] for c in configs], dtype=torch.float32, device=device)
-            for name, value in configs[0].items() if not isinstance(value, str)}
+    return {
+        name: torch.tensor([c[name] for c in configs], dtype=torch.float32, device=device)
+        for name, value in configs[0].items()
+        if not isinstance(value, str)
+    }
 
 
 def hp_options(configs: Sequence[Mapping[str, float | str]]) -> dict[str, str]:
@@ -99,8 +113,10 @@ def hp_options(configs: Sequence[Mapping[str, float | str]]) -> dict[str, str]:
             if len(differing) > 1:
                 from ..errors import ConfigError
 
-                raise ConfigError(f"configurations of one stack differ in the option {name} ({', '.join(differing)})",
-                                  "train configurations that differ in an option in separate stacks (grid.structural_groups)")
+                raise ConfigError(
+                    f"configurations of one stack differ in the option {name} ({', '.join(differing)})",
+                    "train configurations that differ in an option in separate stacks (grid.structural_groups)",
+                )
             out[name] = value
     return out
 
@@ -132,8 +148,10 @@ class _Pool:
 
     def _base(self, idx):
         idx = idx.to(self.x.device, non_blocking=True)
-        return (self.x.index_select(0, idx).to(self.device, self.dtype, non_blocking=True),
-                self.y.index_select(0, idx).to(self.device, non_blocking=True))
+        return (
+            self.x.index_select(0, idx).to(self.device, self.dtype, non_blocking=True),
+            self.y.index_select(0, idx).to(self.device, non_blocking=True),
+        )
 
     def gather(self, idx):
         import torch
@@ -171,9 +189,20 @@ class _Stack:
         self.loss = BoundLoss(loss, {**hp, **options})
         self.settings = settings
         b = settings.batch_size
-        run = RunInfo(train_x=x, train_y=y, num_classes=num_classes, hp=hp, num_heads=K, epochs=settings.epochs,
-                      batch_size=b, steps_per_epoch=math.ceil(n / b), loss=self.loss,
-                      rng=AugRNG(seed_stream(settings.seed, AUGMENT_STREAM), K), device=device, options=options)
+        run = RunInfo(
+            train_x=x,
+            train_y=y,
+            num_classes=num_classes,
+            hp=hp,
+            num_heads=K,
+            epochs=settings.epochs,
+            batch_size=b,
+            steps_per_epoch=math.ceil(n / b),
+            loss=self.loss,
+            rng=AugRNG(seed_stream(settings.seed, AUGMENT_STREAM), K),
+            device=device,
+            options=options,
+        )
         self.augmenter = augmenter_cls(run)
         self.weight = init_weight(num_classes, d, settings.seed).to(device, dtype).expand(K, num_classes, d).clone()
         self.momentum_buf = torch.zeros_like(self.weight)
@@ -192,7 +221,7 @@ class _Stack:
 
         b = self.settings.batch_size
         for s in range(0, perm.shape[0], b):
-            bx, by = self.pool.gather(perm[s:s + b])
+            bx, by = self.pool.gather(perm[s : s + b])
             grad = self.gradient(Batch(x=bx, y=by, weight=self.weight, epoch=epoch, step=step + s // b))
             with torch.no_grad():
                 sgd_momentum_(self.weight, self.momentum_buf, grad, self.lr, self.wd, self.settings.momentum)
@@ -264,7 +293,9 @@ def train_heads(
     y = torch.as_tensor(np.asarray(train_y, dtype=np.int64), device=device)
     K = len(configs)
     chunks = _chunks(K, x, num_classes, augmenter_cls, settings, device, dtype)
-    stacks = [_Stack(x, y, num_classes, augmenter_cls, loss, [configs[k] for k in c], settings, device, dtype) for c in chunks]
+    stacks = [
+        _Stack(x, y, num_classes, augmenter_cls, loss, [configs[k] for k in c], settings, device, dtype) for c in chunks
+    ]
     graphs = epoch_graphs(stacks, settings, device)
     order = torch.Generator().manual_seed(seed_stream(settings.seed, DATA_ORDER_STREAM))
     step = 0
@@ -275,7 +306,9 @@ def train_heads(
                 st.start_epoch(epoch)
             n = len(stacks[0].pool)
             if any(len(st.pool) != n for st in stacks):
-                raise RuntimeError("chunks of heads disagree on the number of training rows; train them with heads_per_chunk=K")
+                raise RuntimeError(
+                    "chunks of heads disagree on the number of training rows; train them with heads_per_chunk=K"
+                )
             perm = torch.randperm(n, generator=order)
             for i, st in enumerate(stacks):
                 p = to_device(perm, st.pool.x.device)
@@ -290,8 +323,12 @@ def train_heads(
                 on_epoch_end(epoch, stacks[0].weight if len(stacks) == 1 else torch.cat([st.weight for st in stacks]))
     weight = torch.cat([st.weight.detach().cpu() for st in stacks])
     alive = torch.cat([st.alive.cpu() for st in stacks])
-    return TrainResult(weight=weight, diverged=tuple(bool(v) for v in ~alive), unaugmented_batches=unaugmented,
-                       seconds=time.perf_counter() - start, epochs_run=settings.epochs)
+    return TrainResult(
+        weight=weight,
+        diverged=tuple(bool(v) for v in ~alive),
+        unaugmented_batches=unaugmented,
+        seconds=time.perf_counter() - start,
+    )
 
 
 def math_dtype(name: str):
@@ -323,8 +360,10 @@ def check_matmul(mode: str, device) -> None:
         return
     from ..errors import ConfigError
 
-    raise ConfigError(f"matmul precision {mode!r} is not available on {kind}",
-                      "use fp32 anywhere, tf32 on CUDA, bf16 on a CPU with bf16 units")
+    raise ConfigError(
+        f"matmul precision {mode!r} is not available on {kind}",
+        "use fp32 anywhere, tf32 on CUDA, bf16 on a CPU with bf16 units",
+    )
 
 
 @contextlib.contextmanager
@@ -380,6 +419,6 @@ def predict(weight, x: np.ndarray, device: str = "cpu", chunk: int = 8192):
     out = []
     with torch.inference_mode():
         for s in range(0, x.shape[0], chunk):
-            xb = torch.as_tensor(np.asarray(x[s:s + chunk], dtype=np.float32), device=dev)
+            xb = torch.as_tensor(np.asarray(x[s : s + chunk], dtype=np.float32), device=dev)
             out.append((xb @ w.transpose(1, 2)).argmax(-1).cpu())
     return torch.cat(out, 1).numpy()

@@ -17,12 +17,12 @@ import time
 
 import numpy as np
 import pytest
-
 from cli_util import assert_clean_error, cache_debris, cli_env, featbench, files_under
-from featbench.inputs.cache import FeatureCache
-from featbench.cli import main
-from featbench.bench.store import Store
 from runner_util import make_features
+
+from featbench.bench.store import Store
+from featbench.cli import main
+from featbench.inputs.cache import FeatureCache
 
 EXTRACT = ["extract", "--backbones", "timm:test_resnet", "--dataset", "digits", "--workers", "0"]
 

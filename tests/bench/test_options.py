@@ -7,14 +7,13 @@ import json
 
 import attrs
 import pytest
+from runner_util import make_features
 
 from featbench.bench.options import coerce
 from featbench.bench.spec import RunSpec, check, load_suite, option_fields, parse_hp_mapping, suite_keys
 from featbench.cli import build_parser, main
 from featbench.errors import ConfigError
 from featbench.training.grid import grid_values, parse_hp_args
-
-from runner_util import make_features
 
 
 def _run_parser():

@@ -22,15 +22,15 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need Ray: pip install 'featbench[ray]'")
 
+from runner_util import feature_grid, single_thread  # noqa: E402
+
+from featbench.bench.driver import Runner  # noqa: E402
+from featbench.bench.progress import Listener  # noqa: E402
+from featbench.bench.spec import RunSpec, check  # noqa: E402
+from featbench.bench.store import Store  # noqa: E402
 from featbench.cli import main  # noqa: E402
 from featbench.manager import load_plugins  # noqa: E402
 from featbench.reporting.tables import build, render  # noqa: E402
-from featbench.bench.driver import Runner  # noqa: E402
-from featbench.bench.progress import Listener  # noqa: E402
-from featbench.bench.store import Store  # noqa: E402
-from featbench.bench.spec import RunSpec, check  # noqa: E402
-
-from runner_util import feature_grid, single_thread  # noqa: E402
 
 PLUGIN = '''"""Test augmenters: the clean baseline, except that building one may kill its process or raise."""
 import os
@@ -249,9 +249,9 @@ def test_cli_names_an_unreachable_address_in_one_line(tmp_path):
 
 
 def test_tasks_no_node_can_hold_are_refused(cluster, env):
-    from featbench.errors import ConfigError
     from featbench.bench.executors.ray import RayConfig, RayExecutor
     from featbench.bench.jobs import LoadOptions
+    from featbench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--threads 3: no node of the Ray cluster has that many CPUs \\(largest: 2\\)"):
         RayExecutor(env["host"], LoadOptions(device="cpu"), RayConfig(cpus=3))

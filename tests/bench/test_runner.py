@@ -9,19 +9,18 @@ from collections import deque
 import attrs
 import numpy as np
 import pytest
+from runner_util import feature_grid, host, make_features, single_thread
 
-from featbench.errors import UnknownNameError
-from featbench.inputs.features import load_features
-from featbench.records import REFIT, SEARCH
-from featbench.reporting.tables import build, render, to_json_data
 from featbench.bench.driver import Runner
 from featbench.bench.executors.local import LocalExecutor
 from featbench.bench.jobs import execute_job, load_source
 from featbench.bench.progress import Listener
-from featbench.bench.store import Store
 from featbench.bench.spec import AugRow, RunSpec, check
-
-from runner_util import feature_grid, host, make_features, single_thread
+from featbench.bench.store import Store
+from featbench.errors import UnknownNameError
+from featbench.inputs.features import load_features
+from featbench.records import REFIT, SEARCH
+from featbench.reporting.tables import build, render, to_json_data
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +75,9 @@ def test_cells_follow_the_protocol(files, plugin_host, tmp_path):
 
 
 def test_runner_matches_run_cell(files, plugin_host):
+    from reference import run_cell
+
     from featbench.training.grid import expand_grid, hparams_for
-    from featbench.training.protocol import run_cell
     from featbench.training.trainer import TrainSettings
 
     spec = _spec(files, aug=("sea",), datasets=("d1",), combos=("A+B",), seeds=1)

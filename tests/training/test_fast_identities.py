@@ -8,10 +8,25 @@ import pytest
 import torch
 
 from featbench.api import Augmented, Batch, BoundLoss, Targets
-from featbench.directions import (SUBNORMAL_MARGIN, batch_gram, dense_grad, feature_gradients, gradient_similarities,
-                                  gradient_sq_norms, linear_weight_grad, masked_softmax_weights, push_along, push_mix,
-                                  row_mix_logits, row_mix_weight_grad, sea_augment, select_heads, softmax_without_subnormals,
-                                  span_direction, stacked_logits)
+from featbench.directions import (
+    SUBNORMAL_MARGIN,
+    batch_gram,
+    dense_grad,
+    feature_gradients,
+    gradient_similarities,
+    gradient_sq_norms,
+    linear_weight_grad,
+    masked_softmax_weights,
+    push_along,
+    push_mix,
+    row_mix_logits,
+    row_mix_weight_grad,
+    sea_augment,
+    select_heads,
+    softmax_without_subnormals,
+    span_direction,
+    stacked_logits,
+)
 from featbench.plugins.losses import CrossEntropy, SmoothedHinge
 from featbench.plugins.sea import sea_fused_gradients
 from featbench.training.fastpath import closed_form_eligible, closed_form_gradients

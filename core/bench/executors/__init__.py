@@ -5,7 +5,12 @@ its module name (``--executor NAME``), and provides:
     a context manager for the run's duration that yields the device jobs train on (``local``: this
     machine's; ``ray``: connects to the cluster and yields the cluster's);
 ``create(spec, host, load, listener)``
-    the :class:`Executor` that runs the jobs.
+    the :class:`Executor` that runs the jobs;
+``default_threads()``
+    the torch threads a job trains with when ``--threads`` is not given (recorded with the run);
+``Options`` (optional)
+    an attrs class of the executor's own run options, declared with :func:`featbench.bench.options.option`
+    (flags, suite keys and their checks; ``check(spec)`` validates them against the whole spec).
 
 An executor only computes: it never imports the driver, and never writes the results store.
 """

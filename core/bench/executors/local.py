@@ -7,9 +7,9 @@ from collections import deque
 from collections.abc import Iterator
 
 from ...inputs.features import FeatureSet
+from ...records import REFIT
 from ..jobs import JobFailure, JobResult, LoadOptions, TrainJob, execute_job, load_source
 from ..progress import Listener
-from ...records import REFIT
 
 
 class LocalExecutor:
@@ -64,6 +64,13 @@ def session(spec) -> Iterator[str]:
     from ...device import resolve_device
 
     yield resolve_device(spec.device)
+
+
+def default_threads() -> int:
+    """Torch threads a job trains with when ``--threads`` is not given: all this process has."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def create(spec, host, load: LoadOptions, listener: Listener) -> LocalExecutor:
