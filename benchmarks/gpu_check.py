@@ -107,7 +107,7 @@ def accuracy(weight, data: dict) -> np.ndarray:
     from featbench.training.trainer import predict
 
     w = weight if weight.dim() == 3 else weight[None]
-    pred = np.concatenate([predict(w[k:k + 64], data["test_x"], ARGS.device) for k in range(0, w.shape[0], 64)])
+    pred = np.concatenate([predict(w[k : k + 64], data["test_x"], ARGS.device) for k in range(0, w.shape[0], 64)])
     return metrics.top1(pred, data["test_y"])
 
 
@@ -177,13 +177,21 @@ def first_line(exc: BaseException) -> str:
 
 def phase_tests(rep: Report) -> None:
     """The ``cuda`` tests in a subprocess (its own CUDA context; a crash there cannot take this one down)."""
-    target = os.path.join(ROOT, "tests", "test_cuda.py")  # every cuda test; other modules may import what a bare machine lacks
+    target = os.path.join(
+        ROOT, "tests", "test_cuda.py"
+    )  # every cuda test; other modules may import what a bare machine lacks
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "-rfEs", target]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=ARGS.tests_timeout)
     wall = time.perf_counter() - t0
     print(proc.stdout[-6000:], proc.stderr[-2000:], sep="\n", flush=True)
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)", proc.stdout.splitlines()[-1] if proc.stdout else "")}
+    counts = {
+        k: int(n)
+        for n, k in re.findall(
+            r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)",
+            proc.stdout.splitlines()[-1] if proc.stdout else "",
+        )
+    }
     passed, failed = counts.get("passed", 0), counts.get("failed", 0) + counts.get("error", 0) + counts.get("errors", 0)
     summary = f"{passed} passed, {failed} failed, {counts.get('skipped', 0)} skipped"
     if proc.returncode not in (0, 1):
@@ -191,8 +199,21 @@ def phase_tests(rep: Report) -> None:
     elif ARGS.cuda:
         status = "pass" if proc.returncode == 0 and passed > 0 else "fail"
     else:
-        status = "skipped" if proc.returncode == 0 and not passed and not failed else ("pass" if proc.returncode == 0 else "fail")
-    rep.add(Figure("tests", "pytest -m cuda", summary, target="all pass", status=status, note=f"{wall:.0f} s, exit {proc.returncode}"))
+        status = (
+            "skipped"
+            if proc.returncode == 0 and not passed and not failed
+            else ("pass" if proc.returncode == 0 else "fail")
+        )
+    rep.add(
+        Figure(
+            "tests",
+            "pytest -m cuda",
+            summary,
+            target="all pass",
+            status=status,
+            note=f"{wall:.0f} s, exit {proc.returncode}",
+        )
+    )
 
 
 def phase_single(rep: Report, data: dict, size: Size) -> None:
@@ -205,12 +226,23 @@ def phase_single(rep: Report, data: dict, size: Size) -> None:
         s = TrainSettings(epochs=epochs, batch_size=size.b, seed=ARGS.seed, device=ARGS.device, **{**FAST, **kw})
         return train_heads(data["train_x"], data["train_y"], size.C, SeA, SmoothedHinge(), [OFFICIAL], s)
 
-    timed(lambda: with_fallback(rep, "single", lambda: run(2)))  # warm-up: CUDA context, cuBLAS handles, graph capture path
+    timed(
+        lambda: with_fallback(rep, "single", lambda: run(2))
+    )  # warm-up: CUDA context, cuBLAS handles, graph capture path
     wall, res = timed(lambda: with_fallback(rep, "single", lambda: run(size.epochs)))
     acc = float(accuracy(res.weight, data)[0])
-    rep.add(Figure("single", f"one SeA configuration, {size.epochs} epochs, {FAST['matmul']}"
-                   + (", CUDA graphs" if FAST["cuda_graphs"] else ""), wall, "s", f"< {SINGLE_TARGET_S:g} s",
-                   judged(wall, SINGLE_TARGET_S, JUDGE), note=f"test top-1 {acc:.2f}, diverged {res.diverged[0]}"))
+    rep.add(
+        Figure(
+            "single",
+            f"one SeA configuration, {size.epochs} epochs, {FAST['matmul']}"
+            + (", CUDA graphs" if FAST["cuda_graphs"] else ""),
+            wall,
+            "s",
+            f"< {SINGLE_TARGET_S:g} s",
+            judged(wall, SINGLE_TARGET_S, JUDGE),
+            note=f"test top-1 {acc:.2f}, diverged {res.diverged[0]}",
+        )
+    )
     RESULTS["single_wall"] = wall
     steps = size.epochs * -(-size.n // size.b)
     rep.add(Figure("single", "time per training step", wall / steps * 1e6, "us", note=f"{steps} steps"))
@@ -222,8 +254,15 @@ def phase_single(rep: Report, data: dict, size: Size) -> None:
             rep.add(Figure("single", "CUDA kernels per step (eager epoch)", first_line(exc), status="skipped"))
     if FAST["matmul"] != "fp32":  # what the reduced precision buys
         wall32, res32 = timed(lambda: run(size.epochs, matmul="fp32"))
-        rep.add(Figure("single", "the same in fp32" + (", CUDA graphs" if FAST["cuda_graphs"] else ""), wall32, "s",
-                       note=f"test top-1 {float(accuracy(res32.weight, data)[0]):.2f}"))
+        rep.add(
+            Figure(
+                "single",
+                "the same in fp32" + (", CUDA graphs" if FAST["cuda_graphs"] else ""),
+                wall32,
+                "s",
+                note=f"test top-1 {float(accuracy(res32.weight, data)[0]):.2f}",
+            )
+        )
 
 
 def phase_reference(rep: Report, data: dict, size: Size) -> None:
@@ -236,8 +275,16 @@ def phase_reference(rep: Report, data: dict, size: Size) -> None:
     from featbench.training.trainer import TrainSettings, train_heads
 
     def reference(epochs: int):
-        return train_reference(data["train_x"], data["train_y"], size.C, epochs=epochs, batch_size=size.b, seed=ARGS.seed,
-                               device=ARGS.device, **OFFICIAL)
+        return train_reference(
+            data["train_x"],
+            data["train_y"],
+            size.C,
+            epochs=epochs,
+            batch_size=size.b,
+            seed=ARGS.seed,
+            device=ARGS.device,
+            **OFFICIAL,
+        )
 
     def featbench(epochs: int):
         s = TrainSettings(epochs=epochs, batch_size=size.b, seed=ARGS.seed, device=ARGS.device)
@@ -252,14 +299,36 @@ def phase_reference(rep: Report, data: dict, size: Size) -> None:
     acc_ref = float(accuracy(w_ref, data)[0])
     acc_fb = float(accuracy(w_fb, data)[0])
     rep.add(Figure("reference", f"reference loop, one configuration, {size.epochs} epochs, fp32", full, "s", note=how))
-    rep.add(Figure("reference", f"featbench fp32 eager, the same {epochs} epochs", fb_wall, "s",
-                   note=f"{wall / fb_wall:.2f}x faster than the reference"))
+    rep.add(
+        Figure(
+            "reference",
+            f"featbench fp32 eager, the same {epochs} epochs",
+            fb_wall,
+            "s",
+            note=f"{wall / fb_wall:.2f}x faster than the reference",
+        )
+    )
     if "single_wall" in RESULTS:
-        rep.add(Figure("reference", f"speed-up of the single run ({FAST['matmul']}) over the reference loop", full / RESULTS["single_wall"], "x"))
+        rep.add(
+            Figure(
+                "reference",
+                f"speed-up of the single run ({FAST['matmul']}) over the reference loop",
+                full / RESULTS["single_wall"],
+                "x",
+            )
+        )
     gap = abs(acc_fb - acc_ref)
-    rep.add(Figure("reference", f"test top-1 after {epochs} epochs: featbench {acc_fb:.2f} vs reference {acc_ref:.2f}", gap, "points",
-                   f"<= {ACCURACY_TOLERANCE:g}", "pass" if gap <= ACCURACY_TOLERANCE else "fail",
-                   note=f"max|W - W_ref| {float((w_fb[0] - w_ref.cpu()).abs().max()):.1e}"))
+    rep.add(
+        Figure(
+            "reference",
+            f"test top-1 after {epochs} epochs: featbench {acc_fb:.2f} vs reference {acc_ref:.2f}",
+            gap,
+            "points",
+            f"<= {ACCURACY_TOLERANCE:g}",
+            "pass" if gap <= ACCURACY_TOLERANCE else "fail",
+            note=f"max|W - W_ref| {float((w_fb[0] - w_ref.cpu()).abs().max()):.1e}",
+        )
+    )
     RESULTS["reference_wall"] = full
 
 
@@ -284,14 +353,38 @@ def phase_grid(rep: Report, data: dict, size: Size) -> None:
     stack = short + (size.epochs - 2) * per_epoch
     grid = stack * PAPER_GRID / K
     acc = accuracy(res.weight, data)
-    rep.add(Figure("grid", f"K = {K} stack: 2 epochs / {2 + m} epochs", f"{short:.2f} s / {long:.2f} s",
-                   note=f"{per_epoch:.3f} s per epoch; {sum(res.diverged)} diverged; top-1 after {2 + m} epochs mean {float(np.nanmean(acc)):.2f}"))
-    rep.add(Figure("grid", f"full {PAPER_GRID}-configuration grid, {size.epochs} epochs", grid, "s", f"< {GRID_TARGET_S:g} s",
-                   judged(grid, GRID_TARGET_S, JUDGE), note=f"extrapolated from K = {K}" + (f" x {PAPER_GRID / K:.1f}" if K < PAPER_GRID else "")
-                   + f" and {m} timed epochs"))
+    rep.add(
+        Figure(
+            "grid",
+            f"K = {K} stack: 2 epochs / {2 + m} epochs",
+            f"{short:.2f} s / {long:.2f} s",
+            note=f"{per_epoch:.3f} s per epoch; {sum(res.diverged)} diverged; "
+            f"top-1 after {2 + m} epochs mean {float(np.nanmean(acc)):.2f}",
+        )
+    )
+    rep.add(
+        Figure(
+            "grid",
+            f"full {PAPER_GRID}-configuration grid, {size.epochs} epochs",
+            grid,
+            "s",
+            f"< {GRID_TARGET_S:g} s",
+            judged(grid, GRID_TARGET_S, JUDGE),
+            note=f"extrapolated from K = {K}"
+            + (f" x {PAPER_GRID / K:.1f}" if K < PAPER_GRID else "")
+            + f" and {m} timed epochs",
+        )
+    )
     if "reference_wall" in RESULTS:
-        rep.add(Figure("grid", f"reference loop, the {PAPER_GRID} configurations one by one", RESULTS["reference_wall"] * PAPER_GRID, "s",
-                       note="1,728 x its single-configuration time (eta = 0 runs are cheaper)"))
+        rep.add(
+            Figure(
+                "grid",
+                f"reference loop, the {PAPER_GRID} configurations one by one",
+                RESULTS["reference_wall"] * PAPER_GRID,
+                "s",
+                note="1,728 x its single-configuration time (eta = 0 runs are cheaper)",
+            )
+        )
 
 
 def main_job_args() -> tuple[str, list[str]]:
@@ -301,29 +394,88 @@ def main_job_args() -> tuple[str, list[str]]:
     if ARGS.tiny:
         return "embedded digits, tiny", ["--aug", "none,sea", "--hp", "lr=0.5", "--hp", "eta=0.2,0.4", "--epochs", "2"]
     if ARGS.main == "readme" or (ARGS.main == "auto" and all(importlib.util.find_spec(m) for m in BACKBONE_MODULES)):
-        return "README main job", ["--aug", "none,sea", "--backbones", "efficientnet-lite0,mobilenet-v2", "--dataset", "digits",
-                                   "--image-size", "160", "--grid", "quick", "--hp", "eta=0.2,0.4"]
-    return "embedded digits default", ["--aug", "none,sea", "--grid", "quick", "--seeds", "3", "--hp", "eta=0.1,0.2,0.4"]
+        return "README main job", [
+            "--aug",
+            "none,sea",
+            "--backbones",
+            "efficientnet-lite0,mobilenet-v2",
+            "--dataset",
+            "digits",
+            "--image-size",
+            "160",
+            "--grid",
+            "quick",
+            "--hp",
+            "eta=0.2,0.4",
+        ]
+    return "embedded digits default", [
+        "--aug",
+        "none,sea",
+        "--grid",
+        "quick",
+        "--seeds",
+        "3",
+        "--hp",
+        "eta=0.1,0.2,0.4",
+    ]
 
 
 def phase_main(rep: Report, workdir: str) -> None:
     what, args = main_job_args()
-    cmd = [sys.executable, "-m", "featbench", "run", *args, "--device", ARGS.device, "--out", os.path.join(workdir, "main"),
-           "--cache-dir", os.path.join(workdir, "cache"), "--format", "json", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "featbench",
+        "run",
+        *args,
+        "--device",
+        ARGS.device,
+        "--out",
+        os.path.join(workdir, "main"),
+        "--cache-dir",
+        os.path.join(workdir, "cache"),
+        "--format",
+        "json",
+        "--quiet",
+    ]
     print("main job:", " ".join(cmd[1:]), flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=ARGS.main_timeout)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        rep.add(Figure("main", what, f"exit {proc.returncode}", status="error", note=(proc.stderr.strip().splitlines() or [""])[-1][:300]))
+        rep.add(
+            Figure(
+                "main",
+                what,
+                f"exit {proc.returncode}",
+                status="error",
+                note=(proc.stderr.strip().splitlines() or [""])[-1][:300],
+            )
+        )
         return
     out = json.loads(proc.stdout)
     device = out["versions"].get("device", "?")
-    values = ", ".join(f"{r['augmenter']} " + ("diverged" if r["value"] is None else f"{r['value']:.2f}") for r in out["results"])
+    values = ", ".join(
+        f"{r['augmenter']} " + ("diverged" if r["value"] is None else f"{r['value']:.2f}") for r in out["results"]
+    )
     ok = device.startswith("cuda") if ARGS.cuda else device == "cpu"
-    rep.add(Figure("main", f"{what} on {device}", wall, "s", "runs on the device", "pass" if ok else "fail",
-                   note=f"test {values}; {out['cells']}"))
-    rep.meta["main_job"] = {"command": cmd[1:], "results": out["results"], "gains": out.get("gains"), "versions": out["versions"]}
+    rep.add(
+        Figure(
+            "main",
+            f"{what} on {device}",
+            wall,
+            "s",
+            "runs on the device",
+            "pass" if ok else "fail",
+            note=f"test {values}; {out['cells']}",
+        )
+    )
+    rep.meta["main_job"] = {
+        "command": cmd[1:],
+        "results": out["results"],
+        "gains": out.get("gains"),
+        "versions": out["versions"],
+    }
 
 
 # ---- driver ---------------------------------------------------------------------------------------
@@ -342,12 +494,23 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--matmul", default=None, help="featbench's fast runs: fp32 | tf32 (default on CUDA) | bf16 (CPU)")
     ap.add_argument("--no-cuda-graphs", action="store_true", help="eager epochs in the fast runs")
-    ap.add_argument("--ref-budget", type=float, default=60.0, help="seconds the reference loop may train (then extrapolated)")
-    ap.add_argument("--grid-heads", type=int, default=PAPER_GRID, help="K configurations of the paper grid in the timed stack")
+    ap.add_argument(
+        "--ref-budget", type=float, default=60.0, help="seconds the reference loop may train (then extrapolated)"
+    )
+    ap.add_argument(
+        "--grid-heads", type=int, default=PAPER_GRID, help="K configurations of the paper grid in the timed stack"
+    )
     ap.add_argument("--grid-epochs", type=int, default=3, help="timed epochs of the stack (after 2)")
-    ap.add_argument("--main", choices=("auto", "readme", "digits"), default="auto", help="which main job (auto: README's if its backbones are installed)")
+    ap.add_argument(
+        "--main",
+        choices=("auto", "readme", "digits"),
+        default="auto",
+        help="which main job (auto: README's if its backbones are installed)",
+    )
     ap.add_argument("--phases", default="tests,single,reference,grid,main", help="comma-separated subset to run")
-    ap.add_argument("--budget", type=float, default=420.0, help="seconds after which the phases not yet started are skipped")
+    ap.add_argument(
+        "--budget", type=float, default=420.0, help="seconds after which the phases not yet started are skipped"
+    )
     ap.add_argument("--tests-timeout", type=float, default=200.0, help="seconds the cuda tests may take")
     ap.add_argument("--main-timeout", type=float, default=150.0, help="seconds the main job may take")
     return ap.parse_args(argv)
@@ -362,20 +525,38 @@ def main(argv=None) -> int:
 
     ARGS.cuda = ARGS.device.startswith("cuda")
     if ARGS.cuda and not torch.cuda.is_available():
-        print("gpu_check: error: --device cuda but no CUDA device is available (use --tiny --device cpu for the CPU walk)", file=sys.stderr)
+        print(
+            "gpu_check: error: --device cuda but no CUDA device is available "
+            "(use --tiny --device cpu for the CPU walk)",
+            file=sys.stderr,
+        )
         return 2
     size = TINY if ARGS.tiny else SIZES["paper"]
     if ARGS.tiny:
         ARGS.grid_heads, ARGS.grid_epochs = min(ARGS.grid_heads, 24), min(ARGS.grid_epochs, 1)
-    FAST = dict(matmul=ARGS.matmul or ("tf32" if ARGS.cuda else "fp32"), cuda_graphs=ARGS.cuda and not ARGS.no_cuda_graphs)
+    FAST = dict(
+        matmul=ARGS.matmul or ("tf32" if ARGS.cuda else "fp32"), cuda_graphs=ARGS.cuda and not ARGS.no_cuda_graphs
+    )
     JUDGE = ARGS.cuda and not ARGS.tiny  # the targets are for the paper size on a GPU
     phases = [p.strip() for p in ARGS.phases.split(",") if p.strip()]
-    meta = {"machine": machine(), "device_name": torch.cuda.get_device_name() if ARGS.cuda else "cpu",
-            "versions": environment(ARGS.device), "seed": ARGS.seed, "size": attrs.asdict(size), "tiny": ARGS.tiny,
-            "fast_settings_asked": dict(FAST), "fast_settings": FAST, "configuration": OFFICIAL, "paper_grid": {"size": PAPER_GRID, "axes": _grid_axes()},
-            "grid_heads": ARGS.grid_heads, "grid_timed_epochs": ARGS.grid_epochs, "reference_budget_s": ARGS.ref_budget,
-            "phases": phases, "features": "synthetic clustered unit-norm rows (the distribution of _common.synthetic_features, drawn "
-                        "with torch on the device from --seed); training rows float16, test rows float32"}
+    meta = {
+        "machine": machine(),
+        "device_name": torch.cuda.get_device_name() if ARGS.cuda else "cpu",
+        "versions": environment(ARGS.device),
+        "seed": ARGS.seed,
+        "size": attrs.asdict(size),
+        "tiny": ARGS.tiny,
+        "fast_settings_asked": dict(FAST),
+        "fast_settings": FAST,
+        "configuration": OFFICIAL,
+        "paper_grid": {"size": PAPER_GRID, "axes": _grid_axes()},
+        "grid_heads": ARGS.grid_heads,
+        "grid_timed_epochs": ARGS.grid_epochs,
+        "reference_budget_s": ARGS.ref_budget,
+        "phases": phases,
+        "features": "synthetic clustered unit-norm rows (the distribution of _common.synthetic_features, drawn "
+        "with torch on the device from --seed); training rows float16, test rows float32",
+    }
     rep = Report(ARGS.json, meta)
     print(f"# GPU check\nmachine: {meta['machine']}\nsize: {attrs.asdict(size)}; fast settings {FAST}", flush=True)
     start = time.perf_counter()
@@ -385,8 +566,15 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             print(f"## {name}", flush=True)
             if t0 - start > ARGS.budget:
-                rep.add(Figure(name, "phase not run", "out of time", status="skipped",
-                               note=f"{t0 - start:.0f} s spent, --budget {ARGS.budget:g} s"))
+                rep.add(
+                    Figure(
+                        name,
+                        "phase not run",
+                        "out of time",
+                        status="skipped",
+                        note=f"{t0 - start:.0f} s spent, --budget {ARGS.budget:g} s",
+                    )
+                )
                 rep.write()
                 continue
             try:
@@ -434,9 +622,11 @@ def _features(size: Size) -> dict:
         y = torch.randperm(n, generator=g, device=ARGS.device) % size.C
         x = torch.empty(n, size.d, dtype=dtype, device=ARGS.device)
         for s in range(0, n, 4096):
-            block = centers[y[s:s + 4096]] + 2.5 * torch.randn(len(y[s:s + 4096]), size.d, generator=g, device=ARGS.device)
+            block = centers[y[s : s + 4096]] + 2.5 * torch.randn(
+                len(y[s : s + 4096]), size.d, generator=g, device=ARGS.device
+            )
             block.abs_()
-            x[s:s + 4096] = block / block.norm(dim=1, keepdim=True)
+            x[s : s + 4096] = block / block.norm(dim=1, keepdim=True)
         return x, y.cpu().numpy()
 
     train_x, train_y = draw(size.n, torch.float16)

@@ -22,13 +22,13 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_blobs
-from featbench.training import metrics
-from featbench.training.grid import expand_grid, hparams_for
+
 from featbench.plugins.baseline import NoAugmentation
 from featbench.plugins.losses import SmoothedHinge
 from featbench.plugins.sea import SeA
+from featbench.training import metrics
+from featbench.training.grid import expand_grid, hparams_for
 from featbench.training.trainer import TrainSettings, predict, train_heads
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -64,8 +64,7 @@ SMALL = make_blobs(n_train=150, n_test=100, d=24, C=4, seed=2, spread=0.7)  # 15
 
 @pytest.mark.parametrize("name", sorted(builtin_augmenters()))
 def test_k_heads_together_equal_k_single_runs_on_cuda(name):
-    from method_utils import configs_for
-    from method_utils import VARIATIONS
+    from method_utils import VARIATIONS, configs_for
 
     aug = builtin_augmenters()[name]
     a, b = VARIATIONS[name]
@@ -78,8 +77,9 @@ def test_k_heads_together_equal_k_single_runs_on_cuda(name):
 
 
 def test_cuda_and_cpu_choose_the_same_configuration_and_agree_on_test_accuracy():
+    from reference import run_cell
+
     from featbench.inputs.features import FeatureSet
-    from featbench.training.protocol import run_cell
 
     data = make_blobs(n_train=300, n_val=200, n_test=400, d=32, C=4, seed=4, spread=0.9)
     fs = FeatureSet(name="blobs", train_x=data["train_x"], train_y=data["train_y"], val_x=data["val_x"], val_y=data["val_y"],
@@ -157,8 +157,7 @@ def test_no_host_synchronisation_inside_an_epoch(name, cuda_graphs):
     under ``set_sync_debug_mode("error")``: any synchronising call raises. With CUDA graphs the window
     starts after the capture (``torch.cuda.graph`` itself synchronises), covering replays."""
     aug = builtin_augmenters()[name]
-    from method_utils import configs_for
-    from method_utils import VARIATIONS
+    from method_utils import VARIATIONS, configs_for
 
     a, b = VARIATIONS[name]
     configs = configs_for(aug, None, {**a, "lr": 1.0}, {**b, "lr": 0.5}, {**b, "lr": 2.0, "eta": 0.0} if "eta" in b else b)
@@ -184,9 +183,10 @@ def test_no_host_synchronisation_inside_an_epoch(name, cuda_graphs):
 
 def test_extraction_on_cuda_matches_the_cpu_features():
     import torchvision
+    from reference import extract_array
 
     from featbench.inputs.datasets import ArrayImages
-    from featbench.inputs.extract import ExtractSettings, extract_array
+    from featbench.inputs.extract import ExtractSettings
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=10)

@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import torch
-
 from cli_util import cli_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
