@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import ConfigError, FeatbenchError, UnknownNameError, storage_error, storage_hint
+from .errors import ConfigError, FeatbenchError, UnknownNameError, shown, storage_error, storage_hint
 
 
 class _Parser(argparse.ArgumentParser):
@@ -212,7 +212,7 @@ def _parse_weights(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
-            raise ConfigError(f"--weights {item!r} is not NAME=PATH", "e.g. --weights M=~/ckpt/r-50-1000ep.pth.tar")
+            raise ConfigError(f"--weights {shown(item)} is not NAME=PATH", "e.g. --weights M=~/ckpt/r-50-1000ep.pth.tar")
         out[name.strip()] = value.strip()
     return out
 

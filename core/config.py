@@ -9,7 +9,7 @@ from importlib import resources
 
 import yaml
 
-from .errors import ConfigError, UnknownNameError
+from .errors import ConfigError, UnknownNameError, shown
 
 
 def registry_path(override: str | None = None) -> str:
@@ -21,10 +21,14 @@ def registry_path(override: str | None = None) -> str:
 
 
 def read_yaml(path: str, what: str, missing_hint: str):
-    """Parse a YAML file, turning a missing file or bad syntax into a ConfigError naming ``what``."""
+    """Parse a YAML file within the limits of :mod:`featbench.safe_yaml`, turning a missing file, bad
+    syntax or a limit into a ConfigError naming ``what``."""
+    from .safe_yaml import YAMLLimitError, load
+
     try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+        return load(path)
+    except YAMLLimitError as exc:
+        raise ConfigError(f"{what} {path}: {exc.problem}" if path not in exc.problem else f"{what} {exc.problem}", exc.hint) from None
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}", missing_hint) from None
     except IsADirectoryError:
@@ -78,6 +82,6 @@ def grid_values(registry: Mapping, grid: str, components: list[str]) -> dict[str
         for name, values in entry.items():
             values = values if isinstance(values, list) else [values]
             if not all(isinstance(v, (str, bool, int, float)) for v in values):
-                raise ConfigError(f"grids.{grid}.{comp}.{name} in the registry holds {values!r}", "write NAME: [number, ...]")
+                raise ConfigError(f"grids.{grid}.{comp}.{name} in the registry holds {shown(values)}", "write NAME: [number, ...]")
             out[name] = [v if isinstance(v, (str, bool)) else float(v) for v in values]
     return out

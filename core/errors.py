@@ -10,6 +10,27 @@ from collections.abc import Iterable
 MAX_LISTED = 40
 
 
+#: At most this many characters of a user's value are echoed in an error message.
+MAX_SHOWN = 60
+
+
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)`` for an error message, bounded in length and in work: nested containers are cut
+    after a few items and levels (``reprlib``), and the result after ``limit`` characters, so a value of
+    any size (a 50 MB string, a YAML alias bomb) costs microseconds to show."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlong = 3, limit, limit, limit
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = 4
+    try:
+        text = r.repr(value)
+    except ValueError:  # an int beyond Python's 4300-digit conversion limit
+        text = f"<an {type(value).__name__} of about {value.bit_length() * 0.30103:,.0f} digits>" if isinstance(value, int) \
+            else f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (library messages run on for paragraphs), or its type's name."""
     text = str(exc).strip()
@@ -43,7 +64,7 @@ class UnknownNameError(FeatbenchError):
             hint += f"valid: {', '.join(valid) if valid else '(none registered)'}"
         if extra:
             hint += f"; {extra}"
-        super().__init__(f"unknown {kind} {name!r}", hint)
+        super().__init__(f"unknown {kind} {shown(name)}", hint)
         self.kind = kind
         self.name = name
         self.valid = valid

@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
 from .api import HParam
-from .errors import ConfigError, UnknownNameError
+from .errors import ConfigError, UnknownNameError, shown
 
 #: Hyper-parameters of the trainer itself (methods.md 1.4); every run has them.
 TRAINER_HPARAMS: tuple[HParam, ...] = (
@@ -25,12 +25,12 @@ def parse_hp_args(items: Iterable[str]) -> dict[str, list[float | str]]:
         name, sep, values = item.partition("=")
         name = name.strip()
         if not sep or not name or not values.strip():
-            raise ConfigError(f"malformed --hp {item!r}", "write --hp NAME=VALUE[,VALUE...], e.g. --hp eta=0,0.4,0.8")
+            raise ConfigError(f"malformed --hp {shown(item)}", "write --hp NAME=VALUE[,VALUE...], e.g. --hp eta=0,0.4,0.8")
         parsed: list[float | str] = []
         for v in values.split(","):
             v = v.strip()
             if not v:
-                raise ConfigError(f"malformed --hp {item!r}: an empty value", "write --hp NAME=VALUE[,VALUE...] without empty items")
+                raise ConfigError(f"malformed --hp {shown(item)}: an empty value", "write --hp NAME=VALUE[,VALUE...] without empty items")
             try:
                 parsed.append(float(v))
             except ValueError:
@@ -38,7 +38,7 @@ def parse_hp_args(items: Iterable[str]) -> dict[str, list[float | str]]:
         if name in out:
             raise ConfigError(f"--hp {name} is given twice", "give all values in one --hp NAME=V1,V2")
         if len(set(parsed)) != len(parsed):
-            raise ConfigError(f"--hp {item!r} repeats a value", "list each value once")
+            raise ConfigError(f"--hp {shown(item)} repeats a value", "list each value once")
         out[name] = parsed
     return out
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from .errors import ConfigError, UnknownNameError
+from .errors import ConfigError, UnknownNameError, shown
 
 FORMATS = ("table", "markdown", "csv", "json", "latex")
 LAYOUTS = ("auto", "table5", "table4", "both")
@@ -126,7 +126,7 @@ class RunSpec:
                 if p not in bb:
                     raise UnknownNameError("backbone in --combos", p, bb, "every combination must use backbones from --backbones")
             if not parts or len(set(parts)) != len(parts):
-                raise ConfigError(f"--combos entry {combo!r} is empty or repeats a backbone", "write sets like S+M")
+                raise ConfigError(f"--combos entry {shown(combo)} is empty or repeats a backbone", "write sets like S+M")
             out.append(parts)
         return out
 
@@ -209,7 +209,7 @@ def split_list(value, what: str) -> tuple[str, ...]:
         return tuple(p.strip() for p in value.split(",") if p.strip())
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return tuple(v.strip() for v in value if v.strip())
-    raise ConfigError(f"{what} must be a list of names or a comma-separated string, not {value!r}", f"e.g. {what}: [a, b]")
+    raise ConfigError(f"{what} must be a list of names or a comma-separated string, not {shown(value)}", f"e.g. {what}: [a, b]")
 
 
 def _numbers(value, what: str) -> tuple[float, ...]:
@@ -217,11 +217,11 @@ def _numbers(value, what: str) -> tuple[float, ...]:
     out = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-            raise ConfigError(f"{what}: {v!r} is not a number", f"write {what}: [0.1, 0.2]")
+            raise ConfigError(f"{what}: {shown(v)} is not a number", f"write {what}: [0.1, 0.2]")
         try:
             out.append(float(v))
         except ValueError:
-            raise ConfigError(f"{what}: {v!r} is not a number", f"write {what}: [0.1, 0.2]") from None
+            raise ConfigError(f"{what}: {shown(v)} is not a number", f"write {what}: [0.1, 0.2]") from None
     if not out:
         raise ConfigError(f"{what} has no values", f"write {what}: [0.1, 0.2]")
     if len(set(out)) != len(out):
@@ -241,7 +241,7 @@ def _aug_items(value) -> tuple:
     if isinstance(value, str):
         return split_list(value, "aug")
     if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"aug must be a list, not {value!r}", "e.g. aug: [none, sea]")
+        raise ConfigError(f"aug must be a list, not {shown(value)}", "e.g. aug: [none, sea]")
     out: list = []
     for item in value:
         if isinstance(item, str):
@@ -249,12 +249,12 @@ def _aug_items(value) -> tuple:
         elif isinstance(item, Mapping):
             unknown = set(item) - {"label", "augmenter", "hp"}
             if unknown or "augmenter" not in item:
-                raise ConfigError(f"aug entry {dict(item)!r} is not {{label, augmenter, hp}}",
+                raise ConfigError(f"aug entry {shown(dict(item))} is not {{label, augmenter, hp}}",
                                   "write {label: sea-a0, augmenter: sea, hp: {alpha: 0}}")
             out.append(AugRow(str(item.get("label") or item["augmenter"]), str(item["augmenter"]),
                               parse_hp_mapping(item.get("hp"), f"aug.{item.get('label') or item['augmenter']}.hp")))
         else:
-            raise ConfigError(f"aug entry {item!r} is neither a name nor a mapping", "e.g. aug: [none, sea]")
+            raise ConfigError(f"aug entry {shown(item)} is neither a name nor a mapping", "e.g. aug: [none, sea]")
     return tuple(out)
 
 
@@ -291,12 +291,12 @@ def _weights(value) -> dict[str, str]:
     if isinstance(value, Mapping):
         return {str(k): str(v) for k, v in value.items()}
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise ConfigError(f"weights must map backbone names to files, not {value!r}", "e.g. weights: {M: ckpt/r-50-1000ep.pth.tar}")
+        raise ConfigError(f"weights must map backbone names to files, not {shown(value)}", "e.g. weights: {M: ckpt/r-50-1000ep.pth.tar}")
     out = {}
     for item in value:
         name, sep, path = str(item).partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise ConfigError(f"malformed --weights {item!r}", "write --weights NAME=PATH")
+            raise ConfigError(f"malformed --weights {shown(item)}", "write --weights NAME=PATH")
         out[name.strip()] = path.strip()
     return out
 
@@ -333,20 +333,20 @@ def _coerce(name: str, value, base: str | None, from_flags: bool = False):
         return None
     if name in _BOOL:
         if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, not {value!r}", f"write {name}: true")
+            raise ConfigError(f"{name} must be true or false, not {shown(value)}", f"write {name}: true")
         return value
     if name in _INT:
         if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
-            raise ConfigError(f"{name} must be a whole number, not {value!r}", f"e.g. {name}: 2")
+            raise ConfigError(f"{name} must be a whole number, not {shown(value)}", f"e.g. {name}: 2")
         return int(value)
     if name in _FLOAT:
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number, not {value!r}", f"e.g. {name}: 0.2") from None
+            raise ConfigError(f"{name} must be a number, not {shown(value)}", f"e.g. {name}: 0.2") from None
     if name in _STR:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{name} must be a string, not {value!r}", f"e.g. {name}: ...")
+            raise ConfigError(f"{name} must be a string, not {shown(value)}", f"e.g. {name}: ...")
         return str(value)
     raise AssertionError(name)
 
