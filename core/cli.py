@@ -143,6 +143,9 @@ def _run_options(rp: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=S, help=f"mini-batch size (default: {D.batch_size})")
     g.add_argument("--seed", type=int, default=S, help=f"first seed (default: {D.seed})")
     g.add_argument("--seeds", type=int, default=S, help="number of seeds, seed..seed+N-1; tables show mean ± std (default: 1)")
+    g.add_argument("--max-configs", type=int, default=S, metavar="N",
+                   help=f"the most configurations the run may train, every grid point and refit of every row, source "
+                        f"and seed (default: {D.max_configs:,}); a larger run is refused with an estimate of its work")
     g.add_argument("--val-fraction", type=float, default=S, help=f"hold-out fraction of train for the search when there is no val split (default: {D.val_fraction})")
     g.add_argument("--device", default=S, help="auto, cpu or cuda[:N] (default: auto)")
     g.add_argument("--max-heads", type=int, default=S, help=f"configurations trained together per job (default: {DEFAULT_STACK}; smaller stacks resume at a finer grain)")

@@ -165,9 +165,11 @@ class RowPlan:
 
 
 def plan_rows(spec: RunSpec, host, registry_path: str | None = None) -> list[RowPlan]:
-    """Resolve rows, the loss and each row's grid (registry grid < NAME=... < ROW.NAME=... < the row's own hp)."""
+    """Resolve rows, the loss and each row's grid (registry grid < NAME=... < ROW.NAME=... < the row's own hp).
+    Every grid's size is checked against ``spec.max_configs`` before any is expanded."""
     from .config import grid_values, load_registry
     from .grid import expand_grid, hparams_for
+    from .workload import check_grids
 
     rows = spec.rows(host.list_augmenters())
     loss_cls = host.get_loss(spec.loss)
@@ -183,7 +185,7 @@ def plan_rows(spec: RunSpec, host, registry_path: str | None = None) -> list[Row
             scoped.setdefault(prefix, {})[rest] = values
         else:
             plain[name] = values
-    out, known = [], set()
+    grids, known = [], set()
     for row in rows:
         cls = host.get_augmenter(row.augmenter)
         params = hparams_for(loss_cls, cls)
@@ -195,11 +197,28 @@ def plan_rows(spec: RunSpec, host, registry_path: str | None = None) -> list[Row
             if name not in params:
                 raise UnknownNameError("hyper-parameter", name, params, f"for row {row.label} ({row.augmenter} with --loss {spec.loss})")
             values[name] = v
-        out.append(RowPlan(row.label, row.augmenter, params, tuple(expand_grid(params, values))))
+        grids.append((row, params, values))
     for k in plain:
         if k not in known:
             raise UnknownNameError("hyper-parameter", k, known, f"for --aug {','.join(labels)} with --loss {spec.loss}")
-    return out
+    check_grids([(row.label, values) for row, _, values in grids], spec.max_configs, len(plan_sources(spec)), spec.seeds,
+                spec.epochs, lambda: [source_shape(s) for s in plan_sources(spec)], spec.batch_size, spec.device)
+    return [RowPlan(row.label, row.augmenter, params, tuple(expand_grid(params, values))) for row, params, values in grids]
+
+
+def source_shape(src: SourceSpec) -> tuple[int, int, int] | None:
+    """(training rows, features, classes) of a source, from its files' headers (None until extracted)."""
+    if src.builtin:
+        from .workload import DIGITS_SHAPE
+
+        return DIGITS_SHAPE
+    if not src.files:
+        return None
+    from .features import load_feature_file
+
+    files = [load_feature_file(p, headers_only=True) for p in src.files]
+    y = files[0]["train_y"]
+    return y.shape[0], sum(f["train_x"].shape[1] for f in files), len(np.unique(y))
 
 
 # ---- cells and jobs ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from .errors import ConfigError, UnknownNameError, shown
+from .limits import DEFAULT_MAX_CONFIGS, SQLITE_INT_MAX, cpu_cores
 
 FORMATS = ("table", "markdown", "csv", "json", "latex")
 LAYOUTS = ("auto", "table5", "table4", "both")
@@ -64,6 +65,7 @@ class RunSpec:
     batch_size: int = 256
     seed: int = 0
     seeds: int = 1
+    max_configs: int = DEFAULT_MAX_CONFIGS  # the most configurations the run may train (featbench.workload)
     val_fraction: float = 0.2
     metric: str | None = None
     device: str = "auto"
@@ -154,6 +156,15 @@ def check(spec: RunSpec) -> RunSpec:
         raise ConfigError(f"--batch-size {spec.batch_size} must be at least 1", "e.g. --batch-size 256")
     if spec.seeds < 1:
         raise ConfigError(f"--seeds {spec.seeds} must be at least 1", "e.g. --seeds 3")
+    if not 0 <= spec.seed <= SQLITE_INT_MAX:
+        raise ConfigError(f"--seed {spec.seed} is outside 0..{SQLITE_INT_MAX} (seeds are recorded as signed 64-bit integers)",
+                          "pass a --seed in that range, e.g. --seed 0")
+    if spec.seed + spec.seeds - 1 > SQLITE_INT_MAX:
+        raise ConfigError(f"--seed {spec.seed} --seeds {spec.seeds} ends at seed {spec.seed + spec.seeds - 1}, beyond "
+                          f"{SQLITE_INT_MAX} (seeds are recorded as signed 64-bit integers)",
+                          f"pass a --seed of at most {SQLITE_INT_MAX - spec.seeds + 1}, or fewer --seeds")
+    if spec.max_configs < 1:
+        raise ConfigError(f"--max-configs {spec.max_configs} must be at least 1", f"e.g. --max-configs {DEFAULT_MAX_CONFIGS}")
     if not 0 < spec.val_fraction < 1:
         raise ConfigError(f"--val-fraction {spec.val_fraction} must be between 0 and 1", "e.g. --val-fraction 0.2")
     if spec.log_every < 0:
@@ -162,6 +173,9 @@ def check(spec: RunSpec) -> RunSpec:
         raise ConfigError(f"--max-heads {spec.max_heads} must be at least 1", "or leave it out for the memory-based default")
     if spec.threads is not None and spec.threads < 1:
         raise ConfigError(f"--threads {spec.threads} must be at least 1", "or leave it out for the executor's default")
+    if spec.threads is not None and spec.executor == "local" and spec.threads > cpu_cores():
+        raise ConfigError(f"--threads {spec.threads} is more than the {cpu_cores()} CPU core(s) this process may use",
+                          f"pass --threads {cpu_cores()} or fewer, or leave it out for all of them")
     if not spec.ray_gpus > 0:
         raise ConfigError(f"--ray-gpus {spec.ray_gpus} must be above 0", "e.g. --ray-gpus 1, or 0.5 for two tasks per GPU")
     if spec.ray_retries < 0:
@@ -301,7 +315,7 @@ def _weights(value) -> dict[str, str]:
     return out
 
 
-_INT = {"epochs", "batch_size", "seed", "seeds", "digits", "log_every", "max_heads", "image_size", "extract_batch_size", "workers",
+_INT = {"epochs", "batch_size", "seed", "seeds", "max_configs", "digits", "log_every", "max_heads", "image_size", "extract_batch_size", "workers",
         "threads", "ray_retries"}
 _FLOAT = {"val_fraction", "ray_gpus"}
 _BOOL = {"quiet", "cuda_graphs"}

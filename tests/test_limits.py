@@ -125,8 +125,8 @@ CASES = [
     pytest.param(["run", "--config", "{d}/nested.yaml"], ("nested.yaml", "nested deeper than 64 levels", "line 1"),
                  ("FEATBENCH_YAML_MAX_DEPTH",), id="yaml-100k-brackets"),
     pytest.param(["run", "--epochs", "100", "--aug", "none", *GRID, "--features", "{d}/ok.npz"],
-                 ("2,000,000 configurations", "(lr 2,000 x wd 1,000)", "more than --max-configs 100,000",
-                  "2,000,001 configuration(s) x 100 epochs"),
+                 ("the run would train 2,000,001 configurations", "row none searches 2,000,000 (lr 2,000 × wd 1,000)",
+                  "more than --max-configs 100,000", "2,000,001 configurations × 100 epochs ≈", " h here"),
                  ("--max-configs 2000001",), id="grid-2M-aug-none"),
     pytest.param(["run", "--epochs", "100", "--aug", "all", *GRID, "--features", "{d}/ok.npz"],
                  ("configurations", "more than --max-configs 100,000"), ("--max-configs",), id="grid-2M-aug-all"),
@@ -160,7 +160,7 @@ def test_max_configs_lets_a_larger_grid_run(hostile, tmp_path):
     argv = ["run", "--features", str(hostile / "ok.npz"), "--aug", "none", "--epochs", "1", "--quiet",
             "--hp", "lr=0.5,1,2", "--hp", "wd=0,1e-5", "--format", "csv"]
     proc, peak = featbench_measured(*argv, "--max-configs", "5", cwd=str(tmp_path))
-    _check(proc, peak, ("6 configurations", "(lr 3 x wd 2)", "more than --max-configs 5"), ("--max-configs 7",))
+    _check(proc, peak, ("7 configurations", "(lr 3 × wd 2)", "more than --max-configs 5"), ("--max-configs 7",))
     proc = featbench(*argv, "--max-configs", "7", cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
 
