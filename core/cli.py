@@ -365,7 +365,7 @@ def cmd_run(args) -> int:
             else:
                 device = resolve_device(spec.device)
             check_matmul(spec.matmul, device)
-            store = context.enter_context(Store(out))
+            store = context.enter_context(Store(out, check=not new_db))  # a store being resumed is checked first
         except BaseException:
             _remove_new_store(out, new_db, new_dir)
             raise
@@ -521,7 +521,7 @@ def _render_run(store, run_id: int | None, fmt: str, layout: str | None, gain_of
 def cmd_report(args) -> int:
     from .store import Store
 
-    with Store(_existing_dir(args.dir), create=False) as store:
+    with Store(_existing_dir(args.dir), read_only=True, check=True) as store:
         print(_render_run(store, args.run, args.format, args.layout, args.gain_of, args.digits))
     return 0
 
@@ -536,7 +536,7 @@ def cmd_plot(args) -> int:
     from .plot import write_plots
     from .store import Store
 
-    with Store(_existing_dir(args.dir), create=False) as store:
+    with Store(_existing_dir(args.dir), read_only=True, check=True) as store:
         run = store.run(args.run)
         cells = store.cells(store.planned_cells(run.id))
         members = {c.key: store.cell_config_keys(c.key) for c in cells}
