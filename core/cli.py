@@ -12,7 +12,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -382,7 +384,7 @@ def cmd_run(args) -> int:
         finally:
             progress.close()
         if outcome.interrupted:
-            print(f"featbench: interrupted; {outcome.cells_finished} cell(s) finished in this run, every finished "
+            print(f"featbench: {_interruption()}; {outcome.cells_finished} cell(s) finished in this run, every finished "
                   "configuration is recorded" + (f" in {out} (rerun the same command to resume)" if out else ""), file=sys.stderr)
         if not spec.quiet:
             print(f"featbench: trained {outcome.configs_trained} configuration(s); {outcome.cells_skipped} cell(s) were "
@@ -397,7 +399,7 @@ def cmd_run(args) -> int:
             _write_atomic(os.path.join(out, f"table.{ext}"), text + "\n")
         print(text)
     if outcome.interrupted:
-        return 130
+        return _interrupted_status()
     return _report_failures(outcome, args.debug, out) if outcome.failures else 0
 
 
@@ -593,6 +595,61 @@ def _use_registry(path: str) -> None:
     load_registry()  # a missing or malformed file is a one-line error now, not a plugin failure later
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where it lands in the main thread: handled like Ctrl-C (the run is marked interrupted,
+    the results files of what finished are written), with exit status 143."""
+
+
+_received: list[int] = []  # the signal that interrupted this main(), if any
+
+
+def _on_sigterm(signum, frame):
+    if not _received:  # once: a second SIGTERM must not interrupt the clean-up of the first
+        _received.append(signum)
+        raise Terminated()
+
+
+def _handle_sigterm():
+    """Install the SIGTERM handler (main thread only); returns the previous one."""
+    _received.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interruption() -> str:
+    return "terminated (SIGTERM)" if _received else "interrupted"
+
+
+def _interrupted_status() -> int:
+    """128 + the signal: 143 for SIGTERM, 130 for Ctrl-C (SIGINT)."""
+    return 128 + (_received[0] if _received else signal.SIGINT)
+
+
+def _stdout_is_broken() -> bool:
+    """True if stdout is a pipe whose reader has gone (poll reports an error on it); stdout then points at
+    /dev/null, so that the interpreter's final flush does not complain."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        broken = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real stdout (captured, closed)
+        return False
+    if broken:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    return broken
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -605,18 +662,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     old_show = warnings.showwarning
     if not debug:
         warnings.showwarning = _format_warning
+    old_term = _handle_sigterm()
     try:
         if args.registry:  # the plugins that read registry.yaml (backbones, data sets) use the same file
             _use_registry(args.registry)
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        if not _stdout_is_broken():
+            raise
+        return 128 + signal.SIGPIPE  # the reader went away (featbench report DIR | head): exit quietly
     except FeatbenchError as exc:
         if debug:
             raise
         print(f"featbench: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("featbench: interrupted", file=sys.stderr)
-        return 130
+        print(f"featbench: {_interruption()}", file=sys.stderr)
+        return _interrupted_status()
     except OSError as exc:  # a file featbench had to write or read (disk full, permissions, ...)
         if debug:
             raise
@@ -632,6 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         warnings.showwarning = old_show
+        _restore_sigterm(old_term)
         for k, v in saved_env.items():  # main() may be called in-process: leave the environment as it was
             if v is None:
                 os.environ.pop(k, None)

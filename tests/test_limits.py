@@ -408,8 +408,8 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
         finished = c.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
-    assert results["meta"]["run"]["status"] == "interrupted"
-    assert results["meta"]["cells"]["finished"] == finished >= 1
+    assert results["run"]["status"] == "interrupted"
+    assert results["cells"]["finished"] == finished >= 1
     assert os.path.exists(os.path.join(out, "table.csv"))
 
 
