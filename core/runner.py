@@ -202,12 +202,12 @@ def plan_rows(spec: RunSpec, host, registry_path: str | None = None) -> list[Row
         if k not in known:
             raise UnknownNameError("hyper-parameter", k, known, f"for --aug {','.join(labels)} with --loss {spec.loss}")
     check_grids([(row.label, values) for row, _, values in grids], spec.max_configs, len(plan_sources(spec)), spec.seeds,
-                spec.epochs, lambda: [source_shape(s) for s in plan_sources(spec)], spec.batch_size, spec.device)
+                spec.epochs, lambda: [source_shape(s, spec.val_fraction) for s in plan_sources(spec)], spec.batch_size, spec.device)
     return [RowPlan(row.label, row.augmenter, params, tuple(expand_grid(params, values))) for row, params, values in grids]
 
 
-def source_shape(src: SourceSpec) -> tuple[int, int, int] | None:
-    """(training rows, features, classes) of a source, from its files' headers (None until extracted)."""
+def source_shape(src: SourceSpec, val_fraction: float) -> tuple[int, int, int] | None:
+    """(rows searched on, features, classes) of a source, from its files' headers (None until extracted)."""
     if src.builtin:
         from .workload import DIGITS_SHAPE
 
@@ -218,7 +218,8 @@ def source_shape(src: SourceSpec) -> tuple[int, int, int] | None:
 
     files = [load_feature_file(p, headers_only=True) for p in src.files]
     y = files[0]["train_y"]
-    return y.shape[0], sum(f["train_x"].shape[1] for f in files), len(np.unique(y))
+    rows = y.shape[0] if "val_x" in files[0] else int(y.shape[0] * (1 - val_fraction))
+    return rows, sum(f["train_x"].shape[1] for f in files), len(np.unique(y))
 
 
 # ---- cells and jobs ---------------------------------------------------------------------------
