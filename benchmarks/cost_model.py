@@ -1,4 +1,4 @@
-"""Measure the cost model of ``featbench.workload``: seconds per configuration-epoch on this machine.
+"""Measure the cost model of ``featbench.bench.workload``: seconds per configuration-epoch on this machine.
 
 Trains stacks of K ``none`` configurations (hinge loss) on synthetic features of several shapes, times
 each (best of ``--repeats``, process CPU time of one thread, after a warm-up), and fits
@@ -7,7 +7,7 @@ each (best of ``--repeats``, process CPU time of one thread, after a warm-up), a
 
 (steps = ceil(n / b) per epoch: a fixed cost per step and configuration, plus the products of the step)
 by non-negative least squares of the relative error. Prints every measurement, the model's prediction for it, and the three
-constants to copy into ``core/workload.py``. Usage: ``python benchmarks/cost_model.py``.
+constants to copy into ``core/bench/workload.py``. Usage: ``python benchmarks/cost_model.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def measure(n: int, d: int, C: int, b: int, K: int, epochs: int, repeats: int) -
     other tenants of a shared machine disturb far less than wall time."""
     from featbench.plugins.baseline import NoAugmentation
     from featbench.plugins.losses import SmoothedHinge
-    from featbench.train import TrainSettings, train_heads
+    from featbench.training.trainer import TrainSettings, train_heads
 
     data = synthetic_features(Size(n=n, n_test=1, d=d, C=C, b=b, epochs=epochs))
     configs = [{"lr": 0.5 + 0.1 * k, "wd": 0.0, "lamda": 0.1, "delta": 0.0} for k in range(K)]

@@ -200,7 +200,7 @@ def test_registry_weights_stay_inside_the_cache(tmp_path, entry, problem):
 
 
 def test_a_file_url_is_accepted_where_the_user_gave_it(tmp_path):
-    from featbench.safe_paths import user_file
+    from featbench.inputs.safe_paths import user_file
 
     target = tmp_path / "w.pth"
     target.write_bytes(b"x")
