@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -19,13 +20,14 @@ import warnings
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import ConfigError, FeatbenchError, UnknownNameError, shown, storage_error, storage_hint
+from .errors import MAX_SHOWN, ConfigError, FeatbenchError, UnknownNameError, shown, storage_error, storage_hint
 
 
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line, like every other featbench error."""
 
     def error(self, message: str):
+        message = re.sub(r"'([^']{%d,})'" % MAX_SHOWN, lambda m: shown(m.group(1)), message)  # never a whole value
         print(f"featbench: error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 

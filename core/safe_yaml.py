@@ -104,6 +104,9 @@ def load(path: str):
             if expanded_nodes(node, max_nodes, max_depth) > max_nodes:
                 raise YAMLLimitError(f"its aliases expand to more than {max_nodes:,} nodes (a \"billion laughs\" document?)",
                                      f"write the values out, or raise {YAML_MAX_NODES[0]}")
-            return loader.construct_document(node)
+            try:
+                return loader.construct_document(node)
+            except ValueError as exc:  # e.g. an integer beyond Python's 4300-digit conversion limit
+                raise YAMLLimitError(f"a value cannot be read ({str(exc).split(';')[0][:120]})", "fix that value") from None
         finally:
             loader.dispose()

@@ -12,7 +12,6 @@ Exits with the command's status (128 + N for a command killed by signal N).
 from __future__ import annotations
 
 import json
-import os
 import resource
 import signal
 import subprocess

@@ -13,6 +13,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 import zipfile
 
@@ -81,6 +82,8 @@ def hostile(tmp_path_factory):
     with open(d / "huge.yaml", "w") as f:  # one 50 MB scalar
         f.write("a" * (50 << 20))
     (d / "nested.yaml").write_text("aug: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    (d / "digits.yaml").write_text("epochs: " + "1" * 5000 + "\nfeatures: [ok.npz]\n")  # beyond int('...') of Python
+    (d / "int65.yaml").write_text(f"epochs: {2 ** 64}\nfeatures: [ok.npz]\n")
     return d
 
 
@@ -124,6 +127,12 @@ CASES = [
                  ("FEATBENCH_YAML_MAX_BYTES",), id="yaml-50MB-scalar"),
     pytest.param(["run", "--config", "{d}/nested.yaml"], ("nested.yaml", "nested deeper than 64 levels", "line 1"),
                  ("FEATBENCH_YAML_MAX_DEPTH",), id="yaml-100k-brackets"),
+    pytest.param(["run", "--config", "{d}/digits.yaml"], ("digits.yaml", "a value cannot be read", "4300 digits"),
+                 ("fix that value",), id="yaml-5000-digit-int"),
+    pytest.param(["run", "--config", "{d}/int65.yaml"], ("epochs: 18446744073709551616 is outside", "9223372036854775807"),
+                 ("whole number in that range",), id="yaml-int-beyond-64-bits"),
+    pytest.param(["run", "--epochs", "9" * 5000], ("argument --epochs: invalid int value: '999", "...999'"),
+                 ("--help",), id="flag-5000-digits-not-echoed"),
     pytest.param(["run", "--epochs", "100", "--aug", "none", *GRID, "--features", "{d}/ok.npz"],
                  ("the run would train 2,000,001 configurations", "row none searches 2,000,000 (lr 2,000 × wd 1,000)",
                   "more than --max-configs 100,000", "2,000,001 configurations × 100 epochs ≈", " h here"),
@@ -343,7 +352,7 @@ def test_a_damaged_store_is_reported_not_used(finished_run, tmp_path, command):
 def test_a_busy_store_is_one_line_after_a_bounded_wait(finished_run, tmp_path):
     run = _copy_run(finished_run, tmp_path / "run")
     db = os.path.join(run, "featbench.sqlite")
-    holder = subprocess.Popen([sys_executable(), "-c", (
+    holder = subprocess.Popen([sys.executable, "-c", (
         "import sqlite3, sys, time\n"
         f"c = sqlite3.connect({db!r}, isolation_level=None)\n"
         "c.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
@@ -364,12 +373,6 @@ def test_a_busy_store_is_one_line_after_a_bounded_wait(finished_run, tmp_path):
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:  # nothing lost, no run left behind
         assert c.execute("SELECT COUNT(*) FROM configs").fetchone()[0] == configs
         assert [r[0] for r in c.execute("SELECT status FROM runs")] == ["finished"]
-
-
-def sys_executable() -> str:
-    import sys
-
-    return sys.executable
 
 
 # ---- signals ------------------------------------------------------------------------------------
@@ -423,6 +426,6 @@ def test_a_closed_stdout_pipe_exits_quietly(finished_run, tmp_path):
     proc.wait(120)
     assert stderr == "" and proc.returncode == 128 + signal.SIGPIPE, (proc.returncode, stderr)
     assert peak_kib(report) < PEAK_LIMIT_KIB
-    shell = subprocess.run(f"{sys_executable()} -m featbench report {finished_run} | head -2", shell=True,
+    shell = subprocess.run(f"{sys.executable} -m featbench report {finished_run} | head -2", shell=True,
                            capture_output=True, text=True, env=cli_env(), cwd=str(tmp_path))
     assert shell.stderr == "" and len(shell.stdout.splitlines()) == 2

@@ -352,7 +352,12 @@ def _coerce(name: str, value, base: str | None, from_flags: bool = False):
     if name in _INT:
         if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
             raise ConfigError(f"{name} must be a whole number, not {shown(value)}", f"e.g. {name}: 2")
-        return int(value)
+        number = int(value) if isinstance(value, int) or len(value) < 40 else SQLITE_INT_MAX + 1
+        if not -SQLITE_INT_MAX - 1 <= number <= SQLITE_INT_MAX:  # what every integer setting is recorded as
+            raise ConfigError(f"{'--' + name.replace('_', '-') if from_flags else name + ':'} {shown(value)} is outside "
+                              f"{-SQLITE_INT_MAX - 1}..{SQLITE_INT_MAX} (settings are recorded as signed 64-bit integers)",
+                              "give a whole number in that range")
+        return number
     if name in _FLOAT:
         try:
             return float(value)
