@@ -131,7 +131,7 @@ CASES = [
                  ("fix that value",), id="yaml-5000-digit-int"),
     pytest.param(["run", "--config", "{d}/int65.yaml"], ("epochs: 18446744073709551616 is outside", "9223372036854775807"),
                  ("whole number in that range",), id="yaml-int-beyond-64-bits"),
-    pytest.param(["run", "--epochs", "9" * 5000], ("argument --epochs: invalid int value: '999", "...999'"),
+    pytest.param(["run", "--epochs", "9" * 5000], ("argument --epochs: invalid int value: '999", "...999"),
                  ("--help",), id="flag-5000-digits-not-echoed"),
     pytest.param(["run", "--epochs", "100", "--aug", "none", *GRID, "--features", "{d}/ok.npz"],
                  ("the run would train 2,000,001 configurations", "row none searches 2,000,000 (lr 2,000 × wd 1,000)",
