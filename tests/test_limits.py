@@ -208,6 +208,21 @@ def test_registry_weights_stay_inside_the_cache(tmp_path, entry, problem):
     assert not os.path.exists("/tmp/featbench-evil-x")
 
 
+def test_a_weights_file_may_not_leave_the_cache_through_a_symbolic_link(tmp_path):
+    from featbench.api import WeightsSource
+    from featbench.errors import ConfigError
+    from featbench.inputs.weights import locate
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "cache" / "weights").mkdir(parents=True)
+    os.symlink(outside, tmp_path / "cache" / "weights" / "link")
+    source = WeightsSource(file="link/w.pth", url="https://example.invalid/w.pth")
+    with pytest.raises(ConfigError, match="leaves the weights cache \\(through a symbolic link\\)"):
+        locate("X", source, str(tmp_path / "cache"))
+    assert os.listdir(outside) == []
+
+
 def test_a_file_url_is_accepted_where_the_user_gave_it(tmp_path):
     from featbench.inputs.safe_paths import user_file
 
