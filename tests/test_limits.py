@@ -401,7 +401,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     db = os.path.join(out, "featbench.sqlite")
     lrs = ",".join(f"{0.1 * (i + 1):g}" for i in range(40))
     proc = start_measured("run", "--features", str(feats), "--aug", "none,sea", "--hp", f"lr={lrs}", "--seeds", "3",
-                          "--epochs", "40", "--max-heads", "4", "--quiet", "--format", "csv", "--out", out, report=report,
+                          "--epochs", "40", "--stack-size", "4", "--quiet", "--format", "csv", "--out", out, report=report,
                           cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     cells = 0

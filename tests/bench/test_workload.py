@@ -20,16 +20,16 @@ def test_grid_size_by_multiplication_equals_the_expanded_grid(values):
 
 
 def test_the_limit_counts_exactly_the_configurations_the_cells_hold(tmp_path):
-    from featbench.bench.driver import LoadOptions, plan_cells, plan_rows
-    from featbench.bench.spec import build_spec
+    from featbench.bench.plan import make_plan, plan_cells, plan_rows
     from featbench.manager import load_plugins
+    from featbench.run import build_spec
     from runner_util import make_features
 
     feats = [make_features(str(tmp_path / f"{i}.npz"), seed=i) for i in range(2)]
     flags = {"features": feats, "aug": "none,sea", "hp": ["lr=0.5,1", "eta=0,0.4,0.8"], "seeds": 3}
     host = load_plugins(entry_points=[])
     spec = build_spec(flags)
-    cells = plan_cells(spec, plan_rows(spec, host), "cpu", LoadOptions())
+    cells = plan_cells(spec, make_plan(spec, host), "cpu", {})
     total = sum(len(c.configs) + (1 if len(c.configs) > 1 else 0) for c in cells)  # each cell's search and refit
     assert total == 2 * 3 * ((2 + 1) + (6 + 1))
     plan_rows(build_spec({**flags, "max_configs": total}), host)  # exactly at the limit: accepted
