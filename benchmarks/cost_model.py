@@ -6,8 +6,8 @@ each (best of ``--repeats``, process CPU time of one thread, after a warm-up), a
     seconds per configuration-epoch = GAMMA * steps + n * d * (ALPHA * C + BETA * b)
 
 (steps = ceil(n / b) per epoch: a fixed cost per step and configuration, plus the products of the step)
-by non-negative least squares of the relative error. Prints every measurement, the model's prediction for it, and the three
-constants to copy into ``core/bench/workload.py``. Usage: ``python benchmarks/cost_model.py``.
+by non-negative least squares of the relative error. Prints every measurement, the model's prediction
+for it, and the three constants to copy into ``core/bench/workload.py``. Usage: ``python benchmarks/cost_model.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import math
 import time
 
 import numpy as np
-
 from _common import Size, header, set_threads, synthetic_features
 
 SHAPES = [(958, 64, 10), (4000, 64, 10), (2000, 512, 10), (2000, 512, 100), (4000, 1024, 50), (1000, 2048, 200)]
@@ -33,8 +32,15 @@ def measure(n: int, d: int, C: int, b: int, K: int, epochs: int, repeats: int) -
     data = synthetic_features(Size(n=n, n_test=1, d=d, C=C, b=b, epochs=epochs))
     configs = [{"lr": 0.5 + 0.1 * k, "wd": 0.0, "lamda": 0.1, "delta": 0.0} for k in range(K)]
     settings = TrainSettings(epochs=epochs, batch_size=b, seed=0)
-    train_heads(data["train_x"], data["train_y"], C, NoAugmentation, SmoothedHinge(), configs[:1],
-                TrainSettings(epochs=1, batch_size=b, seed=0))  # warm-up
+    train_heads(
+        data["train_x"],
+        data["train_y"],
+        C,
+        NoAugmentation,
+        SmoothedHinge(),
+        configs[:1],
+        TrainSettings(epochs=1, batch_size=b, seed=0),
+    )  # warm-up
     best = math.inf
     for _ in range(repeats):
         start = time.process_time()
@@ -67,8 +73,10 @@ def main() -> None:
     for (n, d, C), r, t in zip(SHAPES, rows, seconds):
         model = gamma * r[0] + alpha * r[1] + beta * r[2]
         print(f"  n={n} d={d} C={C}: measured {t * 1e3:.3f} ms, model {model * 1e3:.3f} ms ({model / t:.2f}x)")
-    print(f"GAMMA = {gamma:.3e}  # s per step and configuration\nALPHA = {alpha:.3e}  # s per row x feature x class\n"
-          f"BETA = {beta:.3e}  # s per row x feature x batch row")
+    print(
+        f"GAMMA = {gamma:.3e}  # s per step and configuration\nALPHA = {alpha:.3e}  # s per row x feature x class\n"
+        f"BETA = {beta:.3e}  # s per row x feature x batch row"
+    )
 
 
 if __name__ == "__main__":

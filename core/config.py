@@ -26,7 +26,8 @@ def read_yaml(path: str, what: str, missing_hint: str):
     try:
         return load(path)
     except YAMLLimitError as exc:
-        raise ConfigError(f"{what} {path}: {exc.problem}" if path not in exc.problem else f"{what} {exc.problem}", exc.hint) from None
+        problem = f"{what} {exc.problem}" if path in exc.problem else f"{what} {path}: {exc.problem}"
+        raise ConfigError(problem, exc.hint) from None
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}", missing_hint) from None
     except IsADirectoryError:

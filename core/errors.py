@@ -26,8 +26,10 @@ def shown(value: object, limit: int = MAX_SHOWN) -> str:
     try:
         text = r.repr(value)
     except ValueError:  # an int beyond Python's 4300-digit conversion limit
-        text = f"<an {type(value).__name__} of about {value.bit_length() * 0.30103:,.0f} digits>" if isinstance(value, int) \
-            else f"<a {type(value).__name__}>"
+        if isinstance(value, int):
+            text = f"<an {type(value).__name__} of about {value.bit_length() * 0.30103:,.0f} digits>"
+        else:
+            text = f"<a {type(value).__name__}>"
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 

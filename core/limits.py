@@ -15,7 +15,7 @@ import resource
 from .errors import ConfigError
 
 #: SQLite stores integers as signed 64-bit: every seed, seed + seeds - 1 included, must fit.
-SQLITE_INT_MAX = 2 ** 63 - 1
+SQLITE_INT_MAX = 2**63 - 1
 
 #: The most configurations a run may train without ``--max-configs`` (searches and refits over every row,
 #: source and seed): about half an hour of ``none`` on the digits default here. The paper suites, which

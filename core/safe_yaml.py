@@ -30,8 +30,10 @@ def check_size(path: str) -> None:
     limit = setting(YAML_MAX_BYTES)
     n = os.path.getsize(path)
     if n > limit:
-        raise YAMLLimitError(f"{path} is {size(n)}, over the limit of {size(limit)} for a YAML file",
-                             f"is it the right file? raise {YAML_MAX_BYTES[0]}=BYTES if it is")
+        raise YAMLLimitError(
+            f"{path} is {size(n)}, over the limit of {size(limit)} for a YAML file",
+            f"is it the right file? raise {YAML_MAX_BYTES[0]}=BYTES if it is",
+        )
 
 
 class _LimitedLoader(yaml.SafeLoader):
@@ -43,8 +45,10 @@ class _LimitedLoader(yaml.SafeLoader):
         self._depth = getattr(self, "_depth", 0) + 1
         if self._depth > self.max_depth:
             mark = self.peek_event().start_mark
-            raise YAMLLimitError(f"values nested deeper than {self.max_depth} levels (line {mark.line + 1}, column "
-                                 f"{mark.column + 1})", f"flatten the file, or raise {YAML_MAX_DEPTH[0]}")
+            raise YAMLLimitError(
+                f"values nested deeper than {self.max_depth} levels (line {mark.line + 1}, column {mark.column + 1})",
+                f"flatten the file, or raise {YAML_MAX_DEPTH[0]}",
+            )
         try:
             return super().compose_node(parent, index)
         finally:
@@ -58,8 +62,10 @@ def expanded_nodes(node: yaml.Node, limit: int, max_depth: int) -> int:
     open_: set[int] = set()
 
     def too_deep() -> YAMLLimitError:
-        return YAMLLimitError(f"its aliases nest values deeper than {max_depth} levels",
-                              f"write the values out, or raise {YAML_MAX_DEPTH[0]}")
+        return YAMLLimitError(
+            f"its aliases nest values deeper than {max_depth} levels",
+            f"write the values out, or raise {YAML_MAX_DEPTH[0]}",
+        )
 
     def count(n: yaml.Node, depth: int) -> tuple[int, int]:
         if id(n) in counted:
@@ -102,11 +108,15 @@ def load(path: str):
             if node is None:
                 return None
             if expanded_nodes(node, max_nodes, max_depth) > max_nodes:
-                raise YAMLLimitError(f"its aliases expand to more than {max_nodes:,} nodes (a \"billion laughs\" document?)",
-                                     f"write the values out, or raise {YAML_MAX_NODES[0]}")
+                raise YAMLLimitError(
+                    f'its aliases expand to more than {max_nodes:,} nodes (a "billion laughs" document?)',
+                    f"write the values out, or raise {YAML_MAX_NODES[0]}",
+                )
             try:
                 return loader.construct_document(node)
             except ValueError as exc:  # e.g. an integer beyond Python's 4300-digit conversion limit
-                raise YAMLLimitError(f"a value cannot be read ({str(exc).split(';')[0][:120]})", "fix that value") from None
+                raise YAMLLimitError(
+                    f"a value cannot be read ({str(exc).split(';')[0][:120]})", "fix that value"
+                ) from None
         finally:
             loader.dispose()

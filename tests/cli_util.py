@@ -84,7 +84,6 @@ def featbench_measured(*args: str, cwd: str, env: dict[str, str] | None = None, 
                        as_limit: int | None = None) -> tuple[subprocess.CompletedProcess, int]:
     """``featbench(ARGS)`` and its peak resident memory in KiB (``getrusage(RUSAGE_CHILDREN)`` around it)."""
     import signal
-
     import tempfile
 
     report = os.path.join(tempfile.mkdtemp(prefix="featbench-peak-"), "peak.json")

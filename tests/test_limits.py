@@ -19,9 +19,16 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from cli_util import (PEAK_LIMIT_KIB, assert_clean_error, cli_env, featbench, featbench_measured, files_under, peak_kib,
-                      start_measured)
+from cli_util import (
+    PEAK_LIMIT_KIB,
+    assert_clean_error,
+    cli_env,
+    featbench,
+    featbench_measured,
+    files_under,
+    peak_kib,
+    start_measured,
+)
 from conftest import make_blobs
 
 FEAT = ["run", "--epochs", "1", "--aug", "none", "--quiet", "--features"]
@@ -52,7 +59,7 @@ def _write_zip_bomb(path: str, gib: float = 1.0) -> None:
             chunk = bytes(1 << 22)
             left = rows * 8 * 4
             while left:
-                f.write(chunk[:min(left, len(chunk))])
+                f.write(chunk[: min(left, len(chunk))])
                 left -= min(left, len(chunk))
         for key in ("train_y", "test_x", "test_y"):
             with zf.open(f"{key}.npy", "w") as f:
@@ -64,10 +71,15 @@ def hostile(tmp_path_factory):
     """A directory of hostile inputs."""
     d = tmp_path_factory.mktemp("hostile2")
     blobs = make_blobs(n_train=4, n_test=2, d=8, C=2)
-    _npz(d / "huge_label.npz", train_x=blobs["train_x"], train_y=np.array([0, 1, 0, 2 ** 62]),
-         test_x=blobs["test_x"], test_y=np.array([0, 1]))
+    _npz(
+        d / "huge_label.npz",
+        train_x=blobs["train_x"],
+        train_y=np.array([0, 1, 0, 2**62]),
+        test_x=blobs["test_x"],
+        test_y=np.array([0, 1]),
+    )
     y = make_blobs(n_train=60, n_test=30, d=8, C=3)["train_y"].astype(np.uint64)
-    y[5] = np.uint64(2 ** 64 - 1)
+    y[5] = np.uint64(2**64 - 1)
     _npz(d / "uint64_label.npz", train_y=y)
     big = make_blobs(n_train=60, n_test=30, d=8, C=3)
     x = big["train_x"].astype(np.float64)
@@ -83,7 +95,7 @@ def hostile(tmp_path_factory):
         f.write("a" * (50 << 20))
     (d / "nested.yaml").write_text("aug: " + "[" * 100_000 + "]" * 100_000 + "\n")
     (d / "digits.yaml").write_text("epochs: " + "1" * 5000 + "\nfeatures: [ok.npz]\n")  # beyond int('...') of Python
-    (d / "int65.yaml").write_text(f"epochs: {2 ** 64}\nfeatures: [ok.npz]\n")
+    (d / "int65.yaml").write_text(f"epochs: {2**64}\nfeatures: [ok.npz]\n")
     return d
 
 
@@ -107,46 +119,116 @@ def _hostile_case(hostile, tmp_path, argv, **kw):
     return proc, peak
 
 
-GRID = ["--hp", "lr=" + ",".join(f"{0.001 * (i + 1):g}" for i in range(2000)),
-        "--hp", "wd=" + ",".join(f"{1e-7 * (i + 1):g}" for i in range(1000))]
+GRID = [
+    "--hp",
+    "lr=" + ",".join(f"{0.001 * (i + 1):g}" for i in range(2000)),
+    "--hp",
+    "wd=" + ",".join(f"{1e-7 * (i + 1):g}" for i in range(1000)),
+]
 
 CASES = [
-    pytest.param([*FEAT, "{d}/huge_label.npz"],
-                 ("training labels go up to 4611686018427387904", "only 4 training rows"), ("0..C-1",), id="label-2**62"),
-    pytest.param([*FEAT, "{d}/uint64_label.npz"], ("holds label 18446744073709551615",), ("0..C-1",), id="label-uint64-max"),
-    pytest.param(["run", "--config", "{d}/bomb_epochs.yaml"], ("bomb_epochs.yaml", "aliases expand to more than 100,000 nodes"),
-                 ("FEATBENCH_YAML_MAX_NODES",), id="yaml-bomb-epochs"),
-    pytest.param(["run", "--config", "{d}/bomb_datasets.yaml"], ("aliases expand to more than 100,000 nodes",),
-                 ("FEATBENCH_YAML_MAX_NODES",), id="yaml-bomb-datasets"),
-    pytest.param(["run", "--config", "{d}/bomb_plugins.yaml"], ("aliases expand to more than 100,000 nodes",),
-                 ("FEATBENCH_YAML_MAX_NODES",), id="yaml-bomb-plugins"),
-    pytest.param(["--registry", "{d}/bomb_registry.yaml", "run", "--features", "{d}/ok.npz", "--grid", "quick"],
-                 ("bomb_registry.yaml", "aliases expand to more than 100,000 nodes"), ("FEATBENCH_YAML_MAX_NODES",),
-                 id="yaml-bomb-registry-grid"),
-    pytest.param(["run", "--config", "{d}/huge.yaml"], ("suite file", "huge.yaml is 50.0 MiB", "limit of 1.0 MiB"),
-                 ("FEATBENCH_YAML_MAX_BYTES",), id="yaml-50MB-scalar"),
-    pytest.param(["run", "--config", "{d}/nested.yaml"], ("nested.yaml", "nested deeper than 64 levels", "line 1"),
-                 ("FEATBENCH_YAML_MAX_DEPTH",), id="yaml-100k-brackets"),
-    pytest.param(["run", "--config", "{d}/digits.yaml"], ("digits.yaml", "a value cannot be read", "4300 digits"),
-                 ("fix that value",), id="yaml-5000-digit-int"),
-    pytest.param(["run", "--config", "{d}/int65.yaml"], ("epochs: 18446744073709551616 is outside", "9223372036854775807"),
-                 ("whole number in that range",), id="yaml-int-beyond-64-bits"),
-    pytest.param(["run", "--epochs", "9" * 5000], ("argument --epochs: invalid int value: '999", "...999"),
-                 ("--help",), id="flag-5000-digits-not-echoed"),
-    pytest.param(["run", "--epochs", "100", "--aug", "none", *GRID, "--features", "{d}/ok.npz"],
-                 ("the run would train 2,000,001 configurations", "row none searches 2,000,000 (lr 2,000 × wd 1,000)",
-                  "more than --max-configs 100,000", "2,000,001 configurations × 100 epochs ≈", " h here"),
-                 ("--max-configs 2000001",), id="grid-2M-aug-none"),
-    pytest.param(["run", "--epochs", "100", "--aug", "all", *GRID, "--features", "{d}/ok.npz"],
-                 ("configurations", "more than --max-configs 100,000"), ("--max-configs",), id="grid-2M-aug-all"),
-    pytest.param([*FEAT, "{d}/ok.npz", "--seed", str(2 ** 64)], ("--seed 18446744073709551616", "9223372036854775807"),
-                 ("--seed",), id="seed-2**64"),
-    pytest.param([*FEAT, "{d}/ok.npz", "--seed", str(2 ** 63 - 1), "--seeds", "2"],
-                 ("--seed 9223372036854775807 --seeds 2", "9223372036854775808", "9223372036854775807"), ("--seed",),
-                 id="seed-range-overflow"),
-    pytest.param([*FEAT, "{d}/ok.npz", "--threads", "100000"], ("--threads 100000", "CPU core(s)"), ("--threads",),
-                 id="threads-100000"),
-    pytest.param([*FEAT, "{d}/overflow.npz"], ("train_x", "beyond float32", "1e+300"), ("rescale",), id="float32-overflow"),
+    pytest.param(
+        [*FEAT, "{d}/huge_label.npz"],
+        ("training labels go up to 4611686018427387904", "only 4 training rows"),
+        ("0..C-1",),
+        id="label-2**62",
+    ),
+    pytest.param(
+        [*FEAT, "{d}/uint64_label.npz"], ("holds label 18446744073709551615",), ("0..C-1",), id="label-uint64-max"
+    ),
+    pytest.param(
+        ["run", "--config", "{d}/bomb_epochs.yaml"],
+        ("bomb_epochs.yaml", "aliases expand to more than 100,000 nodes"),
+        ("FEATBENCH_YAML_MAX_NODES",),
+        id="yaml-bomb-epochs",
+    ),
+    pytest.param(
+        ["run", "--config", "{d}/bomb_datasets.yaml"],
+        ("aliases expand to more than 100,000 nodes",),
+        ("FEATBENCH_YAML_MAX_NODES",),
+        id="yaml-bomb-datasets",
+    ),
+    pytest.param(
+        ["run", "--config", "{d}/bomb_plugins.yaml"],
+        ("aliases expand to more than 100,000 nodes",),
+        ("FEATBENCH_YAML_MAX_NODES",),
+        id="yaml-bomb-plugins",
+    ),
+    pytest.param(
+        ["--registry", "{d}/bomb_registry.yaml", "run", "--features", "{d}/ok.npz", "--grid", "quick"],
+        ("bomb_registry.yaml", "aliases expand to more than 100,000 nodes"),
+        ("FEATBENCH_YAML_MAX_NODES",),
+        id="yaml-bomb-registry-grid",
+    ),
+    pytest.param(
+        ["run", "--config", "{d}/huge.yaml"],
+        ("suite file", "huge.yaml is 50.0 MiB", "limit of 1.0 MiB"),
+        ("FEATBENCH_YAML_MAX_BYTES",),
+        id="yaml-50MB-scalar",
+    ),
+    pytest.param(
+        ["run", "--config", "{d}/nested.yaml"],
+        ("nested.yaml", "nested deeper than 64 levels", "line 1"),
+        ("FEATBENCH_YAML_MAX_DEPTH",),
+        id="yaml-100k-brackets",
+    ),
+    pytest.param(
+        ["run", "--config", "{d}/digits.yaml"],
+        ("digits.yaml", "a value cannot be read", "4300 digits"),
+        ("fix that value",),
+        id="yaml-5000-digit-int",
+    ),
+    pytest.param(
+        ["run", "--config", "{d}/int65.yaml"],
+        ("epochs: 18446744073709551616 is outside", "9223372036854775807"),
+        ("whole number in that range",),
+        id="yaml-int-beyond-64-bits",
+    ),
+    pytest.param(
+        ["run", "--epochs", "9" * 5000],
+        ("argument --epochs: invalid int value: '999", "...999"),
+        ("--help",),
+        id="flag-5000-digits-not-echoed",
+    ),
+    pytest.param(
+        ["run", "--epochs", "100", "--aug", "none", *GRID, "--features", "{d}/ok.npz"],
+        (
+            "the run would train 2,000,001 configurations",
+            "row none searches 2,000,000 (lr 2,000 × wd 1,000)",
+            "more than --max-configs 100,000",
+            "2,000,001 configurations × 100 epochs ≈",
+            " h here",
+        ),
+        ("--max-configs 2000001",),
+        id="grid-2M-aug-none",
+    ),
+    pytest.param(
+        ["run", "--epochs", "100", "--aug", "all", *GRID, "--features", "{d}/ok.npz"],
+        ("configurations", "more than --max-configs 100,000"),
+        ("--max-configs",),
+        id="grid-2M-aug-all",
+    ),
+    pytest.param(
+        [*FEAT, "{d}/ok.npz", "--seed", str(2**64)],
+        ("--seed 18446744073709551616", "9223372036854775807"),
+        ("--seed",),
+        id="seed-2**64",
+    ),
+    pytest.param(
+        [*FEAT, "{d}/ok.npz", "--seed", str(2**63 - 1), "--seeds", "2"],
+        ("--seed 9223372036854775807 --seeds 2", "9223372036854775808", "9223372036854775807"),
+        ("--seed",),
+        id="seed-range-overflow",
+    ),
+    pytest.param(
+        [*FEAT, "{d}/ok.npz", "--threads", "100000"],
+        ("--threads 100000", "CPU core(s)"),
+        ("--threads",),
+        id="threads-100000",
+    ),
+    pytest.param(
+        [*FEAT, "{d}/overflow.npz"], ("train_x", "beyond float32", "1e+300"), ("rescale",), id="float32-overflow"
+    ),
 ]
 
 
@@ -166,8 +248,22 @@ def test_a_zip_bomb_member_is_refused_from_its_zip_header(hostile, tmp_path):
 
 
 def test_max_configs_lets_a_larger_grid_run(hostile, tmp_path):
-    argv = ["run", "--features", str(hostile / "ok.npz"), "--aug", "none", "--epochs", "1", "--quiet",
-            "--hp", "lr=0.5,1,2", "--hp", "wd=0,1e-5", "--format", "csv"]
+    argv = [
+        "run",
+        "--features",
+        str(hostile / "ok.npz"),
+        "--aug",
+        "none",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--hp",
+        "lr=0.5,1,2",
+        "--hp",
+        "wd=0,1e-5",
+        "--format",
+        "csv",
+    ]
     proc, peak = featbench_measured(*argv, "--max-configs", "5", cwd=str(tmp_path))
     _check(proc, peak, ("7 configurations", "(lr 3 × wd 2)", "more than --max-configs 5"), ("--max-configs 7",))
     proc = featbench(*argv, "--max-configs", "7", cwd=str(tmp_path))
@@ -175,19 +271,35 @@ def test_max_configs_lets_a_larger_grid_run(hostile, tmp_path):
 
 
 def test_seeds_at_the_top_of_the_range_are_accepted(hostile, tmp_path):
-    proc = featbench(*FEAT, str(hostile / "ok.npz"), "--seed", str(2 ** 63 - 2), "--seeds", "2", "--out",
-                     str(tmp_path / "run"), cwd=str(tmp_path))
+    proc = featbench(
+        *FEAT,
+        str(hostile / "ok.npz"),
+        "--seed",
+        str(2**63 - 2),
+        "--seeds",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+        cwd=str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 # ---- the registry's weights paths --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("entry,problem", [
-    ({"url": "file:///etc/passwd", "file": "../../../x"}, "file '../../../x' leaves the weights cache"),
-    ({"url": "file:///etc/passwd", "file": "/tmp/featbench-evil-x"}, "file '/tmp/featbench-evil-x' leaves the weights cache"),
-    ({"url": "file:///etc/passwd", "file": "passwd.pth"}, "url 'file:///etc/passwd' is not an http(s) URL"),
-], ids=["dotdot", "absolute", "file-url"])
+@pytest.mark.parametrize(
+    "entry,problem",
+    [
+        ({"url": "file:///etc/passwd", "file": "../../../x"}, "file '../../../x' leaves the weights cache"),
+        (
+            {"url": "file:///etc/passwd", "file": "/tmp/featbench-evil-x"},
+            "file '/tmp/featbench-evil-x' leaves the weights cache",
+        ),
+        ({"url": "file:///etc/passwd", "file": "passwd.pth"}, "url 'file:///etc/passwd' is not an http(s) URL"),
+    ],
+    ids=["dotdot", "absolute", "file-url"],
+)
 def test_registry_weights_stay_inside_the_cache(tmp_path, entry, problem):
     import yaml
 
@@ -201,8 +313,19 @@ def test_registry_weights_stay_inside_the_cache(tmp_path, entry, problem):
     path.write_text(yaml.safe_dump(reg))
     cache = tmp_path / "deep" / "er" / "cache"
     before = files_under(str(tmp_path))
-    proc, peak = featbench_measured("--registry", str(path), "extract", "--quiet", "--backbones", "EVIL", "--dataset",
-                                    "digits", "--cache-dir", str(cache), cwd=str(tmp_path / "deep"))
+    proc, peak = featbench_measured(
+        "--registry",
+        str(path),
+        "extract",
+        "--quiet",
+        "--backbones",
+        "EVIL",
+        "--dataset",
+        "digits",
+        "--cache-dir",
+        str(cache),
+        cwd=str(tmp_path / "deep"),
+    )
     _check(proc, peak, ("registry backbones.EVIL", problem), ("--weights EVIL=",))
     assert files_under(str(tmp_path)) == before  # nothing at all, in the cache or outside it
     assert not os.path.exists("/tmp/featbench-evil-x")
@@ -243,8 +366,25 @@ def finished_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("finished")
     _npz(d / "f.npz")
     out = str(d / "run")
-    assert main(["run", "--features", str(d / "f.npz"), "--aug", "none,sea", "--hp", "lr=0.5,1,2", "--epochs", "2",
-                 "--quiet", "--out", out]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--features",
+                str(d / "f.npz"),
+                "--aug",
+                "none,sea",
+                "--hp",
+                "lr=0.5,1,2",
+                "--epochs",
+                "2",
+                "--quiet",
+                "--out",
+                out,
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -356,29 +496,68 @@ def test_a_damaged_store_is_reported_not_used(finished_run, tmp_path, command):
     db = os.path.join(run, "featbench.sqlite")
     _damage_an_index(db)
     before = _snapshot(run)
-    argv = ["report", run] if command == "report" else \
-        ["run", "--features", os.path.join(os.path.dirname(finished_run), "f.npz"), "--aug", "none,sea", "--hp",
-         "lr=0.5,1,2", "--epochs", "2", "--quiet", "--out", run]
+    argv = (
+        ["report", run]
+        if command == "report"
+        else [
+            "run",
+            "--features",
+            os.path.join(os.path.dirname(finished_run), "f.npz"),
+            "--aug",
+            "none,sea",
+            "--hp",
+            "lr=0.5,1,2",
+            "--epochs",
+            "2",
+            "--quiet",
+            "--out",
+            run,
+        ]
+    )
     proc, peak = featbench_measured(*argv, cwd=str(tmp_path))
-    _check(proc, peak, (db, "is damaged", "quick_check"), (f"sqlite3 {db} .recover | sqlite3 NEW.sqlite", "move it away"))
+    _check(
+        proc, peak, (db, "is damaged", "quick_check"), (f"sqlite3 {db} .recover | sqlite3 NEW.sqlite", "move it away")
+    )
     assert _snapshot(run) == before
 
 
 def test_a_busy_store_is_one_line_after_a_bounded_wait(finished_run, tmp_path):
     run = _copy_run(finished_run, tmp_path / "run")
     db = os.path.join(run, "featbench.sqlite")
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sqlite3, sys, time\n"
-        f"c = sqlite3.connect({db!r}, isolation_level=None)\n"
-        "c.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sqlite3, sys, time\n"
+                f"c = sqlite3.connect({db!r}, isolation_level=None)\n"
+                "c.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(120)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
             configs = c.execute("SELECT COUNT(*) FROM configs").fetchone()[0]
         start = time.monotonic()
         proc, peak = featbench_measured(
-            "run", "--features", os.path.join(os.path.dirname(finished_run), "f.npz"), "--aug", "none,sea", "--hp",
-            "lr=0.5,1,2,4", "--epochs", "2", "--quiet", "--out", run, cwd=str(tmp_path), env=cli_env(FEATBENCH_BUSY_TIMEOUT="2"))
+            "run",
+            "--features",
+            os.path.join(os.path.dirname(finished_run), "f.npz"),
+            "--aug",
+            "none,sea",
+            "--hp",
+            "lr=0.5,1,2,4",
+            "--epochs",
+            "2",
+            "--quiet",
+            "--out",
+            run,
+            cwd=str(tmp_path),
+            env=cli_env(FEATBENCH_BUSY_TIMEOUT="2"),
+        )
         took = time.monotonic() - start
         _check(proc, peak, (db, "is locked by another process", "waited 2 s"), ("FEATBENCH_BUSY_TIMEOUT",))
         assert took < 60
@@ -400,9 +579,31 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     report = str(tmp_path / "peak.json")
     db = os.path.join(out, "featbench.sqlite")
     lrs = ",".join(f"{0.1 * (i + 1):g}" for i in range(40))
-    proc = start_measured("run", "--features", str(feats), "--aug", "none,sea", "--hp", f"lr={lrs}", "--seeds", "3",
-                          "--epochs", "40", "--stack-size", "4", "--quiet", "--format", "csv", "--out", out, report=report,
-                          cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_measured(
+        "run",
+        "--features",
+        str(feats),
+        "--aug",
+        "none,sea",
+        "--hp",
+        f"lr={lrs}",
+        "--seeds",
+        "3",
+        "--epochs",
+        "40",
+        "--stack-size",
+        "4",
+        "--quiet",
+        "--format",
+        "csv",
+        "--out",
+        out,
+        report=report,
+        cwd=str(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 240
     cells = 0
     while proc.poll() is None and time.time() < deadline and cells < 1:
@@ -434,13 +635,20 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
 def test_a_closed_stdout_pipe_exits_quietly(finished_run, tmp_path):
     """``featbench report DIR | head -2``: no "Broken pipe" error, the exit status of a SIGPIPE."""
     report = str(tmp_path / "peak.json")
-    proc = start_measured("report", finished_run, report=report, cwd=str(tmp_path), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE)
+    proc = start_measured(
+        "report", finished_run, report=report, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     proc.stdout.close()  # the reader is gone before featbench writes anything
     stderr = proc.stderr.read().decode()
     proc.wait(120)
     assert stderr == "" and proc.returncode == 128 + signal.SIGPIPE, (proc.returncode, stderr)
     assert peak_kib(report) < PEAK_LIMIT_KIB
-    shell = subprocess.run(f"{sys.executable} -m featbench report {finished_run} | head -2", shell=True,
-                           capture_output=True, text=True, env=cli_env(), cwd=str(tmp_path))
+    shell = subprocess.run(
+        f"{sys.executable} -m featbench report {finished_run} | head -2",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=str(tmp_path),
+    )
     assert shell.stderr == "" and len(shell.stdout.splitlines()) == 2

@@ -33,12 +33,14 @@ def test_the_memoised_count_equals_a_plain_walk_and_the_data_equals_safe_load(tm
     assert load(str(path)) == yaml.safe_load(text)
     node = yaml.compose(text, Loader=yaml.SafeLoader)
     if node is not None:
-        assert expanded_nodes(node, limit=10 ** 9, max_depth=64) == _walk(yaml.safe_load(text))
+        assert expanded_nodes(node, limit=10**9, max_depth=64) == _walk(yaml.safe_load(text))
 
 
 def test_limits_can_be_raised(tmp_path, monkeypatch):
     path = tmp_path / "doc.yaml"
-    path.write_text("a0: &a0 [1, 2, 3, 4]\na1: &a1 [*a0, *a0, *a0, *a0]\na2: [*a1, *a1, *a1, *a1]\n")  # 1 + 3 + 5 + 21 + 85
+    path.write_text(
+        "a0: &a0 [1, 2, 3, 4]\na1: &a1 [*a0, *a0, *a0, *a0]\na2: [*a1, *a1, *a1, *a1]\n"
+    )  # 1 + 3 + 5 + 21 + 85
     monkeypatch.setenv("FEATBENCH_YAML_MAX_NODES", "114")
     with pytest.raises(YAMLLimitError, match="more than 114 nodes"):
         load(str(path))

@@ -164,7 +164,9 @@ def plan_rows(spec: RunSpec, host, registry_path: str | None = None) -> list[Row
         spec.batch_size,
         spec.device,
     )
-    return [RowPlan(row.label, row.augmenter, params, tuple(expand_grid(params, values))) for row, params, values in grids]
+    return [
+        RowPlan(row.label, row.augmenter, params, tuple(expand_grid(params, values))) for row, params, values in grids
+    ]
 
 
 def source_shape(src: SourceSpec, val_fraction: float) -> tuple[int, int, int] | None:

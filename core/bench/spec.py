@@ -156,7 +156,8 @@ def _parse_weights(value, base, from_flags) -> dict[str, str]:
         return {str(k): str(v) for k, v in value.items()}
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise ConfigError(
-            f"weights must map backbone names to files, not {shown(value)}", "e.g. weights: {M: ckpt/r-50-1000ep.pth.tar}"
+            f"weights must map backbone names to files, not {shown(value)}",
+            "e.g. weights: {M: ckpt/r-50-1000ep.pth.tar}",
         )
     out = {}
     for item in value:
@@ -455,7 +456,9 @@ class RunSpec:
                         "backbone in --combos", p, bb, "every combination must use backbones from --backbones"
                     )
             if not parts or len(set(parts)) != len(parts):
-                raise ConfigError(f"--combos entry {shown(combo)} is empty or repeats a backbone", "write sets like S+M")
+                raise ConfigError(
+                    f"--combos entry {shown(combo)} is empty or repeats a backbone", "write sets like S+M"
+                )
             out.append(parts)
         return out
 
@@ -484,14 +487,20 @@ def check(spec: RunSpec) -> RunSpec:
     if spec.seeds < 1:
         raise ConfigError(f"--seeds {spec.seeds} must be at least 1", "e.g. --seeds 3")
     if not 0 <= spec.seed <= SQLITE_INT_MAX:
-        raise ConfigError(f"--seed {spec.seed} is outside 0..{SQLITE_INT_MAX} (seeds are recorded as signed 64-bit integers)",
-                          "pass a --seed in that range, e.g. --seed 0")
+        raise ConfigError(
+            f"--seed {spec.seed} is outside 0..{SQLITE_INT_MAX} (seeds are recorded as signed 64-bit integers)",
+            "pass a --seed in that range, e.g. --seed 0",
+        )
     if spec.seed + spec.seeds - 1 > SQLITE_INT_MAX:
-        raise ConfigError(f"--seed {spec.seed} --seeds {spec.seeds} ends at seed {spec.seed + spec.seeds - 1}, beyond "
-                          f"{SQLITE_INT_MAX} (seeds are recorded as signed 64-bit integers)",
-                          f"pass a --seed of at most {SQLITE_INT_MAX - spec.seeds + 1}, or fewer --seeds")
+        raise ConfigError(
+            f"--seed {spec.seed} --seeds {spec.seeds} ends at seed {spec.seed + spec.seeds - 1}, beyond "
+            f"{SQLITE_INT_MAX} (seeds are recorded as signed 64-bit integers)",
+            f"pass a --seed of at most {SQLITE_INT_MAX - spec.seeds + 1}, or fewer --seeds",
+        )
     if spec.max_configs < 1:
-        raise ConfigError(f"--max-configs {spec.max_configs} must be at least 1", f"e.g. --max-configs {DEFAULT_MAX_CONFIGS}")
+        raise ConfigError(
+            f"--max-configs {spec.max_configs} must be at least 1", f"e.g. --max-configs {DEFAULT_MAX_CONFIGS}"
+        )
     if not 0 < spec.val_fraction < 1:
         raise ConfigError(f"--val-fraction {spec.val_fraction} must be between 0 and 1", "e.g. --val-fraction 0.2")
     if spec.log_every < 0:

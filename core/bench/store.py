@@ -165,8 +165,10 @@ class Store:
         tables = sorted(r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
                         if not r[0].startswith("sqlite_"))
         if app in (0, APPLICATION_ID) and version > SCHEMA_VERSION:
-            raise ConfigError(f"the results store was written by a newer featbench (schema {version} > {SCHEMA_VERSION})",
-                              "upgrade featbench to read it")
+            raise ConfigError(
+                f"the results store was written by a newer featbench (schema {version} > {SCHEMA_VERSION})",
+                "upgrade featbench to read it",
+            )
         if app == APPLICATION_ID or (app == 0 and version >= 1 and "runs" in tables):  # (stores before application_id)
             return
         if app == 0 and version == 0 and not tables and not self.read_only:
@@ -180,7 +182,8 @@ class Store:
         """``PRAGMA quick_check``; a damaged store is a one-line DataError saying how to recover it."""
         rows = self.conn.execute("PRAGMA quick_check").fetchall()
         if rows and rows[0][0] != "ok":
-            raise _damaged(self.path, f"PRAGMA quick_check: {rows[0][0]}" + (f"; {len(rows) - 1} more problem(s)" if len(rows) > 1 else ""))
+            more = f"; {len(rows) - 1} more problem(s)" if len(rows) > 1 else ""
+            raise _damaged(self.path, f"PRAGMA quick_check: {rows[0][0]}{more}")
 
     def _init_schema(self) -> None:
         if self.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
@@ -573,9 +576,11 @@ def _busy_error(path: str, timeout: float) -> StorageError:
 
 
 def _damaged(path: str, what: str) -> DataError:
-    return DataError(f"{path} is damaged ({what})",
-                     f"recover what it holds with `sqlite3 {path} .recover | sqlite3 NEW.sqlite` and use NEW.sqlite as the "
-                     "featbench.sqlite of a new run directory, or move it away and rerun")
+    return DataError(
+        f"{path} is damaged ({what})",
+        f"recover what it holds with `sqlite3 {path} .recover | sqlite3 NEW.sqlite` and use NEW.sqlite as the "
+        "featbench.sqlite of a new run directory, or move it away and rerun",
+    )
 
 
 def _database_error(exc: sqlite3.DatabaseError, path: str, timeout: float) -> FeatbenchError:

@@ -46,8 +46,9 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def run_estimate(configs: int, epochs: int, shapes: Sequence[tuple[int, int, int] | None], batch_size: int,
-                 device: str) -> str:
+def run_estimate(
+    configs: int, epochs: int, shapes: Sequence[tuple[int, int, int] | None], batch_size: int, device: str
+) -> str:
     """``2,000,001 configurations × 100 epochs ≈ 11 h here`` (the time only where every source's shape is
     known and the device is this machine's CPU)."""
     text = f"{configs:,} configurations × {epochs:,} epochs"
@@ -57,8 +58,16 @@ def run_estimate(configs: int, epochs: int, shapes: Sequence[tuple[int, int, int
     return f"{text} ≈ {duration(configs * epochs * per_source)} here"
 
 
-def check_grids(grids: Sequence[tuple[str, Mapping[str, Sequence]]], max_configs: int, sources: int, seeds: int,
-                epochs: int, shapes, batch_size: int, device: str) -> None:
+def check_grids(
+    grids: Sequence[tuple[str, Mapping[str, Sequence]]],
+    max_configs: int,
+    sources: int,
+    seeds: int,
+    epochs: int,
+    shapes,
+    batch_size: int,
+    device: str,
+) -> None:
     """Refuse a run that would train more than ``max_configs`` configurations (every row's grid and its refit,
     on every source and seed), counted by multiplication before any grid is expanded.
 
@@ -72,7 +81,9 @@ def check_grids(grids: Sequence[tuple[str, Mapping[str, Sequence]]], max_configs
         return
     label, n, factors = max(sizes, key=lambda s: s[1])
     largest = f"; row {label} searches {n:,} ({factors})" if factors else ""
-    raise ConfigError(f"the run would train {total:,} configurations ({len(sizes)} row(s) × {sources:,} source(s) × "
-                      f"{seeds:,} seed(s){largest}), more than --max-configs {max_configs:,}: "
-                      f"{run_estimate(total, epochs, shapes(), batch_size, device)}",
-                      f"search fewer values, or pass --max-configs {total} to run it")
+    raise ConfigError(
+        f"the run would train {total:,} configurations ({len(sizes)} row(s) × {sources:,} source(s) × "
+        f"{seeds:,} seed(s){largest}), more than --max-configs {max_configs:,}: "
+        f"{run_estimate(total, epochs, shapes(), batch_size, device)}",
+        f"search fewer values, or pass --max-configs {total} to run it",
+    )

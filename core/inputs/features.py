@@ -98,9 +98,11 @@ def _check_x(x: np.ndarray | ArrayHeader, where: str) -> None:
     if isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.dtype.itemsize > 4:
         top = max(abs(float(x.max())), abs(float(x.min())))
         if top > _FLOAT32_MAX:
-            raise DataError(f"{where} holds values up to {top:.3g} in magnitude, beyond float32's range "
-                            f"(±{_FLOAT32_MAX:.3g}) that featbench trains in", "rescale the features (e.g. divide each row by "
-                            "its largest value in float64) and save them again")
+            raise DataError(
+                f"{where} holds values up to {top:.3g} in magnitude, beyond float32's range (±{_FLOAT32_MAX:.3g}) "
+                "that featbench trains in",
+                "rescale the features (e.g. divide each row by its largest value in float64) and save them again",
+            )
 
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (an empty one starts with its end record)
@@ -238,7 +240,8 @@ def check_classes(train_y: np.ndarray, others: dict[str, np.ndarray], name: str)
     if C > len(train_y):  # before anything of size C is built
         raise DataError(f"{name}: training labels go up to {C - 1}, but there are only {len(train_y)} training rows "
                         "(every class 0..C-1 needs at least one)",
-                        "labels must be class indices 0..C-1: remap them, e.g. with numpy.unique(y, return_inverse=True)")
+                        "labels must be class indices 0..C-1: remap them, e.g. with "
+                        "numpy.unique(y, return_inverse=True)")
     if len(classes) != C:
         missing = np.setdiff1d(np.arange(C), classes).tolist()
         raise DataError(

@@ -3,9 +3,10 @@
 A ``registry.yaml`` (or a plugin's catalog) is data anyone may hand to featbench with ``--registry``; the
 files it names are written and read under a directory featbench owns (``<cache>/weights/``, a data root,
 an installed package). :func:`relative_name` refuses a name that is absolute or climbs out with ``..``,
-:func:`cache_member` also one that leaves through a symbolic link already there, and :func:`registry_url` a URL that is not http(s): a
-``file://`` URL in a catalog would copy any local file into the cache. A local file is the user's own
-choice, given on the command line (``--weights NAME=PATH`` or ``NAME=file:///PATH``): :func:`user_file`.
+:func:`cache_member` also one that leaves through a symbolic link already there, and :func:`registry_url`
+a URL that is not http(s): a ``file://`` URL in a catalog would copy any local file into the cache. A
+local file is the user's own choice, given on the command line (``--weights NAME=PATH`` or
+``NAME=file:///PATH``): :func:`user_file`.
 """
 
 from __future__ import annotations

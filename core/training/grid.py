@@ -52,7 +52,9 @@ def parse_hp_args(items: Iterable[str]) -> dict[str, list[float | str | bool]]:
         name, sep, values = item.partition("=")
         name = name.strip()
         if not sep or not name or not values.strip():
-            raise ConfigError(f"malformed --hp {shown(item)}", "write --hp NAME=VALUE[,VALUE...], e.g. --hp eta=0,0.4,0.8")
+            raise ConfigError(
+                f"malformed --hp {shown(item)}", "write --hp NAME=VALUE[,VALUE...], e.g. --hp eta=0,0.4,0.8"
+            )
         pieces = [v.strip() for v in values.split(",")]
         if not all(pieces):
             raise ConfigError(

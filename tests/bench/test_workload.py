@@ -9,7 +9,9 @@ from featbench.bench.workload import config_epoch_seconds, duration, grid_size
 from featbench.errors import ConfigError
 
 
-@pytest.mark.parametrize("values", [{}, {"lr": [0.5, 1.0, 2.0]}, {"lr": [1.0, 2.0], "wd": [0.0, 1e-5, 1e-4], "eta": [0.0, 0.4]}])
+@pytest.mark.parametrize(
+    "values", [{}, {"lr": [0.5, 1.0, 2.0]}, {"lr": [1.0, 2.0], "wd": [0.0, 1e-5, 1e-4], "eta": [0.0, 0.4]}]
+)
 def test_grid_size_by_multiplication_equals_the_expanded_grid(values):
     from featbench.plugins.losses import SmoothedHinge
     from featbench.plugins.sea import SeA
@@ -20,10 +22,11 @@ def test_grid_size_by_multiplication_equals_the_expanded_grid(values):
 
 
 def test_the_limit_counts_exactly_the_configurations_the_cells_hold(tmp_path):
+    from runner_util import make_features
+
     from featbench.bench.plan import make_plan, plan_cells, plan_rows
     from featbench.manager import load_plugins
     from featbench.run import build_spec
-    from runner_util import make_features
 
     feats = [make_features(str(tmp_path / f"{i}.npz"), seed=i) for i in range(2)]
     flags = {"features": feats, "aug": "none,sea", "hp": ["lr=0.5,1", "eta=0,0.4,0.8"], "seeds": 3}
