@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -114,9 +114,12 @@ class RowPlan:
     configs: tuple[Mapping[str, float], ...]
 
 
-def plan_rows(spec: RunSpec, host, registry_path: str | None = None) -> list[RowPlan]:
+def plan_rows(
+    spec: RunSpec, host, registry_path: str | None = None, sources: Sequence[SourceSpec] | None = None
+) -> list[RowPlan]:
     """Resolve rows, the loss and each row's grid (registry grid < NAME=... < ROW.NAME=... < the row's own hp).
-    The run's size is checked against ``spec.max_configs`` before any grid is expanded."""
+    The run's size (over ``sources``, planned here if not given) is checked against ``spec.max_configs``
+    before any grid is expanded."""
     from ..config import load_registry
     from ..training.grid import expand_grid, grid_values, hparams_for
     from .workload import check_grids
@@ -153,7 +156,7 @@ def plan_rows(spec: RunSpec, host, registry_path: str | None = None) -> list[Row
     for k in plain:
         if k not in known:
             raise UnknownNameError("hyper-parameter", k, known, f"for --aug {','.join(labels)} with --loss {spec.loss}")
-    sources = plan_sources(spec)
+    sources = plan_sources(spec) if sources is None else sources
     check_grids(
         [(row.label, values) for row, _, values in grids],
         spec.max_configs,
@@ -197,7 +200,8 @@ class Plan:
 
 
 def make_plan(spec: RunSpec, host, registry_path: str | None = None) -> Plan:
-    return Plan(tuple(plan_rows(spec, host, registry_path)), tuple(plan_sources(spec)))
+    sources = plan_sources(spec)
+    return Plan(tuple(plan_rows(spec, host, registry_path, sources)), tuple(sources))
 
 
 # ---- cells and keys -----------------------------------------------------------------------------
