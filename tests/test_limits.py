@@ -127,108 +127,23 @@ GRID = [
 ]
 
 CASES = [
-    pytest.param(
-        [*FEAT, "{d}/huge_label.npz"],
-        ("training labels go up to 4611686018427387904", "only 4 training rows"),
-        ("0..C-1",),
-        id="label-2**62",
-    ),
-    pytest.param(
-        [*FEAT, "{d}/uint64_label.npz"], ("holds label 18446744073709551615",), ("0..C-1",), id="label-uint64-max"
-    ),
-    pytest.param(
-        ["run", "--config", "{d}/bomb_epochs.yaml"],
-        ("bomb_epochs.yaml", "aliases expand to more than 100,000 nodes"),
-        ("FEATBENCH_YAML_MAX_NODES",),
-        id="yaml-bomb-epochs",
-    ),
-    pytest.param(
-        ["run", "--config", "{d}/bomb_datasets.yaml"],
-        ("aliases expand to more than 100,000 nodes",),
-        ("FEATBENCH_YAML_MAX_NODES",),
-        id="yaml-bomb-datasets",
-    ),
-    pytest.param(
-        ["run", "--config", "{d}/bomb_plugins.yaml"],
-        ("aliases expand to more than 100,000 nodes",),
-        ("FEATBENCH_YAML_MAX_NODES",),
-        id="yaml-bomb-plugins",
-    ),
-    pytest.param(
-        ["--registry", "{d}/bomb_registry.yaml", "run", "--features", "{d}/ok.npz", "--grid", "quick"],
-        ("bomb_registry.yaml", "aliases expand to more than 100,000 nodes"),
-        ("FEATBENCH_YAML_MAX_NODES",),
-        id="yaml-bomb-registry-grid",
-    ),
-    pytest.param(
-        ["run", "--config", "{d}/huge.yaml"],
-        ("suite file", "huge.yaml is 50.0 MiB", "limit of 1.0 MiB"),
-        ("FEATBENCH_YAML_MAX_BYTES",),
-        id="yaml-50MB-scalar",
-    ),
-    pytest.param(
-        ["run", "--config", "{d}/nested.yaml"],
-        ("nested.yaml", "nested deeper than 64 levels", "line 1"),
-        ("FEATBENCH_YAML_MAX_DEPTH",),
-        id="yaml-100k-brackets",
-    ),
-    pytest.param(
-        ["run", "--config", "{d}/digits.yaml"],
-        ("digits.yaml", "a value cannot be read", "4300 digits"),
-        ("fix that value",),
-        id="yaml-5000-digit-int",
-    ),
-    pytest.param(
-        ["run", "--config", "{d}/int65.yaml"],
-        ("epochs: 18446744073709551616 is outside", "9223372036854775807"),
-        ("whole number in that range",),
-        id="yaml-int-beyond-64-bits",
-    ),
-    pytest.param(
-        ["run", "--epochs", "9" * 5000],
-        ("argument --epochs: invalid int value: '999", "...999"),
-        ("--help",),
-        id="flag-5000-digits-not-echoed",
-    ),
-    pytest.param(
-        ["run", "--epochs", "100", "--aug", "none", *GRID, "--features", "{d}/ok.npz"],
-        (
-            "the run would train 2,000,001 configurations",
-            "row none searches 2,000,000 (lr 2,000 × wd 1,000)",
-            "more than --max-configs 100,000",
-            "2,000,001 configurations × 100 epochs ≈",
-            " h here",
-        ),
-        ("--max-configs 2000001",),
-        id="grid-2M-aug-none",
-    ),
-    pytest.param(
-        ["run", "--epochs", "100", "--aug", "all", *GRID, "--features", "{d}/ok.npz"],
-        ("configurations", "more than --max-configs 100,000"),
-        ("--max-configs",),
-        id="grid-2M-aug-all",
-    ),
-    pytest.param(
-        [*FEAT, "{d}/ok.npz", "--seed", str(2**64)],
-        ("--seed 18446744073709551616", "9223372036854775807"),
-        ("--seed",),
-        id="seed-2**64",
-    ),
-    pytest.param(
-        [*FEAT, "{d}/ok.npz", "--seed", str(2**63 - 1), "--seeds", "2"],
-        ("--seed 9223372036854775807 --seeds 2", "9223372036854775808", "9223372036854775807"),
-        ("--seed",),
-        id="seed-range-overflow",
-    ),
-    pytest.param(
-        [*FEAT, "{d}/ok.npz", "--threads", "100000"],
-        ("--threads 100000", "CPU core(s)"),
-        ("--threads",),
-        id="threads-100000",
-    ),
-    pytest.param(
-        [*FEAT, "{d}/overflow.npz"], ("train_x", "beyond float32", "1e+300"), ("rescale",), id="float32-overflow"
-    ),
+    pytest.param([*FEAT, "{d}/huge_label.npz"], ("training labels go up to 4611686018427387904", "only 4 training rows"), ("0..C-1",), id="label-2**62"),
+    pytest.param([*FEAT, "{d}/uint64_label.npz"], ("holds label 18446744073709551615",), ("0..C-1",), id="label-uint64-max"),
+    pytest.param(["run", "--config", "{d}/bomb_epochs.yaml"], ("bomb_epochs.yaml", "aliases expand to more than 100,000 nodes"), ("FEATBENCH_YAML_MAX_NODES",), id="yaml-bomb-epochs"),
+    pytest.param(["run", "--config", "{d}/bomb_datasets.yaml"], ("aliases expand to more than 100,000 nodes",), ("FEATBENCH_YAML_MAX_NODES",), id="yaml-bomb-datasets"),
+    pytest.param(["run", "--config", "{d}/bomb_plugins.yaml"], ("aliases expand to more than 100,000 nodes",), ("FEATBENCH_YAML_MAX_NODES",), id="yaml-bomb-plugins"),
+    pytest.param(["--registry", "{d}/bomb_registry.yaml", "run", "--features", "{d}/ok.npz", "--grid", "quick"], ("bomb_registry.yaml", "aliases expand to more than 100,000 nodes"), ("FEATBENCH_YAML_MAX_NODES",), id="yaml-bomb-registry-grid"),
+    pytest.param(["run", "--config", "{d}/huge.yaml"], ("suite file", "huge.yaml is 50.0 MiB", "limit of 1.0 MiB"), ("FEATBENCH_YAML_MAX_BYTES",), id="yaml-50MB-scalar"),
+    pytest.param(["run", "--config", "{d}/nested.yaml"], ("nested.yaml", "nested deeper than 64 levels", "line 1"), ("FEATBENCH_YAML_MAX_DEPTH",), id="yaml-100k-brackets"),
+    pytest.param(["run", "--config", "{d}/digits.yaml"], ("digits.yaml", "a value cannot be read", "4300 digits"), ("fix that value",), id="yaml-5000-digit-int"),
+    pytest.param(["run", "--config", "{d}/int65.yaml"], ("epochs: 18446744073709551616 is outside", "9223372036854775807"), ("whole number in that range",), id="yaml-int-beyond-64-bits"),
+    pytest.param(["run", "--epochs", "9" * 5000], ("argument --epochs: invalid int value: '999", "...999"), ("--help",), id="flag-5000-digits-not-echoed"),
+    pytest.param(["run", "--epochs", "100", "--aug", "none", *GRID, "--features", "{d}/ok.npz"], ("the run would train 2,000,001 configurations", "row none searches 2,000,000 (lr 2,000 × wd 1,000)", "more than --max-configs 100,000", "2,000,001 configurations × 100 epochs ≈", " h here"), ("--max-configs 2000001",), id="grid-2M-aug-none"),
+    pytest.param(["run", "--epochs", "100", "--aug", "all", *GRID, "--features", "{d}/ok.npz"], ("configurations", "more than --max-configs 100,000"), ("--max-configs",), id="grid-2M-aug-all"),
+    pytest.param([*FEAT, "{d}/ok.npz", "--seed", str(2**64)], ("--seed 18446744073709551616", "9223372036854775807"), ("--seed",), id="seed-2**64"),
+    pytest.param([*FEAT, "{d}/ok.npz", "--seed", str(2**63 - 1), "--seeds", "2"], ("--seed 9223372036854775807 --seeds 2", "9223372036854775808", "9223372036854775807"), ("--seed",), id="seed-range-overflow"),
+    pytest.param([*FEAT, "{d}/ok.npz", "--threads", "100000"], ("--threads 100000", "CPU core(s)"), ("--threads",), id="threads-100000"),
+    pytest.param([*FEAT, "{d}/overflow.npz"], ("train_x", "beyond float32", "1e+300"), ("rescale",), id="float32-overflow"),
 ]
 
 
@@ -358,6 +273,11 @@ def test_a_file_url_is_accepted_where_the_user_gave_it(tmp_path):
 # ---- the results store --------------------------------------------------------------------------
 
 
+def _run_argv(features: str, out: str, lr: str = "0.5,1,2") -> list[str]:
+    """``featbench run`` of 2 rows x len(lr) configurations of 2 epochs on ``features`` into ``out``."""
+    return ["run", "--features", features, "--aug", "none,sea", "--hp", f"lr={lr}", "--epochs", "2", "--quiet", "--out", out]
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A run directory with a finished run of 2 rows x 3 configurations (made in this process)."""
@@ -366,25 +286,7 @@ def finished_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("finished")
     _npz(d / "f.npz")
     out = str(d / "run")
-    assert (
-        main(
-            [
-                "run",
-                "--features",
-                str(d / "f.npz"),
-                "--aug",
-                "none,sea",
-                "--hp",
-                "lr=0.5,1,2",
-                "--epochs",
-                "2",
-                "--quiet",
-                "--out",
-                out,
-            ]
-        )
-        == 0
-    )
+    assert main(_run_argv(str(d / "f.npz"), out)) == 0
     return out
 
 
@@ -496,24 +398,8 @@ def test_a_damaged_store_is_reported_not_used(finished_run, tmp_path, command):
     db = os.path.join(run, "featbench.sqlite")
     _damage_an_index(db)
     before = _snapshot(run)
-    argv = (
-        ["report", run]
-        if command == "report"
-        else [
-            "run",
-            "--features",
-            os.path.join(os.path.dirname(finished_run), "f.npz"),
-            "--aug",
-            "none,sea",
-            "--hp",
-            "lr=0.5,1,2",
-            "--epochs",
-            "2",
-            "--quiet",
-            "--out",
-            run,
-        ]
-    )
+    features = os.path.join(os.path.dirname(finished_run), "f.npz")
+    argv = ["report", run] if command == "report" else _run_argv(features, run)
     proc, peak = featbench_measured(*argv, cwd=str(tmp_path))
     _check(
         proc, peak, (db, "is damaged", "quick_check"), (f"sqlite3 {db} .recover | sqlite3 NEW.sqlite", "move it away")
@@ -542,21 +428,9 @@ def test_a_busy_store_is_one_line_after_a_bounded_wait(finished_run, tmp_path):
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
             configs = c.execute("SELECT COUNT(*) FROM configs").fetchone()[0]
         start = time.monotonic()
+        features = os.path.join(os.path.dirname(finished_run), "f.npz")
         proc, peak = featbench_measured(
-            "run",
-            "--features",
-            os.path.join(os.path.dirname(finished_run), "f.npz"),
-            "--aug",
-            "none,sea",
-            "--hp",
-            "lr=0.5,1,2,4",
-            "--epochs",
-            "2",
-            "--quiet",
-            "--out",
-            run,
-            cwd=str(tmp_path),
-            env=cli_env(FEATBENCH_BUSY_TIMEOUT="2"),
+            *_run_argv(features, run, lr="0.5,1,2,4"), cwd=str(tmp_path), env=cli_env(FEATBENCH_BUSY_TIMEOUT="2")
         )
         took = time.monotonic() - start
         _check(proc, peak, (db, "is locked by another process", "waited 2 s"), ("FEATBENCH_BUSY_TIMEOUT",))

@@ -245,7 +245,7 @@ class Compare:
         DEFAULT_MAX_CONFIGS,
         metavar="N",
         help="the most configurations the run may train, every grid point and refit of every row, source and seed; "
-        "a larger run is refused with an estimate of its work (featbench.bench.workload)",
+        "a larger run is refused with an estimate of its work",
     )
     val_fraction: float = option(0.2, help="hold-out fraction of train for the search when there is no val split")
 
