@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import MAX_SHOWN, ConfigError, FeatbenchError, shown, storage_hint
+from .errors import MAX_SHOWN, ConfigError, FeatbenchError, one_line, shown, storage_hint
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         message = re.sub(r"'([^']{%d,})'" % MAX_SHOWN, lambda m: shown(m.group(1)), message)  # never a whole value
-        print(f"featbench: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        print(one_line(f"featbench: error: {message} (see {self.prog} --help)"), file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -372,7 +372,8 @@ def _report_failures(outcome, debug: bool, out: str | None) -> int:
         if debug:
             print(failures[0].detail.rstrip(), file=sys.stderr)
         print(
-            f"featbench: error: {len(failures)} cell(s) failed: {error} (e.g. {failures[0].job.label})", file=sys.stderr
+            one_line(f"featbench: error: {len(failures)} cell(s) failed: {error} (e.g. {failures[0].job.label})"),
+            file=sys.stderr,
         )
     print(
         f"featbench: {outcome.cells_failed} of {len(outcome.cell_keys)} cell(s) failed; every other result is recorded"
@@ -472,7 +473,7 @@ COMMANDS = {
 
 
 def _format_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"featbench: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+    print(f"featbench: warning: {one_line(str(message))}", file=sys.stderr if file is None else file)
 
 
 #: Environment variables main() sets for its own duration.
@@ -562,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FeatbenchError as exc:
         if debug:
             raise
-        print(f"featbench: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"featbench: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"featbench: {_interruption()}", file=sys.stderr)
@@ -572,8 +573,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         where = f": {exc.filename}" if exc.filename else ""
         print(
-            f"featbench: error: {exc.strerror or exc}{where} ({storage_hint(exc.errno)}; rerun with --debug for the "
-            "traceback)",
+            one_line(
+                f"featbench: error: {exc.strerror or exc}{where} ({storage_hint(exc.errno)}; rerun with --debug for "
+                "the traceback)"
+            ),
             file=sys.stderr,
         )
         return 2
@@ -581,8 +584,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(
-            f"featbench: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-            "(rerun with --debug for the traceback and report it)",
+            one_line(
+                f"featbench: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                "(rerun with --debug for the traceback and report it)"
+            ),
             file=sys.stderr,
         )
         return 1

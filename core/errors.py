@@ -33,6 +33,18 @@ def shown(value: object, limit: int = MAX_SHOWN) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+#: A word (a path, say) longer than this is cut in the middle when an error line is printed.
+MAX_WORD = 300
+
+
+def one_line(text: str) -> str:
+    """``text`` as one line for stderr: whitespace collapsed, and any word over :data:`MAX_WORD`
+    characters (a path or value that no message shortened) cut in the middle. The last guard of
+    :func:`shown`'s rule that no user value is echoed whole."""
+    half = MAX_WORD // 2
+    return " ".join(w if len(w) <= MAX_WORD else f"{w[:half]}...{w[-half:]}" for w in text.split())
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (library messages run on for paragraphs), or its type's name."""
     text = str(exc).strip()

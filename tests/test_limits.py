@@ -138,6 +138,7 @@ CASES = [
     pytest.param(["run", "--config", "{d}/digits.yaml"], ("digits.yaml", "a value cannot be read", "4300 digits"), ("fix that value",), id="yaml-5000-digit-int"),
     pytest.param(["run", "--config", "{d}/int65.yaml"], ("epochs: 18446744073709551616 is outside", "9223372036854775807"), ("whole number in that range",), id="yaml-int-beyond-64-bits"),
     pytest.param([*FEAT, "{d}/ok.npz", "--device", "x" * 100_000], ("--device 'xxx", "...xxx", "xxx' is not a device"), ("--device auto",), id="device-100k-chars"),
+    pytest.param(["run", "--features", "/" + "x" * 100_000], ("feature file not found: /xxx", "xxx...xxx"), ("--features",), id="path-100k-chars"),
     pytest.param(["run", "--epochs", "9" * 5000], ("argument --epochs: invalid int value: '999", "...999"), ("--help",), id="flag-5000-digits-not-echoed"),
     pytest.param(["run", "--epochs", "100", "--aug", "none", *GRID, "--features", "{d}/ok.npz"], ("the run would train 2,000,001 configurations", "row none searches 2,000,000 (lr 2,000 × wd 1,000)", "more than --max-configs 100,000", "2,000,001 configurations × 100 epochs ≈", " h here"), ("--max-configs 2000001",), id="grid-2M-aug-none"),
     pytest.param(["run", "--epochs", "100", "--aug", "all", *GRID, "--features", "{d}/ok.npz"], ("configurations", "more than --max-configs 100,000"), ("--max-configs",), id="grid-2M-aug-all"),
