@@ -22,9 +22,10 @@ from collections.abc import Collection, Mapping, Sequence
 import attrs
 
 from ..errors import ConfigError, DataError
-from .archives import unpack, within
+from .archives import unpack
 from .download import OFFLINE_ENV, OfflineError, checksum_of, fetch, offline, source_url
 from .progress import ExtractListener
+from .safe_paths import cache_member, registry_url, relative_name
 
 DOWNLOADS = ".downloads"
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
@@ -76,21 +77,14 @@ class Missing:
 def _download(raw: Mapping, where: str) -> Download:
     if not isinstance(raw, Mapping) or not raw.get("url"):
         raise ConfigError(f"registry {where}: each file needs a url", "write files: [{url: ..., md5: ..., bytes: ...}]")
-    url = str(raw["url"])
+    url = registry_url(str(raw["url"]), f"registry {where}", "catalog files are fetched over http(s)")
     file = str(raw.get("file") or url.rstrip("/").rsplit("/", 1)[-1])
     into = str(raw.get("into", "."))
     creates = raw.get("creates") or os.path.join(into, file)
     creates = tuple(str(c) for c in (creates if isinstance(creates, list) else [creates]))
-    for what, path in (
-        ("file", file),
-        ("into", into),
-        *(("creates", c) for c in creates),
-        ("inner", str(raw.get("inner") or "")),
-    ):
-        if os.path.isabs(path) or ".." in path.replace("\\", "/").split("/"):
-            raise ConfigError(
-                f"registry {where}: {what} {path!r} leaves the data root", "use a relative path without '..'"
-            )
+    for what, path in (("file", file), ("into", into), *(("creates", c) for c in creates), ("inner", raw.get("inner"))):
+        if path is not None:  # featbench.inputs.safe_paths: relative, no '..'
+            relative_name(path, f"registry {where} ({what})", "data root", "use a relative path without '..'")
     unpack = raw.get("unpack", file.endswith(ARCHIVE_SUFFIXES))
     size = raw.get("bytes")
     return Download(
@@ -148,12 +142,13 @@ def missing_checkpoints(
             continue
         if not str(raw.get("url") or "").startswith(("http://", "https://")):
             continue  # no URL, or a local file:// one: featbench.weights.locate takes it from there
-        dest = os.path.join(weights, str(raw["file"]))
-        if not within(dest, weights):  # the same containment check as unpacking uses
-            raise ConfigError(
-                f"registry backbones.{name}: file {raw['file']!r} lies outside the weights cache",
-                "use a file name (or relative path without '..') under the cache's weights/",
-            )
+        dest = cache_member(
+            weights,
+            raw["file"],
+            f"registry backbones.{name}",
+            "weights cache",
+            "use a file name under the cache's weights/",
+        )
         if os.path.isfile(dest):
             continue
         if raw.get("download", True) is False:

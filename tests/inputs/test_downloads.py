@@ -336,7 +336,7 @@ def test_a_checkpoint_file_name_outside_the_cache_is_refused(tmp_path, file):
     from featbench.inputs.fetch import missing_checkpoints
 
     registry = {"backbones": {"X": {"url": "https://example.org/x.pth", "file": file}}}
-    with pytest.raises(ConfigError, match="outside the weights cache"):
+    with pytest.raises(ConfigError, match="leaves the weights cache"):
         missing_checkpoints(registry, ["X"], str(tmp_path), {})
 
 
