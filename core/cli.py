@@ -286,7 +286,8 @@ class _Progress:
             self.images = None
 
     def fetching(self, line):
-        self._say(f"featbench: {line}")  # the plan of a download is shown even with --quiet
+        if not self.quiet:
+            self._say(f"featbench: {line}")
 
     def bytes_started(self, desc, total, done):  # one bar at a time: a download's shares the images' slot
         if self.tty:

@@ -31,6 +31,7 @@ MIRROR_ENV = "FEATBENCH_MIRROR"
 TIMEOUT_S = 60  # per blocking socket operation, not per download
 CHUNK = 1 << 20
 _TRUE = {"1", "true", "yes", "on"}
+DIGEST_NAMES = {"sha256": "SHA-256", "md5": "MD5"}
 
 
 class OfflineError(FeatbenchError):
@@ -98,11 +99,12 @@ def fetch(
     what: str,
     size: int | None = None,
     listener: ExtractListener | None = None,
+    alternative: str = "",
 ) -> str:
     """Download ``url`` to ``dest`` (verified, resumable, atomic); returns ``dest``.
 
     An existing ``dest`` that matches ``expected`` is kept without a connection; one that does not is
-    deleted and fetched again.
+    deleted and fetched again. ``alternative`` ends the fix of a checksum error (e.g. ``--weights NAME=FILE``).
     """
     if os.path.isfile(dest):
         if matches(dest, expected):
@@ -126,10 +128,10 @@ def fetch(
         got = file_digest(part, algorithm)
         os.remove(part)
         raise DataError(
-            f"{what}: the file downloaded from {url} has {algorithm.upper()} {got}, but registry.yaml expects "
-            f"{digest}; it was deleted",
-            "retry later (a damaged or changed download), or check the mirror set by "
-            f"{MIRROR_ENV} / the registry's mirror: key",
+            f"{what}: the file downloaded from {url} has {DIGEST_NAMES[algorithm]} {got}, but registry.yaml "
+            f"expects {digest}; it was deleted",
+            f"retry later (a damaged or changed download), check the mirror set by {MIRROR_ENV} / the registry's "
+            f"mirror: key{alternative}",
         )
     os.replace(part, dest)
     return dest

@@ -330,7 +330,10 @@ def _fetch_one(m: Missing, d: Download, listener: ExtractListener, registry: Map
         return
     if not d.unpack:
         target = m.dest if m.kind == "checkpoint" else os.path.join(m.root, d.into, d.file)
-        fetch(url, target, expected=d.checksum, what=what, size=d.bytes, listener=listener)
+        instead = ""
+        if m.kind == "checkpoint":
+            instead = f", or fetch the right file yourself and pass --weights {m.name}=FILE"
+        fetch(url, target, expected=d.checksum, what=what, size=d.bytes, listener=listener, alternative=instead)
         return
     archive = os.path.join(m.root, DOWNLOADS, d.file)
     fetch(url, archive, expected=d.checksum, what=what, size=d.bytes, listener=listener)

@@ -21,7 +21,7 @@ class ExtractListener:
         """The images of the last :meth:`images_started` are done (or extraction stopped)."""
 
     def fetching(self, line: str) -> None:
-        """The one-line plan of what is about to be downloaded (shown even when progress is not)."""
+        """The one-line plan of what is about to be downloaded (a refusal repeats it in its error)."""
 
     def bytes_started(self, desc: str, total: int | None, done: int) -> None:
         """A download of ``total`` bytes (None: unknown) begins, ``done`` of them already here (a resumed file)."""

@@ -294,7 +294,7 @@ def test_sha256_prefixes_are_accepted_and_checked(tmp_path):
     digest = hashlib.sha256(PAYLOAD).hexdigest()
     with Loopback({"w.pth": PAYLOAD}) as server:
         fetch(f"{server.url}/w.pth", str(tmp_path / "a"), expected=("sha256", digest[:8]), what="checkpoint S")
-        with pytest.raises(DataError, match="SHA256"):
+        with pytest.raises(DataError, match="SHA-256"):
             fetch(f"{server.url}/w.pth", str(tmp_path / "b"), expected=("sha256", "0676ba61"), what="checkpoint S")
     assert sorted(os.listdir(tmp_path)) == ["a"]
 
