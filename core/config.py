@@ -63,9 +63,7 @@ def grid_values(registry: Mapping, grid: str, components: list[str]) -> dict[str
 
     Numbers become floats; strings and booleans (choice-valued options) are kept for ``HParam.check``.
     """
-    grids = registry.get("grids") or {}
-    if not isinstance(grids, Mapping):
-        raise ConfigError("grids: in the registry is not a mapping of grid names", "write grids: {NAME: {trainer: {lr: [...]}}}")
+    grids = _grids(registry)
     if grid not in grids:
         raise UnknownNameError("grid", grid, grids)
     if not isinstance(grids[grid] or {}, Mapping):
@@ -81,3 +79,15 @@ def grid_values(registry: Mapping, grid: str, components: list[str]) -> dict[str
                 raise ConfigError(f"grids.{grid}.{comp}.{name} in the registry holds {values!r}", "write NAME: [number, ...]")
             out[name] = [v if isinstance(v, (str, bool)) else float(v) for v in values]
     return out
+
+
+def _grids(registry: Mapping) -> Mapping:
+    grids = registry.get("grids") or {}
+    if not isinstance(grids, Mapping):
+        raise ConfigError("grids: in the registry is not a mapping of grid names", "write grids: {NAME: {trainer: {lr: [...]}}}")
+    return grids
+
+
+def grid_names(registry: Mapping) -> list[str]:
+    """The names of the grids registry.yaml defines."""
+    return list(_grids(registry))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
-from .api import HParam
+from .api import HParam, declared_grid, declared_grid_names
 from .errors import ConfigError, UnknownNameError
 
 #: Hyper-parameters of the trainer itself (methods.md 1.4); every run has them.
@@ -46,12 +46,16 @@ def parse_hp_args(items: Iterable[str]) -> dict[str, list[float | str]]:
 def hparams_for(loss_cls: type, aug_cls: type) -> dict[str, HParam]:
     """All hyper-parameters of a (loss, augmenter) pair, trainer's included; a name clash is an error."""
     out: dict[str, HParam] = {}
-    for owner, params in (("trainer", TRAINER_HPARAMS), (loss_cls.__name__, loss_cls.hparams), (aug_cls.__name__, aug_cls.hparams)):
+    owners: dict[str, str] = {}
+    components = (("the trainer", TRAINER_HPARAMS), (f"the loss {loss_cls.__name__}", loss_cls.hparams),
+                  (f"the augmenter {aug_cls.__name__}", aug_cls.hparams))
+    for owner, params in components:
         for h in params:
             if h.name in out:
-                raise ConfigError(f"hyper-parameter {h.name!r} is declared by both the {owner} and another component",
+                raise ConfigError(f"hyper-parameter {h.name!r} is declared by both {owners[h.name]} and {owner}",
                                   "rename one of them in its plugin")
             out[h.name] = h
+            owners[h.name] = owner
     return out
 
 
@@ -75,3 +79,29 @@ def structural_groups(params: Mapping[str, HParam], configs: Sequence[Mapping[st
     for i, cfg in enumerate(configs):
         groups.setdefault(tuple(cfg[n] for n in fixed), []).append(i)
     return list(groups.values())
+
+
+def grid_names_of(registry: Mapping, classes: Iterable[type]) -> list[str]:
+    """Every grid ``--grid`` accepts for these components: registry.yaml's and those the classes declare."""
+    from .config import grid_names
+
+    names = dict.fromkeys(grid_names(registry))
+    for cls in classes:
+        names.update(dict.fromkeys(declared_grid_names(cls)))
+    return list(names)
+
+
+def search_values(registry: Mapping, grid: str, components: Sequence[tuple[str, type | None]]) -> dict[str, list[float | str]]:
+    """The values ``--grid grid`` searches for the named components (``("trainer", None)``, the loss, the
+    augmenter), in that order: each component's declared values (:func:`featbench.api.declared_grid`),
+    replaced parameter by parameter by its ``grids.GRID.COMPONENT`` entry in registry.yaml."""
+    from .config import grid_names, grid_values
+
+    in_registry = grid in grid_names(registry)
+    out: dict[str, list[float | str]] = {}
+    for name, cls in components:
+        if cls is not None:
+            out.update({k: list(v) for k, v in declared_grid(cls, grid).items()})
+        if in_registry:
+            out.update(grid_values(registry, grid, [name]))
+    return out

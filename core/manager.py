@@ -76,6 +76,11 @@ def _check_class(base_name: str, kind: str):
         names = [h.name for h in obj.hparams]
         if len(set(names)) != len(names):
             raise PluginError(f"{name!r} declares a hyper-parameter twice: {names}", "give each HParam a unique name")
+        for grid in api.declared_grid_names(obj):
+            try:
+                api.declared_grid(obj, grid)
+            except PluginError as exc:
+                raise PluginError(f"{kind} {name!r}: {exc.message}", exc.hint) from None
 
     return check
 
@@ -131,7 +136,7 @@ class PluginHost:
 
     # ---- loading -----------------------------------------------------------------------------
 
-    def _fail(self, plugin: str, dist: str, exc: BaseException) -> None:
+    def _fail(self, plugin: str, dist: str, exc: BaseException, outcome: str = "continuing without it") -> None:
         if self.strict:
             if isinstance(exc, PluginError):
                 if repr(plugin) in exc.message:
@@ -142,7 +147,7 @@ class PluginHost:
         failure = LoadFailure(plugin, dist, f"{type(exc).__name__}: {_one_line(exc)}")
         self.failures.append(failure)
         said = _one_line(exc) if isinstance(exc, PluginError) and repr(plugin) in exc.message else str(failure)
-        warnings.warn(f"{said}; continuing without it (--strict-plugins makes this an error)", PluginLoadWarning, stacklevel=3)
+        warnings.warn(f"{said}; {outcome} (--strict-plugins makes this an error)", PluginLoadWarning, stacklevel=3)
 
     def register_module(self, obj: Any, name: str, dist: str) -> bool:
         """Register an already imported plugin object (module or instance) under ``name``."""
@@ -186,7 +191,7 @@ class PluginHost:
             # In registration order: built-ins first, then entry points, then -p modules.
             for impl in hook.get_hookimpls():
                 provider = self.providers.get(impl.plugin_name, Provider(impl.plugin_name, "?"))
-                registry = Registry(catalog, provider)
+                registry = Registry(catalog, provider, on_reject=self._rejecter(provider))
                 try:
                     returned = impl.function(registry=registry)
                     if returned is not None:
@@ -197,6 +202,15 @@ class PluginHost:
                     for name in registry.added:  # keep nothing half-registered
                         catalog._entries.pop(name, None)
                     self._fail(provider.plugin, provider.dist, exc)
+
+    def _rejecter(self, provider: Provider):
+        """What happens to one invalid ``registry.add``: strict mode raises; otherwise that one name is
+        dropped with a warning and the plugin's other registrations are kept."""
+
+        def reject(exc: PluginError) -> None:
+            self._fail(provider.plugin, provider.dist, exc, "skipped that one; the plugin's other registrations are kept")
+
+        return reject
 
     # ---- façade ------------------------------------------------------------------------------
 

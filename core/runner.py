@@ -166,12 +166,16 @@ class RowPlan:
 
 def plan_rows(spec: RunSpec, host, registry_path: str | None = None) -> list[RowPlan]:
     """Resolve rows, the loss and each row's grid (registry grid < NAME=... < ROW.NAME=... < the row's own hp)."""
-    from .config import grid_values, load_registry
-    from .grid import expand_grid, hparams_for
+    from .config import load_registry
+    from .grid import expand_grid, grid_names_of, hparams_for, search_values
 
     rows = spec.rows(host.list_augmenters())
     loss_cls = host.get_loss(spec.loss)
     registry = load_registry(registry_path) if spec.grid else None
+    if registry is not None:
+        grids = grid_names_of(registry, [loss_cls, *(host.get_augmenter(r.augmenter) for r in rows)])
+        if spec.grid not in grids:
+            raise UnknownNameError("grid", spec.grid, grids, "registry.yaml's grids and those the components declare")
     labels = [r.label for r in rows]
     scoped: dict[str, dict[str, tuple[float, ...]]] = {}
     plain: dict[str, tuple[float, ...]] = {}
@@ -188,7 +192,8 @@ def plan_rows(spec: RunSpec, host, registry_path: str | None = None) -> list[Row
         cls = host.get_augmenter(row.augmenter)
         params = hparams_for(loss_cls, cls)
         known |= set(params)
-        values = grid_values(registry, spec.grid, ["trainer", spec.loss, row.augmenter]) if registry is not None else {}
+        components = [("trainer", None), (spec.loss, loss_cls), (row.augmenter, cls)]
+        values = search_values(registry, spec.grid, components) if registry is not None else {}
         values = {k: v for k, v in values.items() if k in params}
         values.update({k: v for k, v in plain.items() if k in params})
         for name, v in {**scoped.get(row.label, {}), **row.hp}.items():
