@@ -86,6 +86,7 @@ class ISDA(FeatureAugmenter):
         HParam("surrogate", "ce", "ISDA's cross-entropy bound (ce) or the bound for the run's loss (run)",
                choices=("ce", "run")),
     )
+    off = {"lambda0": 0.0, "surrogate": "run"}  # surrogate=ce with lambda0 = 0 is plain cross-entropy
 
     def __init__(self, run: RunInfo):
         super().__init__(run)

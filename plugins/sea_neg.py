@@ -42,6 +42,7 @@ class SeANeg(FeatureAugmenter):
         HParam("include_target", "true", "include the target class in sum_c p_c w_c (true: paper wording)",
                choices=FLAG_CHOICES),
     )
+    off = {"eta": 0.0}
     min_batch = 2
 
     def augment(self, batch: Batch) -> Augmented:
