@@ -14,7 +14,7 @@ This module imports torch only for type names; it is safe to import from a plugi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -78,8 +78,9 @@ class HParam:
         """The values this parameter declares for grid ``name``, or None."""
         return dict(self.grids).get(name)
 
-    def describe(self) -> str:
-        """One line of text: default, range or choices, and declared grids (``featbench plugins -v``)."""
+    def describe(self, grids: Mapping[str, Sequence[float | str]] | None = None) -> str:
+        """One line of text: default, range or choices, and the grids' values (``featbench plugins -v``);
+        ``grids`` (grid name -> values) replaces the parameter's own ``grids`` (a class may override them)."""
         if self.choices:
             text = f"{self.name}={self.default} (one of {', '.join(self.choices)})"
         else:
@@ -92,7 +93,7 @@ class HParam:
                 text += ", whole"
             if not self.vectorized:
                 text += ", structural"
-        for grid, values in self.grids:
+        for grid, values in (grids.items() if grids is not None else self.grids):
             text += f"; {grid}: {', '.join(v if isinstance(v, str) else f'{v:g}' for v in values)}"
         return text
 

@@ -128,6 +128,9 @@ class PluginHost:
         self.strict = strict
         self.recipe: PluginRecipe | None = None  # set by load_plugins
         self.failures: list[LoadFailure] = []
+        self.disabled: list[str] = []  # every blocked name that matched a plugin or distribution
+        self.disabled_builtins: list[str] = []
+        self.disabled_entry_points: list[tuple[str, str]] = []  # (entry point, distribution)
         self.providers: dict[str, Provider] = {}
         self.augmenters: Catalog = Catalog("augmenter", _check_class("FeatureAugmenter", "augmenter"))
         self.losses: Catalog = Catalog("loss", _check_class("Loss", "loss"))
@@ -152,6 +155,7 @@ class PluginHost:
     def register_module(self, obj: Any, name: str, dist: str) -> bool:
         """Register an already imported plugin object (module or instance) under ``name``."""
         try:
+            self._check_not_registered(obj, name, dist)
             self.pm.register(obj, name=name)
             unknown = sorted(h.name for h in (self.pm.get_hookcallers(obj) or []) if not h.has_spec())
             if unknown:
@@ -163,6 +167,21 @@ class PluginHost:
             return False
         self.providers[name] = Provider(name, dist)
         return True
+
+    def _check_not_registered(self, obj: Any, name: str, dist: str) -> None:
+        """A one-line PluginError (not pluggy's dump of every registered plugin) when ``obj`` or ``name`` is taken."""
+        other = self.pm.get_name(obj) if self.pm.is_registered(obj) else None
+        if other is None and self.pm.get_plugin(name) is not None:
+            other = name
+        if other is None:
+            return
+        first = self.providers.get(other, Provider(other, "?"))
+        if dist == LOCAL_DIST:
+            raise PluginError(f"-p {name}: that module is already loaded as {first}",
+                              f"drop -p {name} (installed plugins load through their entry point), or add --disable-plugin "
+                              f"{first.plugin} to load the -p copy instead")
+        raise PluginError(f"plugin {name!r} (distribution {dist!r}) is the same module or name as {first}, already loaded",
+                          "give each entry point its own module and name")
 
     def import_and_register(self, module_name: str, dist: str) -> bool:
         try:
@@ -176,6 +195,7 @@ class PluginHost:
         for ep in entry_points:
             dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
             if ep.name in blocked or dist in blocked:
+                self.disabled_entry_points.append((ep.name, dist))
                 continue
             try:
                 obj = ep.load()
@@ -220,11 +240,42 @@ class PluginHost:
     def _get(self, catalog: Catalog, name: str) -> Entry:
         if name in catalog:
             return catalog.entry(name)
-        hint = None
-        failed = [str(f) for f in self.failures]
-        if failed:
-            hint = "plugins that failed to load: " + "; ".join(failed)
-        raise UnknownNameError(catalog.kind, name, catalog.names(), hint)
+        raise self._unknown(catalog, name)
+
+    def _unknown(self, catalog: Catalog, name: str, hint: str | None = None) -> Exception:
+        """The error for a name no loaded plugin registered: a PluginError naming the disabled plugin that
+        provides it, else an UnknownNameError that says first which plugins are disabled or failed to load."""
+        owner = self._disabled_owner(catalog.kind, name)
+        if owner is not None:
+            return PluginError(f"{catalog.kind} {name!r} is provided by {owner}, which is disabled",
+                               f"remove {' and '.join(repr(n) for n in (owner.plugin, owner.dist) if n in self.disabled)} from "
+                               "--disable-plugin and FEATBENCH_DISABLE_PLUGINS")
+        context = []
+        if self.disabled:
+            context.append(f"disabled plugins: {', '.join(self.disabled)}")
+        if self.failures:
+            context.append("plugins that failed to load: " + "; ".join(str(f) for f in self.failures))
+        extra = "; ".join([*context, *([hint] if hint else [])]) or None
+        return UnknownNameError(catalog.kind, name, catalog.names(), extra, lead=bool(context))
+
+    def _disabled_owner(self, kind: str, name: str) -> Provider | None:
+        """Which disabled plugin provides ``name``: a disabled built-in module registering it (featbench's own
+        code, imported to ask), or a disabled entry point of that name (third-party code is never run)."""
+        hook_name = next(h for h, k in CATALOG_HOOKS.items() if k == kind)
+        for module_name in self.disabled_builtins:
+            try:
+                hook = getattr(importlib.import_module(module_name), hook_name, None)
+                scratch = Catalog(kind)
+                if hook is not None:
+                    hook(registry=Registry(scratch, Provider(module_name, BUILTIN_DIST)))
+            except Exception:  # noqa: BLE001 - only a hint: a module that cannot say provides nothing
+                continue
+            if name in scratch:
+                return Provider(module_name, BUILTIN_DIST)
+        for plugin, dist in self.disabled_entry_points:
+            if plugin == name:
+                return Provider(plugin, dist)
+        return None
 
     def get_augmenter(self, name: str) -> type:
         return self._get(self.augmenters, name).obj
@@ -240,10 +291,7 @@ class PluginHost:
             return catalog.get(family).resolve(name)
         if name not in catalog:
             members = [] if family else _family_members(catalog, name)
-            hint = f"did you mean the family member {' or '.join(members)}?" if members else None
-            failed = "; ".join(str(f) for f in self.failures)
-            hint = "; ".join(h for h in (hint, f"plugins that failed to load: {failed}" if failed else None) if h) or None
-            raise UnknownNameError(catalog.kind, name, catalog.names(), hint)
+            raise self._unknown(catalog, name, f"did you mean the family member {' or '.join(members)}?" if members else None)
         spec = self._get(catalog, name).obj
         if getattr(spec, "resolve", None) is not None:
             raise UnknownNameError(catalog.kind, name, catalog.names(), f"{name} is a family: name a member, e.g. {name}NAME")
@@ -318,7 +366,9 @@ def load_plugins(
     if builtins is None:
         from .plugins import BUILTIN_PLUGINS as builtins
     for module_name in builtins:
-        if module_name not in blocked:
+        if module_name in blocked or BUILTIN_DIST in blocked:
+            host.disabled_builtins.append(module_name)
+        else:
             host.import_and_register(module_name, BUILTIN_DIST)
     recipe_entry_points = None if entry_points is None and not _env_flag("FEATBENCH_DISABLE_ENTRY_POINTS") else tuple(entry_points or ())
     if entry_points is None:
@@ -327,14 +377,33 @@ def load_plugins(
     for spec in local_modules:
         module = _import_local(host, spec)
         if module is not None:
+            host._check_not_registered(module, module.__name__, LOCAL_DIST)  # asked for by name: an error, never a warning
             host.register_module(module, module.__name__, LOCAL_DIST)
     if _env_flag("FEATBENCH_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda m: print(m, end="", file=sys.stderr))
         pm.enable_tracing()
     host.build_catalogs()
+    host.disabled = _check_disabled(host, blocked, local_modules)
     host.recipe = PluginRecipe(tuple(builtins), recipe_entry_points, tuple(_local_spec(m) for m in local_modules),
                                tuple(sorted(blocked)), strict)
     return host
+
+
+def _check_disabled(host: PluginHost, blocked: set[str], local_modules: Sequence[str]) -> list[str]:
+    """The blocked names that matched a plugin or distribution; a warning for each one that matched nothing
+    (a typo, or a component's name where its plugin's is needed)."""
+    known = {*host.disabled_builtins, *(n for pair in host.disabled_entry_points for n in pair), *local_modules}
+    matched = []
+    for name in sorted(blocked):
+        if name in known:
+            matched.append(name)
+            continue
+        providers = [f"{kind} {name!r} comes from plugin {host.catalog(kind).entry(name).provider.plugin!r}"
+                     for kind in CATALOG_HOOKS.values() if name in host.catalog(kind)]
+        hint = f"{'; '.join(providers)}: disable that plugin" if providers else "see featbench plugins for plugin and distribution names"
+        warnings.warn(f"--disable-plugin {name!r} (or FEATBENCH_DISABLE_PLUGINS) matches no plugin or distribution ({hint})",
+                      PluginLoadWarning, stacklevel=3)
+    return matched
 
 
 def _is_path(spec: str) -> bool:
