@@ -247,7 +247,7 @@ class PluginHost:
         provides it, else an UnknownNameError that says first which plugins are disabled or failed to load."""
         owner = self._disabled_owner(catalog.kind, name)
         if owner is not None:
-            return PluginError(f"{catalog.kind} {name!r} is provided by {owner}, which is disabled",
+            return PluginError(f"unknown {catalog.kind} {name!r}: it is provided by {owner}, which is disabled",
                                f"remove {' and '.join(repr(n) for n in (owner.plugin, owner.dist) if n in self.disabled)} from "
                                "--disable-plugin and FEATBENCH_DISABLE_PLUGINS")
         context = []

@@ -170,8 +170,17 @@ def _assert_close(check: str, got, want, what: str, atol: float, rtol: float) ->
         raise ContractError(check, f"{what}: shape {tuple(got.shape)} instead of {tuple(want.shape)}")
     if not torch.allclose(got.double(), want.double(), atol=atol, rtol=rtol):
         size, index = _largest_difference(got, want)
-        raise ContractError(check, f"{what}: largest difference {size:.3g} at index {index} "
-                                   f"({float(got[index]):.6g} vs {float(want[index]):.6g})")
+        raise ContractError(check, f"{what} by up to {size:.3g} at index {index}: {float(got[index]):.6g} vs "
+                                   f"{float(want[index]):.6g}{_FIXES.get(check, '')}")
+
+
+#: What to do about a failed property, appended to its reason.
+_FIXES = {
+    "K-stack equals single runs": "; draw values that do not depend on hyper-parameters once from rng.shared in a "
+                                  "shape without K, and those that do from rng.for_head(k) (docs/writing-a-plugin.md)",
+    "grad_logits equals autograd of per_row": "; the trainer trains with grad_logits: fix it, or delete the override "
+                                              "to get autograd of per_row",
+}
 
 
 def assert_stack_equals_singles(aug_cls, configs, x, y, C, loss=None, epochs=3, batch_size=32, seed=0, atol=2e-5):
@@ -179,7 +188,7 @@ def assert_stack_equals_singles(aug_cls, configs, x, y, C, loss=None, epochs=3, 
     stack = train(aug_cls, configs, x, y, C, loss, epochs, batch_size, seed)
     for k, cfg in enumerate(configs):
         single = train(aug_cls, [cfg], x, y, C, loss, epochs, batch_size, seed)[0]
-        _assert_close(CHECK_STACK, stack[k], single, f"head {k} ({_short(cfg)}) differs from its single run", atol, 1e-4)
+        _assert_close(CHECK_STACK, stack[k], single, f"head {k} of the stack [{_short(cfg)}] differs from its single run", atol, 1e-4)
     return stack
 
 
@@ -407,7 +416,7 @@ def loss_checks(cls: type, *, name: str | None = None, variations: tuple[Mapping
             with torch.enable_grad():
                 z = logits.detach().requires_grad_(True)
                 (want,) = torch.autograd.grad(loss.per_row(z, t, hp).sum(), z)
-            _assert_close(CHECK_GRAD, got, want, f"with {kind}, grad_logits - autograd(per_row)", 1e-6, 1e-5)
+            _assert_close(CHECK_GRAD, got, want, f"with {kind}, grad_logits differs from autograd of per_row", 1e-6, 1e-5)
 
     def heads():
         import torch
