@@ -543,7 +543,9 @@ class BackboneSpec:
     to pooled features (B, d), with ``weights`` (:class:`ResolvedWeights`) loaded. ``arch`` names the
     architecture (part of the cache key). ``weights`` describes a file source; without one,
     ``default_weights`` is ``pretrained`` (then ``pretrained_id`` identifies those weights) or ``random``.
-    A prefix family (``timm:``) sets ``resolve(full_name) -> BackboneSpec`` instead of ``build``.
+    A prefix family (``timm:``) sets ``resolve(full_name) -> BackboneSpec`` instead of ``build``, and may set
+    ``members() -> names`` (without the prefix): a cheap list, without importing the library behind the
+    family, used only to suggest members for a misspelt name (without it, suggestions call ``resolve``).
     """
 
     build: Callable[[ResolvedWeights], Any] | None = None
@@ -553,6 +555,7 @@ class BackboneSpec:
     default_weights: str = attrs.field(default="file", validator=attrs.validators.in_(("file", "pretrained", "random")))
     pretrained_id: str | None = None
     resolve: Callable[[str], BackboneSpec] | None = None
+    members: Callable[[], Sequence[str]] | None = None
 
 
 @attrs.frozen

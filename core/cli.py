@@ -347,8 +347,8 @@ class _Progress:
         pass
 
     def job_failed(self, failure):
-        if not self.quiet:
-            self._say(f"featbench: {failure.job.phase} job of {failure.job.label} failed: {failure.error}")
+        if not self.quiet:  # the error itself is printed once, with the others, when the run ends
+            self._say(f"featbench: {failure.job.phase} job of {failure.job.label} failed (its error is reported at the end)")
 
     def cell_finished(self, cell, done, total):
         if self.quiet:
@@ -447,9 +447,10 @@ def cmd_run(args) -> int:
             ext = {"table": "txt", "markdown": "md", "latex": "tex"}.get(spec.format, spec.format)
             _write_atomic(os.path.join(out, f"table.{ext}"), text + "\n")
         print(text)
-    if outcome.interrupted:
-        return 130
-    return _report_failures(outcome, args.debug, out) if outcome.failures else 0
+    if outcome.failures:
+        code = _report_failures(outcome, args.debug, out)
+        return 130 if outcome.interrupted else code
+    return 130 if outcome.interrupted else 0
 
 
 def _raise_if_nothing_but_bad_input(outcome) -> None:

@@ -290,8 +290,10 @@ class PluginHost:
         if name not in catalog and family in catalog and len(name) > len(family):
             return catalog.get(family).resolve(name)
         if name not in catalog:
-            members = [] if family else _family_members(catalog, name)
-            raise self._unknown(catalog, name, f"did you mean the family member {' or '.join(members)}?" if members else None)
+            exact, close = ([], []) if family else _family_members(catalog, name)
+            hint = (f"did you mean the family member {' or '.join(exact)}?" if exact
+                    else f"close family members: {', '.join(close)}" if close else None)
+            raise self._unknown(catalog, name, hint)
         spec = self._get(catalog, name).obj
         if getattr(spec, "resolve", None) is not None:
             raise UnknownNameError(catalog.kind, name, catalog.names(), f"{name} is a family: name a member, e.g. {name}NAME")
@@ -322,16 +324,32 @@ class PluginHost:
         return sorted(h.name for h in (self.pm.get_hookcallers(obj) or [])) if obj is not None else []
 
 
-def _family_members(catalog: Catalog, name: str) -> list[str]:
-    """``FAMILY:name`` for every prefix family that resolves it (``resnet50`` -> ``timm:resnet50``)."""
-    found = []
+def _family_members(catalog: Catalog, name: str) -> tuple[list[str], list[str]]:
+    """``FAMILY:name`` for every prefix family that has it (``resnet50`` -> ``timm:resnet50``), and the
+    closest ``FAMILY:member`` spellings where a family lists its members. A family's cheap ``members()`` list is used when it has one; only
+    families without one are asked through ``resolve`` (which may import a large library)."""
+    import difflib
+
+    found, close = [], []
     for family in (f for f in catalog.names() if f.endswith(":")):
+        spec = catalog.get(family)
+        members = getattr(spec, "members", None)
+        if members is not None:
+            try:
+                names = list(members())
+            except Exception:  # noqa: BLE001 - only a suggestion
+                continue
+            if name in names:
+                found.append(family + name)
+            else:
+                close += [family + m for m in difflib.get_close_matches(name, names, n=3, cutoff=0.8)]
+            continue
         try:
-            catalog.get(family).resolve(family + name)
+            spec.resolve(family + name)
         except Exception:  # noqa: BLE001 - not a member of this family
             continue
         found.append(family + name)
-    return found
+    return found, close
 
 
 def _default_entry_points() -> list[Any]:

@@ -266,3 +266,30 @@ def test_a_failed_plugin_is_named_before_any_suggestion():
     host.failures.append(LoadFailure("extras", "featbench-extras", "ImportError: no module named scipy"))
     with pytest.raises(UnknownNameError, match=r"unknown augmenter 'fdrop' \(plugins that failed to load: plugin 'extras'"):
         host.get_augmenter("fdrop")
+
+
+# ---- newcomer paths --------------------------------------------------------------------------------------
+
+
+def test_a_misspelt_backbone_answers_without_importing_timm_or_torchvision():
+    import subprocess
+    import sys
+
+    code = ("import sys; from featbench.cli import main; "
+            "rc = main(['run', '--backbones', 'mobilenetv2', '--dataset', 'digits']); "
+            "print(rc, 'timm' in sys.modules, 'torchvision' in sys.modules, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=__import__("cli_util").cli_env())
+    assert proc.stdout.split() == ["2", "False", "False", "False"], proc.stderr
+    assert "did you mean 'mobilenet-v2'?" in proc.stderr and "timm:mobilenetv2_100" in proc.stderr
+    assert "torchvision:mobilenet_v2" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_family_member_names_read_from_sources_equal_the_libraries_lists():
+    import timm
+    from torchvision import models
+
+    from featbench.plugins.backbones_hub import registered_model_names
+
+    assert set(registered_model_names("timm")) == set(timm.list_models())
+    assert set(registered_model_names("torchvision")) == set(models.list_models(module=models))
+    assert registered_model_names("no_such_package_here") == ()
