@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", parents=[late], help="rebuild the tables of a run directory from its results store")
     rep.add_argument("dir", metavar="DIR", help="the --out directory of a featbench run")
-    rep.add_argument("--format", default="table", help="table, markdown, csv, json or latex (default: table)")
+    rep.add_argument("--format", default="table", help="table, markdown, csv, csv-long, json or latex (default: table)")
     rep.add_argument("--run", type=int, default=None, metavar="ID", help="which run of DIR (default: the latest)")
     rep.add_argument("--layout", default=None, help="auto, table5, table4 or both (default: the run's)")
     rep.add_argument("--gain-of", default=None, metavar="NAME", help="row of the Gain line (default: the run's)")
@@ -173,7 +173,7 @@ def _run_options(rp: argparse.ArgumentParser) -> None:
     g.add_argument("--cuda-graphs", action="store_true", default=S, help="replay each training epoch as a CUDA graph "
                    "(GPU, augmenters that declare it safe)")
     g = rp.add_argument_group("output")
-    g.add_argument("--format", default=S, help="table, markdown, csv, json or latex (default: table)")
+    g.add_argument("--format", default=S, help="table, markdown, csv, csv-long, json or latex (default: table)")
     g.add_argument("--layout", default=S, help="auto (Table 5, plus Table 4 with several backbone sets), table5, table4 or both")
     g.add_argument("--gain-of", default=S, metavar="NAME", help="row of the Gain line (default: sea, else the last)")
     g.add_argument("--digits", type=int, default=S, help=f"decimals in tables (default: {D.digits})")
@@ -382,6 +382,12 @@ def _preflight(spec, host, registry: str | None) -> None:
 
     plan_rows(spec, host, registry)
     for src in plan_sources(spec):
+        missing = [f for f in src.files if not os.path.exists(f)]
+        if missing and spec.feature_files_script:
+            script = os.path.relpath(spec.feature_files_script)
+            script = script if not script.startswith("..") else spec.feature_files_script
+            raise ConfigError(f"feature file not found: {missing[0]}", f"this suite's feature files are written by {script}: "
+                                                                       f"run python {script} first")
         if src.files:
             check_feature_files(list(src.files), name=src.dataset)
         elif not src.builtin:
@@ -444,7 +450,7 @@ def cmd_run(args) -> int:
         if out:  # the files first: a command that fails prints nothing on stdout
             json_text = _render_run(store, outcome.run_id, "json", spec.layout, spec.gain_of, spec.digits)
             _write_atomic(os.path.join(out, "results.json"), json_text + "\n")
-            ext = {"table": "txt", "markdown": "md", "latex": "tex"}.get(spec.format, spec.format)
+            ext = {"table": "txt", "markdown": "md", "latex": "tex", "csv-long": "csv"}.get(spec.format, spec.format)
             _write_atomic(os.path.join(out, f"table.{ext}"), text + "\n")
         print(text)
     if outcome.failures:

@@ -26,7 +26,7 @@ import attrs
 
 from .errors import ConfigError, UnknownNameError
 
-FORMATS = ("table", "markdown", "csv", "json", "latex")
+FORMATS = ("table", "markdown", "csv", "csv-long", "json", "latex")
 LAYOUTS = ("auto", "table5", "table4", "both")
 EXECUTORS = ("local", "ray")
 MATMULS = ("fp32", "tf32", "bf16")  # featbench.train.matmul_precision
@@ -91,6 +91,7 @@ class RunSpec:
     weights: Mapping[str, str] = attrs.field(factory=dict)
     plugins: tuple[str, ...] = ()
     description: str = ""
+    feature_files_script: str | None = None  # the script that writes feature_files (named when one is missing)
 
     @property
     def seed_list(self) -> list[int]:
@@ -327,6 +328,8 @@ def _coerce(name: str, value, base: str | None, from_flags: bool = False):
         return parse_hp_mapping(value)
     if name == "weights":
         return _weights(value)
+    if name == "feature_files_script":  # relative to the suite file, like feature_files
+        return None if value is None else _rel(base, str(value)) if base else str(value)
     if name == "plugins":
         return tuple(_rel(base, p) if str(p).endswith(".py") else str(p) for p in split_list(value, "plugins"))
     if value is None:

@@ -293,3 +293,13 @@ def test_family_member_names_read_from_sources_equal_the_libraries_lists():
     assert set(registered_model_names("timm")) == set(timm.list_models())
     assert set(registered_model_names("torchvision")) == set(models.list_models(module=models))
     assert registered_model_names("no_such_package_here") == ()
+
+
+def test_a_suite_without_its_feature_files_names_the_script_that_writes_them(tmp_path):
+    import shutil
+
+    suite = tmp_path / "cpu_small.yaml"
+    shutil.copy(os.path.join(os.path.dirname(HERE), "benchmarks", "cpu_small.yaml"), suite)  # no data/ beside it
+    proc = featbench("run", "--config", str(suite), cwd=str(tmp_path))
+    assert_clean_error(proc, ("feature file not found", "digits_raw.npz"), ("run python make_cpu_features.py first",))
+    assert os.listdir(tmp_path) == ["cpu_small.yaml"]  # nothing written
