@@ -319,6 +319,18 @@ class PluginHost:
     def list_datasets(self) -> list[str]:
         return self.datasets.names()
 
+    def distributions(self) -> dict[str, str | None]:
+        """Every distribution that provides a loaded plugin, with its installed version (None for ``-p``
+        modules and anything not installed as a distribution): recorded with every run."""
+        out: dict[str, str | None] = {}
+        for provider in self.providers.values():
+            if provider.dist not in out:
+                try:
+                    out[provider.dist] = metadata.version(provider.dist)
+                except (metadata.PackageNotFoundError, ValueError):
+                    out[provider.dist] = None
+        return out
+
     def hooks_of(self, plugin: str) -> list[str]:
         obj = self.pm.get_plugin(plugin)
         return sorted(h.name for h in (self.pm.get_hookcallers(obj) or [])) if obj is not None else []

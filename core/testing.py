@@ -183,25 +183,25 @@ _FIXES = {
 }
 
 
-def assert_stack_equals_singles(aug_cls, configs, x, y, C, loss=None, epochs=3, batch_size=32, seed=0, atol=2e-5):
+def assert_stack_equals_singles(aug_cls, configs, x, y, C, loss=None, epochs=3, batch_size=32, seed=0, atol=2e-5, device="cpu"):
     """K configurations trained together equal K separate runs with the same seed; returns the stack."""
-    stack = train(aug_cls, configs, x, y, C, loss, epochs, batch_size, seed)
+    stack = train(aug_cls, configs, x, y, C, loss, epochs, batch_size, seed, device=device)
     for k, cfg in enumerate(configs):
-        single = train(aug_cls, [cfg], x, y, C, loss, epochs, batch_size, seed)[0]
+        single = train(aug_cls, [cfg], x, y, C, loss, epochs, batch_size, seed, device=device)[0]
         _assert_close(CHECK_STACK, stack[k], single, f"head {k} of the stack [{_short(cfg)}] differs from its single run", atol, 1e-4)
     return stack
 
 
-def assert_equals_baseline(aug_cls, config, x, y, C, loss=None, epochs=3, batch_size=32, seed=0, exact=True):
+def assert_equals_baseline(aug_cls, config, x, y, C, loss=None, epochs=3, batch_size=32, seed=0, exact=True, device="cpu"):
     """Training with ``config`` gives the same heads as the no-augmentation baseline (bit for bit when ``exact``)."""
     import torch
 
     from .plugins.baseline import NoAugmentation
 
     loss = loss or _default_loss()
-    got = train(aug_cls, [config], x, y, C, loss, epochs, batch_size, seed)
+    got = train(aug_cls, [config], x, y, C, loss, epochs, batch_size, seed, device=device)
     base_cfg = {k: v for k, v in config.items() if k in ("lr", "wd", *(h.name for h in loss.hparams))}
-    want = train(NoAugmentation, [base_cfg], x, y, C, loss, epochs, batch_size, seed)
+    want = train(NoAugmentation, [base_cfg], x, y, C, loss, epochs, batch_size, seed, device=device)
     if exact and not torch.equal(got, want):
         size, index = _largest_difference(got, want)
         raise ContractError(CHECK_OFF, f"{_short(config)} differs from the baseline by up to {size:.3g} (weight {index})")
@@ -270,15 +270,15 @@ def augmenter_checks(cls: type, *, name: str | None = None, loss=None, variation
     stack = {}
 
     def stacked():
-        stack["w"] = assert_stack_equals_singles(cls, configs, x, y, 3, loss)
+        stack["w"] = assert_stack_equals_singles(cls, configs, x, y, 3, loss, device=device)
 
     def same_seed():
         import torch
 
         first = stack.get("w")
         if first is None:
-            first = train(cls, configs, x, y, 3, loss)
-        again = train(cls, configs, x, y, 3, loss)
+            first = train(cls, configs, x, y, 3, loss, device=device)
+        again = train(cls, configs, x, y, 3, loss, device=device)
         if not torch.equal(first, again):
             size, index = _largest_difference(again, first)
             raise ContractError(CHECK_SEED, f"a second run with the same seed differs by up to {size:.3g} (weight {index}): "
@@ -288,13 +288,13 @@ def augmenter_checks(cls: type, *, name: str | None = None, loss=None, variation
         if cls.off is None:
             return "the class declares no off setting"
         (cfg,) = configs_for(cls, loss, dict(cls.off), lr=1.0)
-        assert_equals_baseline(cls, cfg, x, y, 3, loss)
+        assert_equals_baseline(cls, cfg, x, y, 3, loss, device=device)
 
     def fast():
         import torch
 
-        f = train(cls, configs, x, y, 3, loss, fast=True, dtype="float64")
-        g = train(cls, configs, x, y, 3, loss, fast=False, dtype="float64")
+        f = train(cls, configs, x, y, 3, loss, fast=True, dtype="float64", device=device)
+        g = train(cls, configs, x, y, 3, loss, fast=False, dtype="float64", device=device)
         scale = max(float(g.abs().amax()), 1.0)
         if not torch.allclose(f, g, atol=1e-8 * scale, rtol=0):
             size, index = _largest_difference(f, g)
@@ -309,7 +309,7 @@ def augmenter_checks(cls: type, *, name: str | None = None, loss=None, variation
         import torch
 
         x1, y1 = unit_blobs(n=33, d=8, C=3, seed=2)  # 33 mod 32 = 1
-        w = train(cls, configs_for(cls, loss, b, lr=1.0), x1, y1, 3, loss, epochs=2)
+        w = train(cls, configs_for(cls, loss, b, lr=1.0), x1, y1, 3, loss, epochs=2, device=device)
         if not torch.isfinite(w).all():
             raise ContractError(CHECK_ONE_ROW, "the weights became NaN/Inf after a final batch of one row (min_batch?)")
 

@@ -159,8 +159,10 @@ def test_a_grid_only_a_plugin_declares(monkeypatch):
 def test_grid_quick_on_the_command_line(installed, tmp_path):
     res = featbench("run", "--aug", "fdrop", "--grid", "quick", "--epochs", "1", "--format", "json", "--quiet", env=installed)
     assert res.returncode == 0, res.stderr
-    (row,) = json.loads(res.stdout)["results"]
+    data = json.loads(res.stdout)
+    (row,) = data["results"]
     assert row["grid_size"] == 8 and row["hp"]["p"] in (0.1, 0.3)
+    assert data["versions"]["plugins"] == {"featbench": data["versions"]["featbench"], "featbench-extras": "0.1.0"}
 
 
 # ---- HParam bounds, declared values, registration -----------------------------------------------------
