@@ -116,7 +116,7 @@ def configs_for(aug_cls, loss=None, *rows, **common) -> list[dict[str, float | s
     """Full configurations (every hyper-parameter, defaults filled in) for ``aug_cls`` with ``loss`` (a Loss
     class or instance; default the smoothed hinge): one per mapping in ``rows``, each updated with
     ``common``; no rows gives the defaults."""
-    from .grid import expand_grid, hparams_for
+    from .training.grid import expand_grid, hparams_for
 
     params = hparams_for(loss if isinstance(loss, type) else type(loss or _default_loss()), aug_cls)
     out = []
@@ -131,7 +131,7 @@ def make_run(aug_cls, configs, x, y, C, loss=None, epochs=3, batch_size=32, seed
     """A RunInfo built exactly as the trainer builds it (for calling ``augment`` directly); ``x`` keeps its dtype."""
     import torch
 
-    from .train import AUGMENT_STREAM, hp_options, hp_tensors
+    from .training.trainer import AUGMENT_STREAM, hp_options, hp_tensors
 
     loss = loss or _default_loss()
     xt, yt = torch.as_tensor(x).to(device), torch.as_tensor(y).to(device)
@@ -146,7 +146,7 @@ def make_run(aug_cls, configs, x, y, C, loss=None, epochs=3, batch_size=32, seed
 def train(aug_cls, configs, x, y, C, loss=None, epochs=3, batch_size=32, seed=0, fast=False, dtype="float32", device="cpu"):
     """Train a stack and return its weights (K, C, d); ``fast=False`` (default) takes the generic autograd
     step, the reference every other path is compared with."""
-    from .train import TrainSettings, train_heads
+    from .training.trainer import TrainSettings, train_heads
 
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, seed=seed, fast=fast, dtype=dtype, device=device)
     return train_heads(x, y, C, aug_cls, loss or _default_loss(), configs, settings).weight
@@ -372,8 +372,8 @@ def _loss_inputs(cls, variations, device, dtype, K=3, r=10, C=4):
     """Logits (K, r, C), three kinds of targets, and the hyper-parameters of K configurations."""
     import torch
 
-    from .grid import expand_grid
-    from .train import hp_options, hp_tensors
+    from .training.grid import expand_grid
+    from .training.trainer import hp_options, hp_tensors
 
     params = {h.name: h for h in cls.hparams}
     a, b = variations if variations is not None else default_variations(cls.hparams)

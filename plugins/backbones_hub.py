@@ -19,7 +19,7 @@ import sys
 from featbench import hookimpl
 from featbench.api import BackboneSpec, ConversionRule, Preprocess, ResolvedWeights
 from featbench.errors import UnknownNameError
-from featbench.weights import WeightsUnavailableError, load_into
+from featbench.inputs.weights import WeightsUnavailableError, load_into
 
 # ---- member names without importing the libraries ---------------------------------------------------
 

@@ -46,3 +46,18 @@ def span_residual(v, rows):
 
 __all__ = ["CrossEntropy", "SmoothedHinge", "assert_equals_baseline", "assert_stack_equals_singles", "batch_of",
            "configs_for", "make_run", "random_heads", "recover_direction", "span_residual", "train", "unit_blobs"]
+
+
+# Two settings of each method's own hyper-parameters (vectorised ones, so they share one stack).
+VARIATIONS = {
+    "none": [{}, {}],
+    "sea": [{"eta": 0.4, "alpha": 0.01}, {"eta": 0.8, "alpha": 0.05}],
+    "sea_neg": [{"eta": 0.4, "alpha": 0.01}, {"eta": 1.0, "alpha": 0.05}],
+    "rand": [{"eta": 0.4}, {"eta": 1.0}],
+    "adv": [{"eta": 0.01}, {"eta": 0.05}],
+    "mixdir": [{"eta": 0.2}, {"eta": 0.8}],
+    "mixup": [{"alpha": 0.5}, {"alpha": 2.0}],
+    "isda": [{"lambda0": 0.5}, {"lambda0": 5.0}],
+    "meada": [{"step_size": 0.1, "beta": 1.0, "steps": 2, "every": 1}, {"step_size": 0.5, "beta": 10.0, "steps": 3, "every": 1}],
+    "mixup_hard": [{"alpha": 0.5, "lam_n": 0.8}, {"alpha": 2.0, "lam_n": 0.6}],
+}

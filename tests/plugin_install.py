@@ -1,4 +1,4 @@
-"""Install a test distribution (tests/example_plugin, tests/outside_plugin) the way a user installs one, but
+"""Install a test distribution (tests/plugins/example_plugin, tests/plugins/outside_plugin) the way a user installs one, but
 into a throwaway folder: pip builds a copy of its source and installs it with ``--target`` into a temporary
 directory that only the tests' subprocesses (``PYTHONPATH``) and an in-process ``sys.path`` entry see. The
 directory is deleted afterwards, so the environment running the tests never lists a test plugin."""
@@ -18,7 +18,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 @contextlib.contextmanager
 def throwaway_install(name: str) -> Iterator[str]:
-    """Yield the ``--target`` folder holding the installed distribution ``tests/<name>``; removed on exit."""
+    """Yield the ``--target`` folder holding the installed distribution ``tests/<name>`` (``name`` relative to
+    tests/, e.g. ``plugins/example_plugin``); removed on exit."""
     with tempfile.TemporaryDirectory(prefix="featbench-plugin-") as tmp:
         source = os.path.join(tmp, "src")
         shutil.copytree(os.path.join(HERE, name), source)  # pip writes build/ and *.egg-info next to the source
