@@ -211,7 +211,8 @@ def cmd_plugins(args) -> int:
     rows = [[i["kind"], i["name"], i["distribution"], i["plugin"], i["summary"]] for i in items]
     print(tabulate(rows, headers=["kind", "name", "distribution", "plugin", "summary"], tablefmt="simple"))
     if args.verbose:
-        print("\nhyper-parameters (default, bounds or choices; values each grid searches, registry.yaml's entries apart):")
+        print("\nhyper-parameters (default, bounds or choices; the values each grid searches as the plugin declares them, "
+              "before registry.yaml's entries):")
         for i in items:
             for hname, h in i.get("hparams", {}).items():
                 print(f"  {i['kind']} {i['name']}: {h['text']}  -- {h['doc']}")

@@ -306,3 +306,19 @@ def test_a_suite_without_its_feature_files_names_the_script_that_writes_them(tmp
     proc = featbench("run", "--config", str(suite), cwd=str(tmp_path))
     assert_clean_error(proc, ("feature file not found", "digits_raw.npz"), ("run python make_cpu_features.py first",))
     assert os.listdir(tmp_path) == ["cpu_small.yaml"]  # nothing written
+
+
+def test_a_failing_jobs_error_is_printed_once(tmp_path, feature_file, capsys):
+    from featbench.cli import main
+
+    plugin = tmp_path / "brokenaug.py"
+    plugin.write_text(
+        "from featbench import hookimpl\nfrom featbench.api import FeatureAugmenter\n\n"
+        "class Broken(FeatureAugmenter):\n    \"\"\"Raises on every batch.\"\"\"\n\n"
+        "    def augment(self, batch):\n        raise RuntimeError('broken augmenter: a long explanation')\n\n"
+        "@hookimpl\ndef register_augmenters(registry):\n    registry.add('broken', Broken)\n")
+    code = main(["-p", str(plugin), "run", "--features", feature_file, "--aug", "none,broken", "--seeds", "2", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("broken augmenter: a long explanation") == 1, err
+    assert "featbench: error: 2 cell(s) failed: RuntimeError: broken augmenter" in err
+    assert err.count("failed (its error is reported at the end)") == 2
