@@ -338,8 +338,9 @@ class PluginHost:
 
 def _family_members(catalog: Catalog, name: str) -> tuple[list[str], list[str]]:
     """``FAMILY:name`` for every prefix family that has it (``resnet50`` -> ``timm:resnet50``), and the
-    closest ``FAMILY:member`` spellings where a family lists its members. A family's cheap ``members()`` list is used when it has one; only
-    families without one are asked through ``resolve`` (which may import a large library)."""
+    closest ``FAMILY:member`` spellings where a family lists its members. A family's cheap ``members()``
+    list is used when it has one; only families without one are asked through ``resolve`` (which may
+    import a large library)."""
     import difflib
 
     found, close = [], []
