@@ -8,7 +8,11 @@ as one string shared by the stack. Tensors named ``x`` are either shared by
 all heads, shape ``(r, d)``, or per head, shape ``(K, r, d)``; :func:`per_head` lifts the first to the
 second without copying.
 
-This module imports torch only for type names; it is safe to import from a plugin module at load time.
+This module is the whole plugin surface, with :mod:`featbench.errors`: a plugin imports nothing else of
+featbench (``hookimpl`` included). Besides the contracts it offers the data-set toolkit (image sources,
+splits, the registry.yaml data-set catalog, safe unpickling), the backbone-weights helpers and, from the
+neutral :mod:`featbench.directions`, the helpers for in-batch directions and fused steps. It imports torch
+only for type names; it is safe to import from a plugin module at load time.
 """
 
 from __future__ import annotations
@@ -20,9 +24,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from .errors import ConfigError, PluginError, UnknownNameError
+from .hookspecs import hookimpl as hookimpl  # re-exported: plugins import it from here
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
+
+    from .directions import LinearGrad
+
+
+#: The metrics a data set or feature file may be scored with (functions of the same names in
+#: ``featbench.training.metrics``): top-1 accuracy, and the mean over classes of per-class recall.
+METRICS = ("top1", "mean_per_class")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -42,8 +54,8 @@ class HParam:
 
     Bounds: ``low`` / ``high`` are inclusive unless ``low_open`` / ``high_open`` (``p`` in [0, 1) is
     ``low=0.0, high=1.0, high_open=True``). ``grids`` maps a grid name (``quick``, ``paper``, or one of the
-    plugin's own) to the values ``featbench run --grid NAME`` searches; every value passes :meth:`check`.
-    A ``grids:`` entry for the component in registry.yaml replaces these values.
+    plugin's own) to the values ``featbench run --grid NAME`` searches; the default and every such value
+    pass :meth:`check`. A ``grids:`` entry for the component in registry.yaml replaces these values.
     """
 
     name: str
@@ -60,19 +72,24 @@ class HParam:
 
     def __attrs_post_init__(self) -> None:
         if self.choices and self.default not in self.choices:
-            raise PluginError(f"hyper-parameter {self.name}: default {self.default!r} is not one of its choices {self.choices}",
-                              "declare a default that is one of the choices")
+            raise PluginError(
+                f"hyper-parameter {self.name}: default {self.default!r} is not one of its choices {self.choices}",
+                "declare a default that is one of the choices",
+            )
         if not self.choices and isinstance(self.default, str):
-            raise PluginError(f"hyper-parameter {self.name}: a string default {self.default!r} needs choices",
-                              "declare choices=(...) or give a numeric default")
+            raise PluginError(
+                f"hyper-parameter {self.name}: a string default {self.default!r} needs choices",
+                "declare choices=(...) or give a numeric default",
+            )
         try:
             self.check(self.default)
-            for grid, values in self.grids:
+            for _, values in self.grids:
                 for v in values:
                     self.check(v)
         except ConfigError as exc:
-            raise PluginError(f"hyper-parameter {self.name} declares a value outside its own bounds: {exc.message}",
-                              exc.hint) from None
+            raise PluginError(
+                f"hyper-parameter {self.name} declares a value outside its own bounds: {exc.message}", exc.hint
+            ) from None
 
     def grid(self, name: str) -> tuple[float | str, ...] | None:
         """The values this parameter declares for grid ``name``, or None."""
@@ -93,7 +110,7 @@ class HParam:
                 text += ", whole"
             if not self.vectorized:
                 text += ", structural"
-        for grid, values in (grids.items() if grids is not None else self.grids):
+        for grid, values in grids.items() if grids is not None else self.grids:
             text += f"; {grid}: {', '.join(v if isinstance(v, str) else f'{v:g}' for v in values)}"
         return text
 
@@ -109,18 +126,28 @@ class HParam:
         try:
             v = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"hyper-parameter {self.name}={value!r} is not a number",
-                              f"give a number, e.g. {self.name}={self.default:g}") from None
+            raise ConfigError(
+                f"hyper-parameter {self.name}={value!r} is not a number",
+                f"give a number, e.g. {self.name}={self.default:g}",
+            ) from None
         if math.isnan(v) or math.isinf(v):
-            raise ConfigError(f"hyper-parameter {self.name}={value!r} is not finite", f"give a finite number ({self.doc})")
+            raise ConfigError(
+                f"hyper-parameter {self.name}={value!r} is not finite", f"give a finite number ({self.doc})"
+            )
         if self.integer and v != int(v):
             raise ConfigError(f"hyper-parameter {self.name}={value!r} must be a whole number", self.doc)
         if self.low is not None and (v <= self.low if self.low_open else v < self.low):
             op = ">" if self.low_open else ">="
-            raise ConfigError(f"hyper-parameter {self.name}={value!r} is out of range", f"{self.name} must be {op} {self.low:g} ({self.doc})")
+            raise ConfigError(
+                f"hyper-parameter {self.name}={value!r} is out of range",
+                f"{self.name} must be {op} {self.low:g} ({self.doc})",
+            )
         if self.high is not None and (v >= self.high if self.high_open else v > self.high):
             op = "<" if self.high_open else "<="
-            raise ConfigError(f"hyper-parameter {self.name}={value!r} is out of range", f"{self.name} must be {op} {self.high:g} ({self.doc})")
+            raise ConfigError(
+                f"hyper-parameter {self.name}={value!r} is out of range",
+                f"{self.name} must be {op} {self.high:g} ({self.doc})",
+            )
         return v
 
     def _check_choice(self, value: float | str | bool) -> str:
@@ -133,13 +160,15 @@ class HParam:
 
 def _grid_pairs(grids) -> tuple[tuple[str, tuple[float | str, ...]], ...]:
     """``{"quick": [0.1, 0.3]}`` (or pairs) as a hashable tuple of ``(grid, values)`` pairs."""
-    items = grids.items() if isinstance(grids, Mapping) else grids
+    items = list(grids.items() if isinstance(grids, Mapping) else grids)
     out = []
     for grid, values in items:
         values = (values,) if isinstance(values, (str, int, float)) else tuple(values)
         if not isinstance(grid, str) or not values:
-            raise PluginError(f"grids {dict(items)!r} is not a mapping of grid names to lists of values",
-                              "write grids={'quick': (v1, v2), 'paper': (...)}")
+            raise PluginError(
+                f"grids {dict(items)!r} is not a mapping of grid names to lists of values",
+                "write grids={'quick': (v1, v2), 'paper': (...)}",
+            )
         out.append((grid, tuple(v if isinstance(v, str) else float(v) for v in values)))
     return tuple(out)
 
@@ -158,7 +187,7 @@ class Targets:
 
     Hard labels have one slot and ``weight=None``; a mixup pair has two slots; a dense soft-label matrix
     has C slots. Either tensor may carry a leading K dimension (per head) or not (shared). The loss of a
-    row is the convex combination ``sum_s weight_s * loss(z, index_s)`` (methods.md 2.3).
+    row is the convex combination ``sum_s weight_s * loss(z, index_s)`` (SeA paper §3.2, Eqs. 12-16).
     """
 
     index: Tensor
@@ -380,6 +409,10 @@ class FeatureAugmenter:
     grids: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     off: ClassVar[Mapping[str, float | str] | None] = None
     min_batch: ClassVar[int] = 1
+    #: ``True`` promises that a training epoch with this augmenter performs no host synchronisation, draws
+    #: no host-side randomness and does not depend on ``batch.epoch`` / ``batch.step`` (nor overrides
+    #: :meth:`on_epoch_start`), so the trainer may capture the epoch in a CUDA graph (``--cuda-graphs``).
+    cuda_graph_safe: ClassVar[bool] = False
 
     def __init__(self, run: RunInfo):
         self.run = run
@@ -392,6 +425,21 @@ class FeatureAugmenter:
         """Return what to train on for this mini-batch."""
         raise NotImplementedError
 
+    def fused_gradients(self, batch: Batch) -> Tensor | LinearGrad | None:
+        """Optional fast path: every head's gradient of its **mean** training loss on the augmented batch
+        w.r.t. its weights, as a (K, C, d) tensor or a :class:`~featbench.directions.LinearGrad`, computed in
+        one fused pass. It must equal what the trainer gets from ``head_gradients(augment(batch), ...)``
+        (weight decay is added by the trainer); a provider proves the equality with a test. ``None`` (the
+        default) lets the trainer take its own path for this batch; the trainer calls this only for classes
+        that override it (:func:`has_fused_step`).
+        """
+        return None
+
+
+def has_fused_step(cls: type) -> bool:
+    """Whether augmenter class ``cls`` overrides :meth:`FeatureAugmenter.fused_gradients`."""
+    return getattr(cls, "fused_gradients", None) is not FeatureAugmenter.fused_gradients
+
 
 def declared_grid(cls: type, grid: str) -> dict[str, tuple[float | str, ...]]:
     """The values a component (a FeatureAugmenter or Loss class) declares for grid ``grid``: each
@@ -402,8 +450,11 @@ def declared_grid(cls: type, grid: str) -> dict[str, tuple[float | str, ...]]:
     entry = (getattr(cls, "grids", None) or {}).get(grid) or {}
     for name, values in entry.items():
         if name not in params:
-            raise PluginError(f"{cls.__name__}.grids[{grid!r}] names {name!r}, which is not one of its hyper-parameters "
-                              f"({', '.join(params) or 'none'})", "list only the class's own hyper-parameters")
+            raise PluginError(
+                f"{cls.__name__}.grids[{grid!r}] names {name!r}, which is not one of its hyper-parameters "
+                f"({', '.join(params) or 'none'})",
+                "list only the class's own hyper-parameters",
+            )
         out[name] = dict(_grid_pairs({grid: values}))[grid]
         for v in out[name]:
             try:
@@ -475,8 +526,14 @@ class Preprocess:
         from torchvision import transforms as T
 
         mode = getattr(T.InterpolationMode, self.interpolation.upper())
-        return T.Compose([T.Resize(self.resize, interpolation=mode, antialias=True), T.CenterCrop(self.crop),
-                          T.ToTensor(), T.Normalize(self.mean, self.std)])
+        return T.Compose(
+            [
+                T.Resize(self.resize, interpolation=mode, antialias=True),
+                T.CenterCrop(self.crop),
+                T.ToTensor(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
 
 
 def _str_tuple(value) -> tuple[str, ...]:
@@ -562,12 +619,85 @@ class BackboneSpec:
 class DatasetSpec:
     """An image data set, as a plugin registers it: ``registry.add(name, spec, summary)``.
 
-    ``load(data_root)`` returns :class:`featbench.inputs.datasets.Splits` (train / val / test image sources and
+    ``load(data_root)`` returns :class:`Splits` (train / val / test image sources and
     class names) or raises :class:`featbench.errors.DataError` naming what to download and where to put
     it. ``metric`` is ``top1`` or ``mean_per_class``. A prefix family (``folder:``) sets
     ``resolve(full_name) -> DatasetSpec`` instead of ``load``.
     """
 
     load: Callable[[str], Any] | None = None
-    metric: str = attrs.field(default="top1", validator=attrs.validators.in_(("top1", "mean_per_class")))
+    metric: str = attrs.field(default="top1", validator=attrs.validators.in_(METRICS))
     resolve: Callable[[str], DatasetSpec] | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Toolkits re-exported for plugins: data sets, backbone weights, in-batch directions
+
+#: name -> the module that defines it; imported on first use (``from featbench.api import push_along``),
+#: so that importing the contract stays light and these modules may themselves import the contract.
+_TOOLKIT = {
+    **dict.fromkeys(
+        (
+            "IMAGE_EXTENSIONS",
+            "ImageSource",
+            "ArrayImages",
+            "FileImages",
+            "Splits",
+            "CatalogEntry",
+            "catalog_entries",
+            "holdout_val",
+            "per_class_split",
+            "missing_data",
+            "read_idx",
+            "read_lines",
+            "default_data_root",
+        ),
+        "featbench.inputs.datasets",
+    ),
+    "safe_unpickle": "featbench.inputs.safe_pickle",
+    **dict.fromkeys(("load_into", "registry_backbones"), "featbench.inputs.weights"),
+    **dict.fromkeys(
+        (
+            "NORM_EPS",
+            "LinearGrad",
+            "stacked_logits",
+            "linear_weight_grad",
+            "row_weights",
+            "select_heads",
+            "per_row_loss",
+            "dense_grad",
+            "gradient_similarities",
+            "gradient_sq_norms",
+            "softmax_without_subnormals",
+            "batch_gram",
+            "clamp_norm",
+            "row_mix_logits",
+            "row_mix_weight_grad",
+            "push_mix",
+            "normalize_rows",
+            "masked_softmax_weights",
+            "push_along",
+            "span_direction",
+            "feature_gradients",
+            "sea_augment",
+            "STEP_SIZE",
+        ),
+        "featbench.directions",
+    ),
+}
+_RENAMED = {"safe_unpickle": "load"}
+
+
+def __getattr__(name: str):
+    module = _TOOLKIT.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), _RENAMED.get(name, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_TOOLKIT])

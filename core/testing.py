@@ -37,7 +37,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .api import AugRNG, Batch, BoundLoss, HParam, RunInfo, Targets, seed_stream
+from .api import AugRNG, Batch, BoundLoss, HParam, RunInfo, Targets, has_fused_step, seed_stream
 
 CHECK_STACK = "K-stack equals single runs"
 CHECK_SEED = "same seed, same result"
@@ -138,12 +138,25 @@ def make_run(aug_cls, configs, x, y, C, loss=None, epochs=3, batch_size=32, seed
     hp = hp_tensors(configs, device)
     options = hp_options(configs)
     K = len(configs)
-    return RunInfo(train_x=xt, train_y=yt, num_classes=C, hp=hp, num_heads=K, epochs=epochs, batch_size=batch_size,
-                   steps_per_epoch=math.ceil(len(y) / batch_size), loss=BoundLoss(loss, {**hp, **options}),
-                   rng=AugRNG(seed_stream(seed, AUGMENT_STREAM), K), device=torch.device(device), options=options)
+    return RunInfo(
+        train_x=xt,
+        train_y=yt,
+        num_classes=C,
+        hp=hp,
+        num_heads=K,
+        epochs=epochs,
+        batch_size=batch_size,
+        steps_per_epoch=math.ceil(len(y) / batch_size),
+        loss=BoundLoss(loss, {**hp, **options}),
+        rng=AugRNG(seed_stream(seed, AUGMENT_STREAM), K),
+        device=torch.device(device),
+        options=options,
+    )
 
 
-def train(aug_cls, configs, x, y, C, loss=None, epochs=3, batch_size=32, seed=0, fast=False, dtype="float32", device="cpu"):
+def train(
+    aug_cls, configs, x, y, C, loss=None, epochs=3, batch_size=32, seed=0, fast=False, dtype="float32", device="cpu"
+):
     """Train a stack and return its weights (K, C, d); ``fast=False`` (default) takes the generic autograd
     step, the reference every other path is compared with."""
     from .training.trainer import TrainSettings, train_heads
@@ -170,29 +183,43 @@ def _assert_close(check: str, got, want, what: str, atol: float, rtol: float) ->
         raise ContractError(check, f"{what}: shape {tuple(got.shape)} instead of {tuple(want.shape)}")
     if not torch.allclose(got.double(), want.double(), atol=atol, rtol=rtol):
         size, index = _largest_difference(got, want)
-        raise ContractError(check, f"{what} by up to {size:.3g} at index {index}: {float(got[index]):.6g} vs "
-                                   f"{float(want[index]):.6g}{_FIXES.get(check, '')}")
+        raise ContractError(
+            check,
+            f"{what} by up to {size:.3g} at index {index}: {float(got[index]):.6g} vs "
+            f"{float(want[index]):.6g}{_FIXES.get(check, '')}",
+        )
 
 
 #: What to do about a failed property, appended to its reason.
 _FIXES = {
     "K-stack equals single runs": "; draw values that do not depend on hyper-parameters once from rng.shared in a "
-                                  "shape without K, and those that do from rng.for_head(k) (docs/writing-a-plugin.md)",
+    "shape without K, and those that do from rng.for_head(k) (docs/writing-a-plugin.md)",
     "grad_logits equals autograd of per_row": "; the trainer trains with grad_logits: fix it, or delete the override "
-                                              "to get autograd of per_row",
+    "to get autograd of per_row",
 }
 
 
-def assert_stack_equals_singles(aug_cls, configs, x, y, C, loss=None, epochs=3, batch_size=32, seed=0, atol=2e-5, device="cpu"):
+def assert_stack_equals_singles(
+    aug_cls, configs, x, y, C, loss=None, epochs=3, batch_size=32, seed=0, atol=2e-5, device="cpu"
+):
     """K configurations trained together equal K separate runs with the same seed; returns the stack."""
     stack = train(aug_cls, configs, x, y, C, loss, epochs, batch_size, seed, device=device)
     for k, cfg in enumerate(configs):
         single = train(aug_cls, [cfg], x, y, C, loss, epochs, batch_size, seed, device=device)[0]
-        _assert_close(CHECK_STACK, stack[k], single, f"head {k} of the stack [{_short(cfg)}] differs from its single run", atol, 1e-4)
+        _assert_close(
+            CHECK_STACK,
+            stack[k],
+            single,
+            f"head {k} of the stack [{_short(cfg)}] differs from its single run",
+            atol,
+            1e-4,
+        )
     return stack
 
 
-def assert_equals_baseline(aug_cls, config, x, y, C, loss=None, epochs=3, batch_size=32, seed=0, exact=True, device="cpu"):
+def assert_equals_baseline(
+    aug_cls, config, x, y, C, loss=None, epochs=3, batch_size=32, seed=0, exact=True, device="cpu"
+):
     """Training with ``config`` gives the same heads as the no-augmentation baseline (bit for bit when ``exact``)."""
     import torch
 
@@ -204,7 +231,9 @@ def assert_equals_baseline(aug_cls, config, x, y, C, loss=None, epochs=3, batch_
     want = train(NoAugmentation, [base_cfg], x, y, C, loss, epochs, batch_size, seed, device=device)
     if exact and not torch.equal(got, want):
         size, index = _largest_difference(got, want)
-        raise ContractError(CHECK_OFF, f"{_short(config)} differs from the baseline by up to {size:.3g} (weight {index})")
+        raise ContractError(
+            CHECK_OFF, f"{_short(config)} differs from the baseline by up to {size:.3g} (weight {index})"
+        )
     if not exact:
         _assert_close(CHECK_OFF, got, want, f"{_short(config)} differs from the baseline", 1e-6, 1e-5)
 
@@ -260,8 +289,14 @@ def _run_check(component: str, check: str, body: Callable[[], str | None]) -> Ch
     return CheckResult(component, check, True, skipped or "", skipped=bool(skipped))
 
 
-def augmenter_checks(cls: type, *, name: str | None = None, loss=None, variations: tuple[Mapping, Mapping] | None = None,
-                     device: str = "cpu") -> list[CheckResult]:
+def augmenter_checks(
+    cls: type,
+    *,
+    name: str | None = None,
+    loss=None,
+    variations: tuple[Mapping, Mapping] | None = None,
+    device: str = "cpu",
+) -> list[CheckResult]:
     """Every augmenter property (see the module docstring) for ``cls``, one :class:`CheckResult` each."""
     name = name or cls.__name__
     a, b = variations if variations is not None else default_variations(cls.hparams)
@@ -281,8 +316,11 @@ def augmenter_checks(cls: type, *, name: str | None = None, loss=None, variation
         again = train(cls, configs, x, y, 3, loss, device=device)
         if not torch.equal(first, again):
             size, index = _largest_difference(again, first)
-            raise ContractError(CHECK_SEED, f"a second run with the same seed differs by up to {size:.3g} (weight {index}): "
-                                            "draw from self.run.rng, never from torch's global generator")
+            raise ContractError(
+                CHECK_SEED,
+                f"a second run with the same seed differs by up to {size:.3g} (weight {index}): "
+                "draw from self.run.rng, never from torch's global generator",
+            )
 
     def off():
         if cls.off is None:
@@ -298,8 +336,10 @@ def augmenter_checks(cls: type, *, name: str | None = None, loss=None, variation
         scale = max(float(g.abs().amax()), 1.0)
         if not torch.allclose(f, g, atol=1e-8 * scale, rtol=0):
             size, index = _largest_difference(f, g)
-            path = "fused_gradients" if hasattr(cls, "fused_gradients") else "the closed-form step (the loss's grad_logits)"
-            raise ContractError(CHECK_FAST, f"{path} differs from autograd of augment() by up to {size:.3g} (weight {index})")
+            path = "fused_gradients" if has_fused_step(cls) else "the closed-form step (the loss's grad_logits)"
+            raise ContractError(
+                CHECK_FAST, f"{path} differs from autograd of augment() by up to {size:.3g} (weight {index})"
+            )
 
     def placement():
         for dtype in ("float32", "float64"):
@@ -313,8 +353,14 @@ def augmenter_checks(cls: type, *, name: str | None = None, loss=None, variation
         if not torch.isfinite(w).all():
             raise ContractError(CHECK_ONE_ROW, "the weights became NaN/Inf after a final batch of one row (min_batch?)")
 
-    bodies = {CHECK_STACK: stacked, CHECK_SEED: same_seed, CHECK_OFF: off, CHECK_FAST: fast, CHECK_DEVICE: placement,
-              CHECK_ONE_ROW: one_row}
+    bodies = {
+        CHECK_STACK: stacked,
+        CHECK_SEED: same_seed,
+        CHECK_OFF: off,
+        CHECK_FAST: fast,
+        CHECK_DEVICE: placement,
+        CHECK_ONE_ROW: one_row,
+    }
     return [_run_check(name, check, bodies[check]) for check in AUGMENTER_CHECKS]
 
 
@@ -337,8 +383,11 @@ def _check_placement(cls, configs, x, y, loss, device: str, dtype: str) -> None:
     out = aug.augment(batch)
     _placed(out.x, xt, "Augmented.x", where)
     if out.x.dim() not in (2, 3) or (out.x.dim() == 3 and out.x.shape[0] != K) or out.x.shape[-1] != xt.shape[1]:
-        raise ContractError(CHECK_DEVICE, f"Augmented.x has shape {tuple(out.x.shape)}: expected (r, {xt.shape[1]}) or "
-                                          f"({K}, r, {xt.shape[1]}) {where}")
+        raise ContractError(
+            CHECK_DEVICE,
+            f"Augmented.x has shape {tuple(out.x.shape)}: expected (r, {xt.shape[1]}) or "
+            f"({K}, r, {xt.shape[1]}) {where}",
+        )
     if out.targets.index.device != xt.device:
         raise ContractError(CHECK_DEVICE, f"Augmented.targets.index is on {out.targets.index.device} {where}")
     if out.row_weight is not None:
@@ -347,8 +396,11 @@ def _check_placement(cls, configs, x, y, loss, device: str, dtype: str) -> None:
 
 def _placed(t, like, what: str, where: str) -> None:
     if t.device != like.device or t.dtype != like.dtype:
-        raise ContractError(CHECK_DEVICE, f"{what} is {t.dtype} on {t.device} {where}: keep the input's "
-                                          "(build tensors with device=x.device, dtype=x.dtype; move CPU draws with .to(x))")
+        raise ContractError(
+            CHECK_DEVICE,
+            f"{what} is {t.dtype} on {t.device} {where}: keep the input's "
+            "(build tensors with device=x.device, dtype=x.dtype; move CPU draws with .to(x))",
+        )
 
 
 def check_augmenter(cls: type, **kwargs: Any) -> list[CheckResult]:
@@ -385,24 +437,30 @@ def _loss_inputs(cls, variations, device, dtype, K=3, r=10, C=4):
     y2 = torch.randint(0, C, (r,), generator=g).to(device)
     lam = torch.rand(K, r, generator=g).to(device)
     probs = torch.softmax(torch.randn(r, C, generator=g), -1).to(device)
-    targets = {"hard labels": Targets.hard(y), "label pairs": Targets.pair(y, y2, lam), "soft labels": Targets.dense(probs)}
+    targets = {
+        "hard labels": Targets.hard(y),
+        "label pairs": Targets.pair(y, y2, lam),
+        "soft labels": Targets.dense(probs),
+    }
     return logits, targets, {**hp_tensors(configs, device), **hp_options(configs)}, configs
 
 
 def _head(targets: Targets, k: int) -> Targets:
     """Head k's targets: a leading K dimension (3-d tensors) sliced to k, shared (2-d) ones kept."""
+
     def pick(t):
-        return t if t is None or t.dim() < 3 else t[k:k + 1]
+        return t if t is None or t.dim() < 3 else t[k : k + 1]
 
     return Targets(pick(targets.index), pick(targets.weight))
 
 
 def _head_hp(hp: Mapping, k: int) -> dict:
-    return {n: v if isinstance(v, str) else v[k:k + 1] for n, v in hp.items()}
+    return {n: v if isinstance(v, str) else v[k : k + 1] for n, v in hp.items()}
 
 
-def loss_checks(cls: type, *, name: str | None = None, variations: tuple[Mapping, Mapping] | None = None,
-                device: str = "cpu") -> list[CheckResult]:
+def loss_checks(
+    cls: type, *, name: str | None = None, variations: tuple[Mapping, Mapping] | None = None, device: str = "cpu"
+) -> list[CheckResult]:
     """Every loss property (see the module docstring) for ``cls``, one :class:`CheckResult` each."""
     name = name or cls.__name__
     loss = cls()
@@ -416,7 +474,9 @@ def loss_checks(cls: type, *, name: str | None = None, variations: tuple[Mapping
             with torch.enable_grad():
                 z = logits.detach().requires_grad_(True)
                 (want,) = torch.autograd.grad(loss.per_row(z, t, hp).sum(), z)
-            _assert_close(CHECK_GRAD, got, want, f"with {kind}, grad_logits differs from autograd of per_row", 1e-6, 1e-5)
+            _assert_close(
+                CHECK_GRAD, got, want, f"with {kind}, grad_logits differs from autograd of per_row", 1e-6, 1e-5
+            )
 
     def heads():
         import torch
@@ -424,16 +484,39 @@ def loss_checks(cls: type, *, name: str | None = None, variations: tuple[Mapping
         logits, targets, hp, _ = _loss_inputs(cls, variations, device, torch.float64)
         K = logits.shape[0]
         for kind, t in targets.items():
-            rows, grads, term = loss.per_row(logits, t, hp), loss.grad_logits(logits, t, hp), loss.batch_term(logits, t, hp)
+            rows, grads, term = (
+                loss.per_row(logits, t, hp),
+                loss.grad_logits(logits, t, hp),
+                loss.batch_term(logits, t, hp),
+            )
             for k in range(K):
                 tk, hk = _head(t, k), _head_hp(hp, k)
-                zk = logits[k:k + 1]
-                _assert_close(CHECK_HEADS, rows[k:k + 1], loss.per_row(zk, tk, hk), f"per_row of head {k} with {kind}", 1e-9, 1e-7)
-                _assert_close(CHECK_HEADS, grads[k:k + 1], loss.grad_logits(zk, tk, hk), f"grad_logits of head {k} with {kind}",
-                              1e-9, 1e-7)
+                zk = logits[k : k + 1]
+                _assert_close(
+                    CHECK_HEADS,
+                    rows[k : k + 1],
+                    loss.per_row(zk, tk, hk),
+                    f"per_row of head {k} with {kind}",
+                    1e-9,
+                    1e-7,
+                )
+                _assert_close(
+                    CHECK_HEADS,
+                    grads[k : k + 1],
+                    loss.grad_logits(zk, tk, hk),
+                    f"grad_logits of head {k} with {kind}",
+                    1e-9,
+                    1e-7,
+                )
                 if term is not None:
-                    _assert_close(CHECK_HEADS, term[k:k + 1], loss.batch_term(zk, tk, hk), f"batch_term of head {k} with {kind}",
-                                  1e-9, 1e-7)
+                    _assert_close(
+                        CHECK_HEADS,
+                        term[k : k + 1],
+                        loss.batch_term(zk, tk, hk),
+                        f"batch_term of head {k} with {kind}",
+                        1e-9,
+                        1e-7,
+                    )
 
     def same_input():
         import torch
@@ -442,7 +525,9 @@ def loss_checks(cls: type, *, name: str | None = None, variations: tuple[Mapping
         for kind, t in targets.items():
             for what, fn in (("per_row", loss.per_row), ("grad_logits", loss.grad_logits)):
                 if not torch.equal(fn(logits, t, hp), fn(logits, t, hp)):
-                    raise ContractError(CHECK_SAME_INPUT, f"{what} with {kind} gives different values on the same input")
+                    raise ContractError(
+                        CHECK_SAME_INPUT, f"{what} with {kind} gives different values on the same input"
+                    )
 
     def placement():
         import torch
@@ -452,9 +537,11 @@ def loss_checks(cls: type, *, name: str | None = None, variations: tuple[Mapping
             K, r, C = logits.shape
             where = f"with {str(dtype).replace('torch.', '')} logits on {device}"
             for kind, t in targets.items():
-                for what, out, shape in (("per_row", loss.per_row(logits, t, hp), (K, r)),
-                                         ("grad_logits", loss.grad_logits(logits, t, hp), (K, r, C)),
-                                         ("batch_term", loss.batch_term(logits, t, hp), (K,))):
+                for what, out, shape in (
+                    ("per_row", loss.per_row(logits, t, hp), (K, r)),
+                    ("grad_logits", loss.grad_logits(logits, t, hp), (K, r, C)),
+                    ("batch_term", loss.batch_term(logits, t, hp), (K,)),
+                ):
                     if out is None:
                         continue
                     _placed(out, logits, f"{what} ({kind})", where)
@@ -470,6 +557,22 @@ def check_loss(cls: type, **kwargs: Any) -> list[CheckResult]:
     return _raise_first(loss_checks(cls, **kwargs))
 
 
-__all__ = ["AUGMENTER_CHECKS", "LOSS_CHECKS", "CheckResult", "ContractError", "assert_equals_baseline",
-           "assert_stack_equals_singles", "augmenter_checks", "check_augmenter", "check_loss", "configs_for",
-           "default_variations", "loss_checks", "make_blobs", "make_run", "other_value", "train", "unit_blobs"]
+__all__ = [
+    "AUGMENTER_CHECKS",
+    "LOSS_CHECKS",
+    "CheckResult",
+    "ContractError",
+    "assert_equals_baseline",
+    "assert_stack_equals_singles",
+    "augmenter_checks",
+    "check_augmenter",
+    "check_loss",
+    "configs_for",
+    "default_variations",
+    "loss_checks",
+    "make_blobs",
+    "make_run",
+    "other_value",
+    "train",
+    "unit_blobs",
+]

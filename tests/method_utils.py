@@ -11,7 +11,14 @@ import torch
 
 from featbench.api import Batch
 from featbench.plugins.losses import CrossEntropy, SmoothedHinge
-from featbench.testing import assert_equals_baseline, assert_stack_equals_singles, configs_for, make_run, train, unit_blobs
+from featbench.testing import (
+    assert_equals_baseline,
+    assert_stack_equals_singles,
+    configs_for,
+    make_run,
+    train,
+    unit_blobs,
+)
 
 
 def random_heads(K, C, d, seed=0, scale=3.0):

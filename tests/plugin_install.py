@@ -24,8 +24,23 @@ def throwaway_install(name: str) -> Iterator[str]:
         source = os.path.join(tmp, "src")
         shutil.copytree(os.path.join(HERE, name), source)  # pip writes build/ and *.egg-info next to the source
         target = os.path.join(tmp, "site")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                        "--target", target, source], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "--target",
+                target,
+                source,
+            ],
+            check=True,
+            capture_output=True,
+        )
         yield target
 
 

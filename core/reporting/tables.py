@@ -8,7 +8,7 @@
 
 Every format (``table``, ``markdown``, ``csv``, ``csv-long``, ``json``, ``latex``) is rendered from the same
 :class:`Report`; JSON is its plain-data image, with the p-value of every gain. Reports are built from
-:class:`~featbench.bench.records.CellRecord` s only, so ``featbench report DIR`` rebuilds them from the store.
+:class:`~featbench.records.CellRecord` s only, so ``featbench report DIR`` rebuilds them from the store.
 """
 
 from __future__ import annotations
@@ -22,13 +22,17 @@ from collections.abc import Mapping, Sequence
 import attrs
 import numpy as np
 
-from . import significance as sig
 from ..errors import UnknownNameError
-from ..bench.records import CellRecord
-from ..bench.spec import FORMATS, LAYOUTS
+from ..records import CellRecord
+from . import significance as sig
 
+#: Output formats -> the extension of a run directory's table file.
+#: Output format -> the extension of the table file ``--out`` writes; ``csv-long`` is one line per
+#: (backbone set, augmenter, column) with the numbers in their own columns.
+FORMATS = {"table": "txt", "markdown": "md", "csv": "csv", "csv-long": "csv", "json": "json", "latex": "tex"}
+LAYOUTS = ("auto", "table5", "table4", "both")
 BASELINE = "none"
-BEST, GROUP_BEST, SIGNIFICANT = "best", "group_best", "significant"
+BEST, GROUP_BEST = "best", "group_best"
 AVG = "Avg"
 
 
@@ -101,10 +105,22 @@ def _aggregate(cells: Sequence[CellRecord]) -> Aggregate:
     c0 = cells[0]
     by_seed = {c.seed: c.value for c in cells}
     vals = list(by_seed.values())
-    return Aggregate(row=c0.row, augmenter=c0.augmenter, dataset=c0.dataset, backbones=c0.backbones, metric=c0.metric,
-                     value=float(np.mean(vals)), std=float(np.std(vals, ddof=1)) if len(vals) > 1 else None, by_seed=by_seed,
-                     hp=tuple(c.hp for c in cells), seconds=float(sum(c.seconds for c in cells)), grid_size=c0.grid_size,
-                     diverged_configs=sum(c.diverged_configs for c in cells), loss=c0.loss, cells=tuple(cells))
+    return Aggregate(
+        row=c0.row,
+        augmenter=c0.augmenter,
+        dataset=c0.dataset,
+        backbones=c0.backbones,
+        metric=c0.metric,
+        value=float(np.mean(vals)),
+        std=float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+        by_seed=by_seed,
+        hp=tuple(c.hp for c in cells),
+        seconds=float(sum(c.seconds for c in cells)),
+        grid_size=c0.grid_size,
+        diverged_configs=sum(c.diverged_configs for c in cells),
+        loss=c0.loss,
+        cells=tuple(cells),
+    )
 
 
 def _line(label: str, group: str, entries: dict[str, Aggregate], columns: Sequence[str]) -> Line:
@@ -140,7 +156,7 @@ def _marks(lines: Sequence[Line], columns: Sequence[str], grouped: bool) -> dict
         for i in _best(lines, all_idx, col):
             marks.setdefault((i, col), set()).add(BEST)
         if grouped:
-            for g in _ordered(l.group for l in lines):
+            for g in _ordered(ln.group for ln in lines):
                 for i in _best(lines, [j for j in all_idx if lines[j].group == g], col):
                     marks.setdefault((i, col), set()).add(GROUP_BEST)
     return {k: frozenset(v) for k, v in marks.items()}
@@ -166,8 +182,12 @@ def gain_tests(row: Line, base: Line, columns: Sequence[str]) -> dict[str, sig.G
     out = {}
     for col in columns:
         a, b = row.entries.get(col), base.entries.get(col)
-        out[col] = sig.gain_test(a.by_seed, b.by_seed, _samples(a, b)) if a and b else sig.GainTest(float("nan"), None, None)
-    per_col = [_samples(row.entries[c], base.entries[c]) if c in row.entries and c in base.entries else None for c in columns]
+        out[col] = (
+            sig.gain_test(a.by_seed, b.by_seed, _samples(a, b)) if a and b else sig.GainTest(float("nan"), None, None)
+        )
+    per_col = [
+        _samples(row.entries[c], base.entries[c]) if c in row.entries and c in base.entries else None for c in columns
+    ]
     samples = [s[0] for s in per_col if s] if per_col and all(per_col) else None
     if math.isfinite(row.avg) and math.isfinite(base.avg):
         t = sig.gain_test(row.avg_by_seed, base.avg_by_seed, samples)
@@ -178,8 +198,13 @@ def gain_tests(row: Line, base: Line, columns: Sequence[str]) -> dict[str, sig.G
     return out
 
 
-def build(cells: Sequence[CellRecord], *, gain_of: str | None = None, layout: str = "auto",
-          meta: Mapping[str, object] | None = None) -> Report:
+def build(
+    cells: Sequence[CellRecord],
+    *,
+    gain_of: str | None = None,
+    layout: str = "auto",
+    meta: Mapping[str, object] | None = None,
+) -> Report:
     """Aggregate finished cells (in table order) over seeds and lay them out."""
     if layout not in LAYOUTS:
         raise UnknownNameError("table layout", layout, LAYOUTS)
@@ -205,34 +230,74 @@ def build(cells: Sequence[CellRecord], *, gain_of: str | None = None, layout: st
     show4 = layout in ("both", "table4") or (layout == "auto" and len(dataset_bsets) > 1)
     for bset in bsets:
         cols = _ordered(c.dataset for c in cells if c.backbones == bset)
-        lines = [_line(r, "", {d: entries[(r, d, bset)] for d in cols if (r, d, bset) in entries}, cols) for r in rows
-                 if any((r, d, bset) in entries for d in cols)]
-        base = next((l for l in lines if l.label == BASELINE), None)
+        lines = [
+            _line(r, "", {d: entries[(r, d, bset)] for d in cols if (r, d, bset) in entries}, cols)
+            for r in rows
+            if any((r, d, bset) in entries for d in cols)
+        ]
+        base = next((ln for ln in lines if ln.label == BASELINE), None)
         gain_map: dict[str, sig.GainTest] = {}
         if base is not None:
-            for l in lines:
-                if l.label == BASELINE:
+            for ln in lines:
+                if ln.label == BASELINE:
                     continue
-                tests = gain_tests(l, base, cols)
+                tests = gain_tests(ln, base, cols)
                 tests_used.update(t.test for t in tests.values() if t.test)
                 for col, t in tests.items():
-                    gains.append({"backbones": bset, "augmenter": l.label, "vs": BASELINE, "column": col, "gain": t.gain,
-                                  "p": t.p, "test": t.test, "significant": t.significant})
-                if l.label == gain_of:
+                    gains.append(
+                        {
+                            "backbones": bset,
+                            "augmenter": ln.label,
+                            "vs": BASELINE,
+                            "column": col,
+                            "gain": t.gain,
+                            "p": t.p,
+                            "test": t.test,
+                            "significant": t.significant,
+                        }
+                    )
+                if ln.label == gain_of:
                     gain_map = tests
         if show5:
             title = f"backbones {bset}" if bset else "feature files"
-            tables.append(Table("table5", title, tuple(cols), tuple(lines), _marks(lines, cols, False),
-                                gain_of if gain_map else None, gain_map))
+            tables.append(
+                Table(
+                    "table5",
+                    title,
+                    tuple(cols),
+                    tuple(lines),
+                    _marks(lines, cols, False),
+                    gain_of if gain_map else None,
+                    gain_map,
+                )
+            )
     if show4 and dataset_bsets:
         cols = _ordered(c.dataset for c in cells if c.backbones)
-        lines = [_line(b, r, {d: entries[(r, d, b)] for d in cols if (r, d, b) in entries}, cols)
-                 for r in rows for b in dataset_bsets if any((r, d, b) in entries for d in cols)]
-        tables.append(Table("table4", "backbone combinations", tuple(cols), tuple(lines),
-                            _marks(lines, cols, len({l.group for l in lines}) > 1)))
+        lines = [
+            _line(b, r, {d: entries[(r, d, b)] for d in cols if (r, d, b) in entries}, cols)
+            for r in rows
+            for b in dataset_bsets
+            if any((r, d, b) in entries for d in cols)
+        ]
+        tables.append(
+            Table(
+                "table4",
+                "backbone combinations",
+                tuple(cols),
+                tuple(lines),
+                _marks(lines, cols, len({ln.group for ln in lines}) > 1),
+            )
+        )
     ordered = [entries[k] for k in entries]
-    return Report(tuple(tables), tuple(ordered), tuple(gains), max((len(e.by_seed) for e in ordered), default=0),
-                  tuple(sorted({e.metric for e in ordered})), tuple(sorted(tests_used)), dict(meta or {}))
+    return Report(
+        tuple(tables),
+        tuple(ordered),
+        tuple(gains),
+        max((len(e.by_seed) for e in ordered), default=0),
+        tuple(sorted({e.metric for e in ordered})),
+        tuple(sorted(tests_used)),
+        dict(meta or {}),
+    )
 
 
 # ---- rendering ----------------------------------------------------------------------------------
@@ -265,8 +330,18 @@ def _cell_text(text: str, marks: frozenset, fmt: str, grouped: bool) -> str:
     return text
 
 
-_LATEX_SPECIAL = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
-                  "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}"}
+_LATEX_SPECIAL = {
+    "\\": "\\textbackslash{}",
+    "&": "\\&",
+    "%": "\\%",
+    "$": "\\$",
+    "#": "\\#",
+    "_": "\\_",
+    "{": "\\{",
+    "}": "\\}",
+    "~": "\\textasciitilde{}",
+    "^": "\\textasciicircum{}",
+}
 
 
 def _latex_escape(s: str) -> str:
@@ -277,7 +352,7 @@ def _grid(table: Table, fmt: str, digits: int) -> tuple[list[str], list[tuple[st
     """Header and body lines ``(kind, cells)`` with kind ``group`` | ``row`` | ``gain``."""
     pm = _STYLE[fmt][3]
     esc = _latex_escape if fmt == "latex" else (lambda s: s)
-    grouped = table.layout == "table4" and len({l.group for l in table.lines}) > 1
+    grouped = table.layout == "table4" and len({ln.group for ln in table.lines}) > 1
     first = "augmenter" if table.layout == "table5" else "backbones"
     header = [first, *map(esc, table.columns), AVG]
     body: list[tuple[str, list[str]]] = []
@@ -293,7 +368,9 @@ def _grid(table: Table, fmt: str, digits: int) -> tuple[list[str], list[tuple[st
             if e and not math.isfinite(e.value) and e.diverged_configs:
                 text = DIVERGED  # the chosen configuration diverged: there is no number to show
             cells.append(_cell_text(text, table.marks.get((i, col), frozenset()), fmt, grouped) if e else "")
-        cells.append(_cell_text(_num(line.avg, line.avg_std, digits, pm), table.marks.get((i, AVG), frozenset()), fmt, grouped))
+        cells.append(
+            _cell_text(_num(line.avg, line.avg_std, digits, pm), table.marks.get((i, AVG), frozenset()), fmt, grouped)
+        )
         body.append(("row", cells))
     if table.gain_of:
         sig_fmt = _STYLE[fmt][2]
@@ -309,10 +386,12 @@ def _grid(table: Table, fmt: str, digits: int) -> tuple[list[str], list[tuple[st
 def _legend(report: Report, fmt: str) -> str:
     seeds = f"mean ± std over {report.seeds} seeds" if report.seeds > 1 else "one seed"
     metric = ", ".join(report.metrics) or "metric"
-    bold, under, dagger = {"markdown": ("**x**", "<u>x</u>", "x†"), "latex": ("bold", "underlined", "dagger")}.get(fmt, ("*x*", "_x_", "x†"))
+    bold, under, dagger = {"markdown": ("**x**", "<u>x</u>", "x†"), "latex": ("bold", "underlined", "dagger")}.get(
+        fmt, ("*x*", "_x_", "x†")
+    )
     tests = "; ".join(report.tests) if report.tests else "no test applicable"
     text = f"test {metric} in %, {seeds}; {bold} = best in its column"
-    if any(t.layout == "table4" and len({l.group for l in t.lines}) > 1 for t in report.tables):
+    if any(t.layout == "table4" and len({ln.group for ln in t.lines}) > 1 for t in report.tables):
         text += f", {under} = best within its augmenter group"
     if any(t.gain_of for t in report.tables):
         text += f"; {dagger} = gain over {BASELINE} significant at p < {sig.ALPHA} ({tests})"
@@ -327,8 +406,13 @@ def _legend(report: Report, fmt: str) -> str:
 
 def _render_latex(table: Table, header: list[str], body: list[tuple[str, list[str]]]) -> str:
     ncol = len(header)
-    out = [f"% {table.layout} layout: {table.title}", "\\begin{tabular}{l" + "r" * (ncol - 1) + "}", "\\toprule",
-           " & ".join(header) + " \\\\", "\\midrule"]
+    out = [
+        f"% {table.layout} layout: {table.title}",
+        "\\begin{tabular}{l" + "r" * (ncol - 1) + "}",
+        "\\toprule",
+        " & ".join(header) + " \\\\",
+        "\\midrule",
+    ]
     for kind, cells in body:
         if kind == "group":
             out.append(f"\\multicolumn{{{ncol}}}{{l}}{{\\textit{{{cells[0]}}}}} \\\\")
@@ -368,8 +452,13 @@ def render(report: Report, fmt: str, digits: int = 2) -> str:
             parts.append(_render_latex(table, header, body))
         else:
             style = "simple" if fmt == "table" else "github"
-            text = tabulate(rows, headers=header, tablefmt=style, disable_numparse=True,
-                            colalign=("left",) + ("right",) * (len(header) - 1))
+            text = tabulate(
+                rows,
+                headers=header,
+                tablefmt=style,
+                disable_numparse=True,
+                colalign=("left",) + ("right",) * (len(header) - 1),
+            )
             heading = (f"### {title}\n\n" if fmt == "markdown" else f"[{title}]\n") if titled else ""
             parts.append(heading + text)
     legend = _legend(report, fmt)
@@ -382,7 +471,9 @@ def render(report: Report, fmt: str, digits: int = 2) -> str:
     return "\n\n".join(parts)
 
 
-CSV_LONG_HEADER = ("backbones", "augmenter", "dataset", "metric", "mean", "std", "seeds", "gain", "p", "test", "significant")
+CSV_LONG_HEADER = (
+    "backbones", "augmenter", "dataset", "metric", "mean", "std", "seeds", "gain", "p", "test", "significant",
+)
 
 
 def _render_csv_long(report: Report) -> str:
@@ -394,8 +485,13 @@ def _render_csv_long(report: Report) -> str:
     seen = set()
     for table in report.tables:
         for line in table.lines:
-            row, bset = (line.label, next(iter(line.entries.values())).backbones) if table.layout == "table5" else (line.group, line.label)
-            if line.entries and (bset, row) not in seen:
+            if not line.entries:
+                continue
+            if table.layout == "table5":
+                row, bset = line.label, next(iter(line.entries.values())).backbones
+            else:
+                row, bset = line.group, line.label
+            if (bset, row) not in seen:
                 seen.add((bset, row))
                 rows.append([bset, row, AVG, "", line.avg, line.avg_std, len(line.avg_by_seed)])
     buf = io.StringIO()
@@ -423,27 +519,56 @@ def to_json_data(report: Report) -> dict:
     results = []
     for a in report.entries:
         hps = [dict(h) for h in a.hp]
-        results.append({
-            "augmenter": a.row, "plugin": a.augmenter, "features": a.dataset, "dataset": a.dataset, "backbones": a.backbones,
-            "metric": a.metric, "value": a.value, "std": a.std, "values": list(a.by_seed.values()), "seeds": list(a.by_seed),
-            "hp": hps[0] if all(h == hps[0] for h in hps) else hps, "seconds": a.seconds, "grid_size": a.grid_size,
-            "diverged_configs": a.diverged_configs, "loss": a.loss,
-        })
+        results.append(
+            {
+                "augmenter": a.row,
+                "plugin": a.augmenter,
+                "features": a.dataset,
+                "dataset": a.dataset,
+                "backbones": a.backbones,
+                "metric": a.metric,
+                "value": a.value,
+                "std": a.std,
+                "values": list(a.by_seed.values()),
+                "seeds": list(a.by_seed),
+                "hp": hps[0] if all(h == hps[0] for h in hps) else hps,
+                "seconds": a.seconds,
+                "grid_size": a.grid_size,
+                "diverged_configs": a.diverged_configs,
+                "loss": a.loss,
+            }
+        )
     tables = []
     for t in report.tables:
         lines = []
-        for i, l in enumerate(t.lines):
-            vals = {c: {"value": l.entries[c].value, "std": l.entries[c].std,
-                        "best": BEST in t.marks.get((i, c), ()), "group_best": GROUP_BEST in t.marks.get((i, c), ())}
-                    for c in t.columns if c in l.entries}
-            vals[AVG] = {"value": l.avg, "std": l.avg_std, "best": BEST in t.marks.get((i, AVG), ()),
-                         "group_best": GROUP_BEST in t.marks.get((i, AVG), ())}
-            lines.append({"label": l.label, "group": l.group or None, "values": vals})
+        for i, ln in enumerate(t.lines):
+            vals = {
+                c: {
+                    "value": ln.entries[c].value,
+                    "std": ln.entries[c].std,
+                    "best": BEST in t.marks.get((i, c), ()),
+                    "group_best": GROUP_BEST in t.marks.get((i, c), ()),
+                }
+                for c in t.columns
+                if c in ln.entries
+            }
+            vals[AVG] = {
+                "value": ln.avg,
+                "std": ln.avg_std,
+                "best": BEST in t.marks.get((i, AVG), ()),
+                "group_best": GROUP_BEST in t.marks.get((i, AVG), ()),
+            }
+            lines.append({"label": ln.label, "group": ln.group or None, "values": vals})
         item = {"layout": t.layout, "title": t.title, "columns": list(t.columns), "rows": lines}
         if t.gain_of:
-            item["gain"] = {"of": t.gain_of, "vs": BASELINE,
-                            "cells": {c: {"gain": g.gain, "p": g.p, "test": g.test, "significant": g.significant}
-                                      for c, g in t.gain.items()}}
+            item["gain"] = {
+                "of": t.gain_of,
+                "vs": BASELINE,
+                "cells": {
+                    c: {"gain": g.gain, "p": g.p, "test": g.test, "significant": g.significant}
+                    for c, g in t.gain.items()
+                },
+            }
         tables.append(item)
     return {"results": results, "tables": tables, "gains": list(report.gains), "alpha": sig.ALPHA, **report.meta}
 
@@ -465,16 +590,3 @@ def _json_default(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-# ---- compatibility: reports straight from protocol.run_cell results -----------------------------
-
-
-def aggregate(results: Sequence, gain_of: str | None = None, meta: Mapping | None = None, layout: str = "auto") -> Report:
-    """A report from in-memory :class:`~featbench.training.protocol.CellResult` s (one column per feature set)."""
-    cells = [CellRecord(key=f"{r.augmenter}/{r.features}/{r.seed}", source_id=r.features, dataset=r.features, backbones="",
-                        row=r.augmenter, augmenter=r.augmenter, loss=r.loss, seed=r.seed, metric=r.metric, value=r.value,
-                        top1=r.top1, mean_per_class=r.mean_per_class, hp=r.hp, val_value=r.val_value, grid_size=r.grid_size,
-                        diverged_configs=sum(r.diverged), seconds=r.seconds, refit_key="", correct=r.correct)
-             for r in results]
-    return build(cells, gain_of=gain_of, layout=layout, meta=meta)

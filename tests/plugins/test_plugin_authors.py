@@ -14,12 +14,19 @@ import pytest
 from cli_util import assert_clean_error, featbench
 from plugin_install import subprocess_env, throwaway_install
 
-from featbench import hookimpl
-from featbench.api import FeatureAugmenter, HParam, declared_grid
+from featbench.api import FeatureAugmenter, HParam, declared_grid, hookimpl
 from featbench.errors import ConfigError, PluginError, UnknownNameError
 from featbench.manager import PluginLoadWarning, load_plugins
-from featbench.testing import (CHECK_DEVICE, CHECK_GRAD, CHECK_SEED, CHECK_STACK, ContractError, augmenter_checks, check_augmenter,
-                               check_loss)
+from featbench.testing import (
+    CHECK_DEVICE,
+    CHECK_GRAD,
+    CHECK_SEED,
+    CHECK_STACK,
+    ContractError,
+    augmenter_checks,
+    check_augmenter,
+    check_loss,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXTRAS = os.path.join(HERE, "outside_plugin", "featbench_extras", "__init__.py")
@@ -108,7 +115,7 @@ def test_check_plugin_command_rejects_unknown_names_before_checking():
 
 
 def _planned_p(host, registry=None):
-    from featbench.bench.driver import plan_rows
+    from featbench.bench.plan import plan_rows
     from featbench.bench.spec import RunSpec
 
     (row,) = plan_rows(RunSpec(aug=("fdrop",), grid="quick"), host, registry)
@@ -141,7 +148,7 @@ def test_grid_declared_on_the_class_overrides_the_hparams_own():
 def test_a_grid_only_a_plugin_declares(monkeypatch):
     import sys
 
-    from featbench.bench.driver import plan_rows
+    from featbench.bench.plan import plan_rows
     from featbench.bench.spec import RunSpec
 
     class Fine(FeatureAugmenter):
@@ -216,8 +223,8 @@ def test_one_bad_registration_drops_only_that_name(monkeypatch):
 
 
 def test_hyper_parameter_clash_names_both_components():
-    from featbench.training.grid import hparams_for
     from featbench.plugins.losses import SmoothedHinge
+    from featbench.training.grid import hparams_for
 
     class Clash(FeatureAugmenter):
         hparams = (HParam("delta", 0.0, "clashes with the hinge's", low=0.0),)
@@ -313,7 +320,7 @@ def test_a_failing_jobs_error_is_printed_once(tmp_path, feature_file, capsys):
 
     plugin = tmp_path / "brokenaug.py"
     plugin.write_text(
-        "from featbench import hookimpl\nfrom featbench.api import FeatureAugmenter\n\n"
+        "from featbench.api import FeatureAugmenter, hookimpl\n\n"
         "class Broken(FeatureAugmenter):\n    \"\"\"Raises on every batch.\"\"\"\n\n"
         "    def augment(self, batch):\n        raise RuntimeError('broken augmenter: a long explanation')\n\n"
         "@hookimpl\ndef register_augmenters(registry):\n    registry.add('broken', Broken)\n")

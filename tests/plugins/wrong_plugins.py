@@ -7,8 +7,7 @@ returns a zero ``grad_logits``: the trainer's closed-form step would train nothi
 equals autograd of per_row").
 """
 
-from featbench import hookimpl
-from featbench.api import Augmented, FeatureAugmenter, HParam, Loss, Targets, hp_column, per_head
+from featbench.api import Augmented, FeatureAugmenter, HParam, Loss, Targets, hookimpl, hp_column, per_head
 
 
 class SharedMaskDropout(FeatureAugmenter):

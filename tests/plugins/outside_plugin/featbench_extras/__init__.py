@@ -4,15 +4,23 @@
 cross-entropy. ``featbench check-plugin fdrop gnoise ls_ce`` passes.
 """
 
-from featbench import hookimpl
-from featbench.api import Augmented, FeatureAugmenter, HParam, Loss, Targets, hp_column, per_head
+from featbench.api import Augmented, FeatureAugmenter, HParam, Loss, Targets, hookimpl, hp_column, per_head
 
 
 class FeatureDropout(FeatureAugmenter):
     """Feature dropout: zero each dimension with probability p, then renormalise onto the unit sphere."""
 
-    hparams = (HParam("p", 0.1, "drop probability, 0 <= p < 1", low=0.0, high=1.0, high_open=True,
-                      grids={"quick": (0.1, 0.3), "paper": (0.0, 0.1, 0.2, 0.3, 0.5)}),)
+    hparams = (
+        HParam(
+            "p",
+            0.1,
+            "drop probability, 0 <= p < 1",
+            low=0.0,
+            high=1.0,
+            high_open=True,
+            grids={"quick": (0.1, 0.3), "paper": (0.0, 0.1, 0.2, 0.3, 0.5)},
+        ),
+    )
     off = {"p": 0.0}
 
     def augment(self, batch):
@@ -29,8 +37,11 @@ class FeatureDropout(FeatureAugmenter):
 class GaussianNoise(FeatureAugmenter):
     """Gaussian noise: add N(0, sigma^2 / d) per dimension, then renormalise onto the unit sphere."""
 
-    hparams = (HParam("sigma", 0.1, "noise scale (norm of the expected noise vector), >= 0", low=0.0,
-                      grids={"quick": (0.05, 0.2)}),)
+    hparams = (
+        HParam(
+            "sigma", 0.1, "noise scale (norm of the expected noise vector), >= 0", low=0.0, grids={"quick": (0.05, 0.2)}
+        ),
+    )
     off = {"sigma": 0.0}
 
     def augment(self, batch):
@@ -46,16 +57,22 @@ class GaussianNoise(FeatureAugmenter):
 class LabelSmoothedCE(Loss):
     """Label-smoothed cross-entropy: mass 1 - eps on the target, eps spread evenly over all classes."""
 
-    hparams = (HParam("eps", 0.1, "smoothing mass, 0 <= eps < 1", low=0.0, high=1.0, high_open=True,
-                      grids={"quick": (0.05, 0.2)}),)
+    hparams = (
+        HParam(
+            "eps", 0.1, "smoothing mass, 0 <= eps < 1", low=0.0, high=1.0, high_open=True, grids={"quick": (0.05, 0.2)}
+        ),
+    )
 
     def per_row(self, logits, targets, hp):
         import torch
 
         K, r, C = logits.shape
         index = targets.index.expand(K, r, targets.slots)
-        w = torch.ones(index.shape, dtype=logits.dtype, device=logits.device) if targets.weight is None \
+        w = (
+            torch.ones(index.shape, dtype=logits.dtype, device=logits.device)
+            if targets.weight is None
             else targets.weight.to(logits.dtype).expand(index.shape)
+        )
         eps = hp_column(hp["eps"], logits).squeeze(-1)  # (K, 1)
         mass = w.sum(-1)  # (K, r): 1 for every kind of targets
         on_target = (torch.gather(logits, -1, index) * w).sum(-1)
@@ -66,8 +83,11 @@ class LabelSmoothedCE(Loss):
 
         K, r, C = logits.shape
         index = targets.index.expand(K, r, targets.slots)
-        w = torch.ones(index.shape, dtype=logits.dtype, device=logits.device) if targets.weight is None \
+        w = (
+            torch.ones(index.shape, dtype=logits.dtype, device=logits.device)
+            if targets.weight is None
             else targets.weight.to(logits.dtype).expand(index.shape)
+        )
         eps = hp_column(hp["eps"], logits)  # (K, 1, 1)
         mass = w.sum(-1, keepdim=True)  # (K, r, 1)
         grad = mass * (torch.softmax(logits, -1) - eps / C)
