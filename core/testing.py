@@ -37,7 +37,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .api import AugRNG, Batch, BoundLoss, HParam, RunInfo, Targets, has_fused_step, seed_stream
+from .api import Batch, HParam, RunInfo, Targets, has_fused_step
 
 CHECK_STACK = "K-stack equals single runs"
 CHECK_SEED = "same seed, same result"
@@ -131,27 +131,11 @@ def make_run(aug_cls, configs, x, y, C, loss=None, epochs=3, batch_size=32, seed
     """A RunInfo built exactly as the trainer builds it (for calling ``augment`` directly); ``x`` keeps its dtype."""
     import torch
 
-    from .training.trainer import AUGMENT_STREAM, hp_options, hp_tensors
+    from .training.trainer import TrainSettings, run_info
 
-    loss = loss or _default_loss()
     xt, yt = torch.as_tensor(x).to(device), torch.as_tensor(y).to(device)
-    hp = hp_tensors(configs, device)
-    options = hp_options(configs)
-    K = len(configs)
-    return RunInfo(
-        train_x=xt,
-        train_y=yt,
-        num_classes=C,
-        hp=hp,
-        num_heads=K,
-        epochs=epochs,
-        batch_size=batch_size,
-        steps_per_epoch=math.ceil(len(y) / batch_size),
-        loss=BoundLoss(loss, {**hp, **options}),
-        rng=AugRNG(seed_stream(seed, AUGMENT_STREAM), K),
-        device=torch.device(device),
-        options=options,
-    )
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, seed=seed, device=device)
+    return run_info(xt, yt, C, loss or _default_loss(), configs, settings, torch.device(device))
 
 
 def train(
@@ -490,33 +474,15 @@ def loss_checks(
                 loss.batch_term(logits, t, hp),
             )
             for k in range(K):
-                tk, hk = _head(t, k), _head_hp(hp, k)
-                zk = logits[k : k + 1]
-                _assert_close(
-                    CHECK_HEADS,
-                    rows[k : k + 1],
-                    loss.per_row(zk, tk, hk),
-                    f"per_row of head {k} with {kind}",
-                    1e-9,
-                    1e-7,
-                )
-                _assert_close(
-                    CHECK_HEADS,
-                    grads[k : k + 1],
-                    loss.grad_logits(zk, tk, hk),
-                    f"grad_logits of head {k} with {kind}",
-                    1e-9,
-                    1e-7,
-                )
-                if term is not None:
-                    _assert_close(
-                        CHECK_HEADS,
-                        term[k : k + 1],
-                        loss.batch_term(zk, tk, hk),
-                        f"batch_term of head {k} with {kind}",
-                        1e-9,
-                        1e-7,
-                    )
+                tk, hk, zk = _head(t, k), _head_hp(hp, k), logits[k : k + 1]
+                for what, stacked, fn in (
+                    ("per_row", rows, loss.per_row),
+                    ("grad_logits", grads, loss.grad_logits),
+                    ("batch_term", term, loss.batch_term),
+                ):
+                    if stacked is not None:
+                        got = stacked[k : k + 1]
+                        _assert_close(CHECK_HEADS, got, fn(zk, tk, hk), f"{what} of head {k} with {kind}", 1e-9, 1e-7)
 
     def same_input():
         import torch

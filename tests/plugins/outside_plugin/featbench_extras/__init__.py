@@ -66,13 +66,7 @@ class LabelSmoothedCE(Loss):
     def per_row(self, logits, targets, hp):
         import torch
 
-        K, r, C = logits.shape
-        index = targets.index.expand(K, r, targets.slots)
-        w = (
-            torch.ones(index.shape, dtype=logits.dtype, device=logits.device)
-            if targets.weight is None
-            else targets.weight.to(logits.dtype).expand(index.shape)
-        )
+        index, w = _slots(logits, targets)
         eps = hp_column(hp["eps"], logits).squeeze(-1)  # (K, 1)
         mass = w.sum(-1)  # (K, r): 1 for every kind of targets
         on_target = (torch.gather(logits, -1, index) * w).sum(-1)
@@ -81,18 +75,22 @@ class LabelSmoothedCE(Loss):
     def grad_logits(self, logits, targets, hp):
         import torch
 
-        K, r, C = logits.shape
-        index = targets.index.expand(K, r, targets.slots)
-        w = (
-            torch.ones(index.shape, dtype=logits.dtype, device=logits.device)
-            if targets.weight is None
-            else targets.weight.to(logits.dtype).expand(index.shape)
-        )
+        index, w = _slots(logits, targets)
         eps = hp_column(hp["eps"], logits)  # (K, 1, 1)
         mass = w.sum(-1, keepdim=True)  # (K, r, 1)
-        grad = mass * (torch.softmax(logits, -1) - eps / C)
+        grad = mass * (torch.softmax(logits, -1) - eps / logits.shape[-1])
         return grad.scatter_add(-1, index, -(1 - eps) * w)
 
+
+def _slots(logits, targets):
+    """The targets' class index and weight of every slot, both (K, r, slots), the weights in the logits' dtype."""
+    import torch
+
+    K, r, _ = logits.shape
+    index = targets.index.expand(K, r, targets.slots)
+    if targets.weight is None:
+        return index, torch.ones(index.shape, dtype=logits.dtype, device=logits.device)
+    return index, targets.weight.to(logits.dtype).expand(index.shape)
 
 @hookimpl
 def register_augmenters(registry):
