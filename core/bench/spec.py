@@ -227,9 +227,9 @@ class Compare:
     )
     feature_files_script: str | None = option(
         None,
-        flag=None,
         parse=lambda value, base, from_flags: None if value is None else _rel(base, str(value)),
-        help="the script that writes feature_files, named when one is missing (suite files only)",
+        metavar="SCRIPT.py",
+        help="the script that writes the feature files (named in the error when one is missing)",
     )
     metric: str | None = option(None, help="override the sources' metric: top1 or mean_per_class")
     loss: str = option("hinge", help="training loss")
