@@ -227,6 +227,12 @@ class Compare:
         aliases=("feature-files",),
         help="data set -> backbone -> .npz (suite files only)",
     )
+    feature_files_script: str | None = option(
+        None,
+        parse=lambda value, base, from_flags: None if value is None else _rel(base, str(value)),
+        metavar="SCRIPT.py",
+        help="the script that writes the feature files (named in the error when one is missing)",
+    )
     metric: str | None = option(None, help="override the sources' metric: top1 or mean_per_class")
     loss: str = option("hinge", help="training loss")
     hp: Mapping[str, tuple[float | str | bool, ...]] = option(
@@ -236,7 +242,12 @@ class Compare:
         metavar="[ROW.]KEY=V[,V2...]",
         help="fix a hyper-parameter, or give several values to search; ROW.KEY applies to one row (repeatable)",
     )
-    grid: str | None = option(None, metavar="NAME", help="search a named grid from registry.yaml (paper, quick)")
+    grid: str | None = option(
+        None,
+        metavar="NAME",
+        help="search a named grid (paper, quick): the values each component declares, with registry.yaml's "
+        "entries over them",
+    )
     epochs: int = option(100, help="training epochs")
     batch_size: int = option(256, help="mini-batch size")
     seed: int = option(0, help="first seed")
@@ -320,7 +331,11 @@ class Compute:
 class Output:
     """What a run records, writes and shows."""
 
-    format: str = option("table", help="output format of the tables, e.g. table, markdown, csv, json or latex")
+    format: str = option(
+        "table",
+        help="output format of the tables: table, markdown, csv (the table as printed), csv-long (one line per cell: "
+        "mean, std, gain and p in their own columns), json or latex",
+    )
     layout: str = option("auto", help="auto (Table 5, plus Table 4 with several backbone sets), table5, table4 or both")
     gain_of: str | None = option(None, metavar="NAME", help="row of the Gain line (default: sea, else the last)")
     digits: int = option(2, help="decimals in tables")

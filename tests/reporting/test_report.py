@@ -140,3 +140,18 @@ def test_latex_escapes_names():
     cells = [cell("none", "cub_200", 50.0), cell("sea_neg", "cub_200", 52.0)]
     tex = render(build(cells, gain_of="sea_neg"), "latex")
     assert "sea\\_neg" in tex and "cub\\_200" in tex and "sea_neg" not in tex.replace("% ", "")
+
+
+def test_csv_long_has_mean_std_and_p_in_their_own_columns():
+    cells = []
+    for seed, (b, s) in enumerate([(50.0, 53.0), (51.0, 53.5), (49.0, 52.5)]):
+        cells += [cell("none", "A", b, seed=seed), cell("sea", "A", s, seed=seed)]
+    for layout in ("table5", "table4"):
+        rows = list(csv.DictReader(io.StringIO(render(build(cells, layout=layout), "csv-long"))))
+        by = {(r["augmenter"], r["dataset"]): r for r in rows}
+        assert set(by) == {("none", "A"), ("sea", "A"), ("none", "Avg"), ("sea", "Avg")}
+        assert float(by["none", "A"]["mean"]) == pytest.approx(50.0) and float(by["none", "A"]["std"]) == pytest.approx(1.0)
+        assert by["none", "A"]["seeds"] == "3" and by["none", "A"]["p"] == "" and by["none", "A"]["backbones"] == "S+M"
+        sea = by["sea", "A"]
+        assert float(sea["gain"]) == pytest.approx(3.0) and 0 < float(sea["p"]) < 0.05 and sea["significant"] == "true"
+        assert float(by["sea", "Avg"]["mean"]) == pytest.approx(53.0)
