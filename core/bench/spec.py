@@ -333,8 +333,8 @@ class Output:
 
     format: str = option(
         "table",
-        help="output format of the tables: table, markdown, csv (the table as printed), csv-long (one line per cell: "
-        "mean, std, gain and p in their own columns), json or latex",
+        help="output format of the tables: table, markdown, csv (one line per cell: mean, std, gain and p in their own "
+        "columns), csv-wide (the table as printed), json or latex",
     )
     layout: str = option("auto", help="auto (Table 5, plus Table 4 with several backbone sets), table5, table4 or both")
     gain_of: str | None = option(None, metavar="NAME", help="row of the Gain line (default: sea, else the last)")
