@@ -142,8 +142,8 @@ def with_fallback(rep: Report, phase: str, run):
         try:
             return run()
         except Exception as exc:
-            if isinstance(exc, torch.cuda.OutOfMemoryError) and not FAST.get("max_heads"):
-                what, FAST["max_heads"] = "stepping all heads at once", 216
+            if isinstance(exc, torch.cuda.OutOfMemoryError) and not FAST.get("heads_per_chunk"):
+                what, FAST["heads_per_chunk"] = "stepping all heads at once", 216
             elif FAST["cuda_graphs"]:
                 what, FAST["cuda_graphs"] = "CUDA graphs", False
             elif FAST["matmul"] != "fp32":
@@ -182,7 +182,10 @@ def phase_tests(rep: Report) -> None:
     )  # every cuda test; other modules may import what a bare machine lacks
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "-rfEs", target]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=ARGS.tests_timeout)
+    # Without CUDA the test code itself still runs, on the CPU (the CUDA-only tests skip), so a stale test is
+    # caught here rather than on a GPU.
+    env = {**os.environ, "FEATBENCH_CUDA_TESTS_DEVICE": "cuda" if ARGS.cuda else "cpu"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=ARGS.tests_timeout, env=env)
     wall = time.perf_counter() - t0
     print(proc.stdout[-6000:], proc.stderr[-2000:], sep="\n", flush=True)
     counts = {

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import MAX_SHOWN, ConfigError, FeatbenchError, one_line, shown, storage_hint
+from .errors import MAX_SHOWN, ConfigError, FeatbenchError, UnknownNameError, one_line, shown, storage_hint
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = sub.add_parser("plugins", parents=[late], help="list registered backbones, augmenters, losses and data sets")
     pp.add_argument("--json", action="store_true", help="print JSON")
+    pp.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also list every hyper-parameter: default, bounds, choices and the values each grid searches",
+    )
+
+    ck = sub.add_parser(
+        "check-plugin",
+        parents=[late],
+        help="check augmenters and losses against the plugin contract",
+        description="Run featbench.testing's contract checks on registered augmenters and losses (small synthetic "
+        "data, a few seconds each): one line per check, exit status 1 if any fails.",
+    )
+    ck.add_argument("names", nargs="+", metavar="NAME", help="augmenter or loss names (see featbench plugins)")
+    ck.add_argument("--device", default="cpu", help="where to run the checks: cpu (default) or cuda[:N]")
 
     rp = sub.add_parser(
         "run",
@@ -239,7 +255,7 @@ def cmd_plugins(args) -> int:
             }
             hp = getattr(e.obj, "hparams", None)
             if hp:
-                item["hparams"] = {h.name: {"default": h.default, "doc": h.doc} for h in hp}
+                item["hparams"] = _hparams_listing(e.obj)
             items.append(item)
     failures = [{"plugin": f.plugin, "distribution": f.dist, "error": f.error} for f in host.failures]
     if args.json:
@@ -249,9 +265,72 @@ def cmd_plugins(args) -> int:
 
     rows = [[i["kind"], i["name"], i["distribution"], i["plugin"], i["summary"]] for i in items]
     print(tabulate(rows, headers=["kind", "name", "distribution", "plugin", "summary"], tablefmt="simple"))
+    if args.verbose:
+        print(
+            "\nhyper-parameters (default, bounds or choices; the values each grid searches as the plugin declares "
+            "them, before registry.yaml's entries):"
+        )
+        for i in items:
+            for h in i.get("hparams", {}).values():
+                print(f"  {i['kind']} {i['name']}: {h['text']}  -- {h['doc']}")
     for f in failures:
         print(f"FAILED  {f['plugin']} ({f['distribution']}): {f['error']}")
     return 0
+
+
+def _hparams_listing(cls) -> dict:
+    """Every hyper-parameter of a component: default, bounds, choices, declared grids and a line of text."""
+    from .api import declared_grid, declared_grid_names
+
+    grids = {g: declared_grid(cls, g) for g in declared_grid_names(cls)}
+    out = {}
+    for h in cls.hparams:
+        own = {g: list(v[h.name]) for g, v in grids.items() if h.name in v}
+        out[h.name] = {
+            "default": h.default,
+            "doc": h.doc,
+            "low": h.low,
+            "low_open": h.low_open,
+            "high": h.high,
+            "high_open": h.high_open,
+            "integer": h.integer,
+            "structural": h.structural,
+            "choices": list(h.choices),
+            "grids": own,
+            "text": h.describe(own),
+        }
+    return out
+
+
+def cmd_check_plugin(args) -> int:
+    from .testing import augmenter_checks, loss_checks
+
+    host = _host(args)
+    todo = []
+    for name in args.names:
+        found = [(kind, name) for kind in ("augmenter", "loss") if name in host.catalog(kind)]
+        if not found:
+            other = [kind for kind in ("backbone", "dataset") if name in host.catalog(kind)]
+            if other:
+                raise ConfigError(
+                    f"{name!r} is a {other[0]}: check-plugin checks augmenters and losses",
+                    "name an augmenter or a loss",
+                )
+            raise UnknownNameError("augmenter or loss", name, [*host.list_augmenters(), *host.list_losses()])
+        todo.extend(found)
+    failed = total = 0
+    for kind, name in todo:
+        if kind == "augmenter":
+            results = augmenter_checks(host.get_augmenter(name), name=name, device=args.device)
+        else:
+            results = loss_checks(host.get_loss(name), name=name, device=args.device)
+        for r in results:
+            print(f"{r} [{kind}]")
+        total += len(results)
+        failed += sum(not r.ok for r in results)
+    summary = f"featbench: {failed} of {total} check(s) failed" if failed else f"featbench: all {total} check(s) passed"
+    print(summary, file=sys.stderr)
+    return 1 if failed else 0
 
 
 class _Progress:
@@ -341,8 +420,9 @@ class _Progress:
         pass
 
     def job_failed(self, failure):
-        if not self.quiet:
-            self._say(f"featbench: {failure.job.phase} job of {failure.job.label} failed: {failure.error}")
+        if not self.quiet:  # the error itself is printed once, with the others, when the run ends
+            job = failure.job
+            self._say(f"featbench: {job.phase} job of {job.label} failed (its error is reported at the end)")
 
     def cell_finished(self, cell, done, total):
         if self.quiet:
@@ -397,9 +477,10 @@ def cmd_run(args) -> int:
     for line in result.warnings:
         print(f"featbench: warning: {line}", file=sys.stderr)
     print(result.text)
-    if outcome.interrupted:
-        return _interrupted_status()
-    return _report_failures(outcome, args.debug, out) if outcome.failures else 0
+    if outcome.failures:
+        code = _report_failures(outcome, args.debug, out)
+        return _interrupted_status() if outcome.interrupted else code
+    return _interrupted_status() if outcome.interrupted else 0
 
 
 def _report_failures(outcome, debug: bool, out: str | None) -> int:
@@ -555,6 +636,7 @@ def cmd_convert(args) -> int:
 
 COMMANDS = {
     "plugins": cmd_plugins,
+    "check-plugin": cmd_check_plugin,
     "run": cmd_run,
     "report": cmd_report,
     "plot": cmd_plot,

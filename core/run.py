@@ -63,11 +63,19 @@ def build_spec(flags: Mapping[str, object], config: str | None = None) -> RunSpe
 def preflight(spec: RunSpec, host, registry_path: str | None = None) -> Plan:
     """The run's plan, after checking names, hyper-parameters and feature files (all but their NaN/Inf
     values); feature-file runs fail here before torch is even imported."""
-    from .inputs.features import check_feature_files
-
     plan = make_plan(spec, host, registry_path)
     for src in plan.sources:
+        missing = [f for f in src.files if not os.path.exists(f)]
+        if missing and spec.feature_files_script:
+            script = os.path.relpath(spec.feature_files_script)
+            script = script if not script.startswith("..") else spec.feature_files_script
+            raise ConfigError(
+                f"feature file not found: {missing[0]}",
+                f"this suite's feature files are written by {script}: run python {script} first",
+            )
         if src.files:
+            from .inputs.features import check_feature_files  # numpy: only when there are feature files
+
             check_feature_files(list(src.files), name=src.dataset)
         elif not src.builtin:
             host.get_dataset(src.dataset)

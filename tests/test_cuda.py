@@ -31,9 +31,12 @@ from featbench.training import metrics
 from featbench.training.grid import expand_grid, hparams_for
 from featbench.training.trainer import TrainSettings, predict, train_heads
 
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
-
-DEVICE = "cuda"
+# FEATBENCH_CUDA_TESTS_DEVICE=cpu runs the test code itself on the CPU (``gpu_check.py --tiny --device cpu`` does, so
+# a stale test is caught before GPU time is spent on it); the tests that only mean something on CUDA are then skipped.
+DEVICE = os.environ.get("FEATBENCH_CUDA_TESTS_DEVICE", "cuda")
+ON_CUDA = DEVICE.startswith("cuda")
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(ON_CUDA and not torch.cuda.is_available(), reason="needs a CUDA device")]
+needs_cuda = pytest.mark.skipif(not ON_CUDA, reason="only meaningful on a CUDA device")
 CPU_TOLERANCE_POINTS = 0.5  # CUDA vs CPU test accuracy, in points (2 of the 400 test examples; validation: twice that)
 
 
@@ -95,11 +98,11 @@ def test_cuda_and_cpu_choose_the_same_configuration_and_agree_on_test_accuracy()
 
 
 @pytest.mark.parametrize("aug", [SeA, NoAugmentation])
-@pytest.mark.parametrize("max_heads", [0, 3])
-def test_cuda_graphs_equal_eager_execution(aug, max_heads):
+@pytest.mark.parametrize("heads_per_chunk", [0, 3])
+def test_cuda_graphs_equal_eager_execution(aug, heads_per_chunk):
     configs = sea_grid() if aug is SeA else expand_grid(hparams_for(SmoothedHinge, aug), {"lr": [0.5, 2.0], "delta": [0, 1]})
-    eager = train(aug, configs, SMALL, epochs=5, max_heads=max_heads)
-    graphs = train(aug, configs, SMALL, epochs=5, max_heads=max_heads, cuda_graphs=True)
+    eager = train(aug, configs, SMALL, epochs=5, heads_per_chunk=heads_per_chunk)
+    graphs = train(aug, configs, SMALL, epochs=5, heads_per_chunk=heads_per_chunk, cuda_graphs=ON_CUDA)
     assert close(graphs.weight, eager.weight), float((graphs.weight - eager.weight).abs().max())
     assert np.array_equal(predict(graphs.weight, SMALL["test_x"]), predict(eager.weight, SMALL["test_x"]))
 
@@ -107,14 +110,19 @@ def test_cuda_graphs_equal_eager_execution(aug, max_heads):
 def test_cuda_graphs_freeze_a_diverging_head_like_eager():
     ok = dict(lr=1.0, wd=0.0, lamda=0.1, delta=0.0, eta=0.8, alpha=0.01)
     configs = [ok, {**ok, "lr": 1e38}]
-    graphs = train(SeA, configs, SMALL, epochs=5, cuda_graphs=True)
-    assert graphs.diverged == (False, True) and torch.isfinite(graphs.weight).all()
-    assert close(graphs.weight[0], train(SeA, [ok], SMALL, epochs=5).weight[0])
+    graphs = train(SeA, configs, SMALL, epochs=5, cuda_graphs=ON_CUDA)  # on the CPU: the test code, eager
+    eager = train(SeA, configs, SMALL, epochs=5)
+    assert graphs.diverged == eager.diverged == (False, True) and torch.isfinite(graphs.weight).all()
+    assert close(graphs.weight[0], eager.weight[0])
+    # Against a one-head run the stack's shapes differ, so cuBLAS may pick other kernels; at alpha = 0.01 SeA's
+    # sharp softmax amplifies those last bits (measured on an H200: 1.4e-4 relative after 5 epochs).
+    assert close(graphs.weight[0], train(SeA, [ok], SMALL, epochs=5).weight[0], rel=1e-3)
 
 
 MEDIUM = make_blobs(n_train=4000, n_test=4000, d=256, C=20, seed=5, spread=1.6)
 
 
+@needs_cuda
 @pytest.mark.parametrize("variant", [dict(matmul="tf32"), dict(storage="bfloat16"), dict(storage="float16")])
 def test_reduced_precision_stays_within_a_tenth_of_a_point_of_fp32(variant):
     configs = expand_grid(hparams_for(SmoothedHinge, SeA), {"lr": [0.1, 0.5], "eta": [0.0, 0.8]})
@@ -126,6 +134,7 @@ def test_reduced_precision_stays_within_a_tenth_of_a_point_of_fp32(variant):
     assert float(np.abs(acc[1] - acc[0]).max()) <= 0.1, (variant, acc)
 
 
+@needs_cuda
 def test_features_already_on_the_device_are_used_in_place():
     from featbench.training.storage import place_features
 
@@ -136,6 +145,7 @@ def test_features_already_on_the_device_are_used_in_place():
     assert place_features(x32, f"{DEVICE}:{torch.cuda.current_device()}").data_ptr() == x32.data_ptr()
 
 
+@needs_cuda
 def test_matmul_precision_is_restored_after_training():
     before = torch.backends.cuda.matmul.fp32_precision
     train(SeA, sea_grid()[:2], SMALL, matmul="tf32")
@@ -150,6 +160,7 @@ def graph_safe_builtins() -> list[str]:
     return sorted(names)
 
 
+@needs_cuda
 @pytest.mark.parametrize("cuda_graphs", [False, True])
 @pytest.mark.parametrize("name", graph_safe_builtins())
 def test_no_host_synchronisation_inside_an_epoch(name, cuda_graphs):
@@ -211,6 +222,7 @@ def test_extraction_on_cuda_matches_the_cpu_features():
         assert float((gpu - cpu).abs().max()) <= (2e-2 if amp else 5e-3) * float(cpu.abs().max()), amp
 
 
+@needs_cuda
 def test_a_ray_run_with_half_a_gpu_per_task_equals_the_local_run(tmp_path):
     pytest.importorskip("ray", reason="the Ray run needs Ray: pip install 'featbench[ray]'")
     from cli_util import cli_env, featbench

@@ -26,7 +26,8 @@ def test_tiny_cpu_walk_runs_every_phase_and_writes_the_figures(tmp_path):
     assert {f["phase"] for f in figures} == {"tests", "single", "reference", "grid", "main"}
     assert not [f for f in figures if f["status"] in ("error", "fail")], figures
     by_phase = {f["phase"]: f for f in figures}
-    assert by_phase["tests"]["status"] == "skipped" and "skipped" in by_phase["tests"]["value"]  # no GPU: collected, skipped
+    # no GPU: the test code runs on the CPU, the CUDA-only tests skip
+    assert by_phase["tests"]["status"] == "pass" and not by_phase["tests"]["value"].startswith("0 passed")
     assert by_phase["main"]["status"] == "pass" and "on cpu" in by_phase["main"]["name"]
     grid = [f for f in figures if f["name"].startswith("full 1728-configuration grid")]
     assert len(grid) == 1 and grid[0]["value"] > 0 and grid[0]["target"] == "< 600 s"

@@ -45,8 +45,8 @@ PAPER_DATASETS = (
 #: ``--grid auto`` (the default without --hp values and --grid): the grid searched on each kind of device.
 AUTO_GRIDS = {"cuda": "paper-auto", "cpu": "quick"}
 GRID_HELP = (
-    "search a named grid from registry.yaml (paper, paper-auto, quick); default without --hp values: auto "
-    "(paper-auto when training on a GPU, quick on the CPU)"
+    "search a named grid (paper, paper-auto, quick): the values each component declares, with registry.yaml's "
+    "entries over them; default without --hp values: auto (paper-auto when training on a GPU, quick on the CPU)"
 )
 
 
@@ -253,6 +253,12 @@ class Compare:
         aliases=("feature-files",),
         help="data set -> backbone -> .npz (suite files only)",
     )
+    feature_files_script: str | None = option(
+        None,
+        parse=lambda value, base, from_flags: None if value is None else _rel(base, str(value)),
+        metavar="SCRIPT.py",
+        help="the script that writes the feature files (named in the error when one is missing)",
+    )
     metric: str | None = option(None, help="override the sources' metric: top1 or mean_per_class")
     loss: str = option("hinge", help="training loss")
     hp: Mapping[str, tuple[float | str | bool, ...]] = option(
@@ -352,7 +358,11 @@ class Compute:
 class Output:
     """What a run records, writes and shows."""
 
-    format: str = option("table", help="output format of the tables, e.g. table, markdown, csv, json or latex")
+    format: str = option(
+        "table",
+        help="output format of the tables: table, markdown, csv (one line per cell: mean, std, gain and p in their own "
+        "columns), csv-wide (the table as printed), json or latex",
+    )
     layout: str = option("auto", help="auto (Table 5, plus Table 4 with several backbone sets), table5, table4 or both")
     gain_of: str | None = option(None, metavar="NAME", help="row of the Gain line (default: sea, else the last)")
     digits: int = option(2, help="decimals in tables")

@@ -85,3 +85,15 @@ def test_backbones_without_dataset_run_the_papers_eleven_and_paper_is_an_alias()
     assert build_spec({"backbones": "S"}).datasets == PAPER_DATASETS
     assert build_spec({"backbones": "S", "datasets": "digits,paper,cifar10"}).datasets == ("digits", *PAPER_DATASETS)
     assert len(PAPER_DATASETS) == 11
+
+
+def test_paper_auto_takes_a_plugins_declared_paper_values():
+    from featbench.api import HParam
+    from featbench.training.grid import search_values
+
+    class Outside:  # a third-party component that declares only a paper grid
+        hparams = (HParam("p", 0.1, "drop rate", low=0.0, high=1.0, grids={"paper": (0.0, 0.1, 0.3)}),)
+
+    registry = load_registry()
+    assert search_values(registry, "paper-auto", [("outside", Outside)])["p"] == [0.0, 0.1, 0.3]
+    assert "p" not in search_values(registry, "quick", [("outside", Outside)])
