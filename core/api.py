@@ -566,6 +566,9 @@ class WeightsSource:
     fetched by a script (Google Drive, a file that needs converting); ``manual`` then says what to do
     (``{url}`` and ``{path}`` are filled in). ``package``: the file ships inside this installed Python
     package (``file`` is relative to the package folder); ``install`` says how to install it.
+    ``convert_from`` names the converter that turns the release at ``url`` into ``file``: ``featbench
+    download`` / ``run`` fetch and convert it (``featbench.inputs.fetch``); :func:`featbench.weights.locate`
+    alone never does, and says so.
     """
 
     file: str
@@ -576,6 +579,8 @@ class WeightsSource:
     manual: str | None = None
     package: str | None = None
     install: str | None = None
+    bytes: int | None = None  # the download's size, for the plan of what a run fetches
+    convert_from: str | None = None  # "byol": ``url`` is a release that featbench.inputs converts into ``file``
 
 
 @attrs.frozen

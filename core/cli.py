@@ -1,6 +1,6 @@
-"""Command line: ``featbench plugins``, ``run``, ``report``, ``plot``, ``extract`` and ``convert``. It parses
-arguments and prints; the work is done elsewhere (``featbench run``: :func:`featbench.run.run`). Only this
-module prints for humans: progress reaches it through listeners.
+"""Command line: ``featbench plugins``, ``run``, ``report``, ``plot``, ``extract``, ``download`` and
+``convert``. It parses arguments and prints; the work is done elsewhere (``featbench run``:
+:func:`featbench.run.run`). Only this module prints for humans: progress reaches it through listeners.
 
 Every user error ends as one line ``featbench: error: PROBLEM (FIX)`` on stderr and exit status 2;
 ``--debug`` shows tracebacks instead. A run whose jobs failed prints its tables, then one such line per
@@ -47,6 +47,12 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
         "--registry", default=d(None), metavar="PATH", help="use this registry.yaml instead of the packaged one"
     )
     g.add_argument("--debug", action="store_true", default=d(False), help="show Python tracebacks on errors")
+    g.add_argument(
+        "--offline",
+        action="store_true",
+        default=d(False),
+        help="open no network connection: list what is missing instead of fetching it (also FEATBENCH_OFFLINE=1)",
+    )
     return p
 
 
@@ -120,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_options(ep, _EXTRACT_OPTIONS, required=("backbones", "datasets"))
 
+    dp = sub.add_parser(
+        "download", parents=[late], help="fetch data sets and backbone checkpoints ahead of time (verified, resumable)"
+    )
+    dp.add_argument(
+        "names",
+        metavar="NAME[,NAME...]",
+        help="data sets (or paper: the eleven of Table 5) and backbones, e.g. paper,S,M,B,C",
+    )
+    _add_options(dp, _DOWNLOAD_OPTIONS)
+
     cp = sub.add_parser(
         "convert", parents=[late], help="convert a released checkpoint to a plain torchvision state dict"
     )
@@ -155,6 +171,8 @@ _EXTRACT_OPTIONS = (
     "device",
     "quiet",
 )
+#: The run options ``featbench download`` takes.
+_DOWNLOAD_OPTIONS = ("cache_dir", "data_root", "quiet")
 
 
 def _run_options(rp: argparse.ArgumentParser) -> None:
@@ -209,7 +227,7 @@ def _add_options(p: argparse.ArgumentParser, names: Sequence[str], required: Seq
         groups[part].add_argument(flag, **kw)
 
 
-_RUN_NOT_SPEC = {"config", "command", "plugins", "disabled", "strict_plugins", "registry", "debug"}
+_RUN_NOT_SPEC = {"config", "command", "plugins", "disabled", "strict_plugins", "registry", "debug", "offline", "names"}
 
 
 def _host(args, extra_plugins: Sequence[str] = ()):
@@ -345,6 +363,29 @@ class _Progress:
         if self.images is not None:
             self.images.close()
             self.images = None
+
+    def fetching(self, line):
+        if not self.quiet:
+            self._say(f"featbench: {line}")
+
+    def bytes_started(self, desc, total, done):  # one bar at a time: a download's shares the images' slot
+        if self.tty:
+            from tqdm import tqdm
+
+            self.images = tqdm(
+                total=total,
+                initial=done,
+                desc=desc,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=False,
+            )
+
+    bytes_done = images_done
+    bytes_finished = images_finished
 
     # bench.progress.Listener protocol
     def planned(self, cells_total, cells_done, configs_todo, epochs):
@@ -503,6 +544,55 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _fetch(args, spec, datasets, backbones, weights=None, required=()) -> list:
+    """Download what a command needs and this machine lacks (``featbench.inputs.fetch``), its plan and progress
+    on stderr; returns what no script can fetch."""
+    from .inputs.fetch import fetch_inputs
+
+    progress = _Progress(spec.quiet)
+    try:
+        return fetch_inputs(
+            datasets,
+            backbones,
+            registry_path=args.registry,
+            data_root=spec.data_root,
+            cache_dir=spec.cache_dir,
+            weights=weights,
+            listener=progress,
+            required=required,
+        )
+    finally:
+        progress.close()
+
+
+def cmd_download(args) -> int:
+    from .bench.spec import build_spec, expand_datasets
+    from .config import load_registry
+    from .errors import DataError, UnknownNameError
+
+    spec = build_spec(_run_flags(args))
+    registry = load_registry(args.registry)
+    catalogs = {kind: registry.get(kind) or {} for kind in ("datasets", "backbones")}
+    datasets, backbones = [], []
+    for name in expand_datasets([v.strip() for v in args.names.split(",") if v.strip()]):
+        if name in catalogs["datasets"]:
+            datasets.append(name)
+        elif name in catalogs["backbones"]:
+            backbones.append(name)
+        else:
+            valid = [*catalogs["datasets"], *catalogs["backbones"], "paper"]
+            raise UnknownNameError("data set or backbone", name, valid)
+    manual = _fetch(args, spec, datasets, backbones)
+    fetched = [n for n in datasets + backbones if n not in {m.name for m in manual}]
+    if fetched:
+        print(f"in place: {', '.join(fetched)}")
+    for m in manual[1:]:
+        print(f"featbench: error: {m.kind} {m.name} cannot be fetched by a script ({m.manual})", file=sys.stderr)
+    if manual:
+        raise DataError(f"{manual[0].kind} {manual[0].name} cannot be fetched by a script", manual[0].manual)
+    return 0
+
+
 def cmd_extract(args) -> int:
     from .bench.spec import build_spec
     from .inputs.sources import extract
@@ -520,6 +610,7 @@ def cmd_extract(args) -> int:
         batch_size=i.extract_batch_size,
         workers=i.workers,
     )
+    _fetch(args, spec, spec.datasets, spec.backbones, i.weights, required=spec.backbones)
     progress = _Progress(spec.quiet)
     for dataset in spec.datasets:
         try:
@@ -550,6 +641,7 @@ COMMANDS = {
     "report": cmd_report,
     "plot": cmd_plot,
     "extract": cmd_extract,
+    "download": cmd_download,
     "convert": cmd_convert,
 }
 
@@ -559,7 +651,7 @@ def _format_warning(message, category, filename, lineno, file=None, line=None):
 
 
 #: Environment variables main() sets for its own duration.
-_ENV_SET = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+_ENV_SET = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "FEATBENCH_OFFLINE", "HF_HUB_OFFLINE")
 
 
 class Terminated(KeyboardInterrupt):
@@ -635,6 +727,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .config import load_registry
 
             load_registry(args.registry)
+        from .inputs.download import offline, set_offline
+
+        if args.offline or offline():  # every connection refused, the Hugging Face hub's (timm) included
+            set_offline()
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code

@@ -383,6 +383,18 @@ def _grid(table: Table, fmt: str, digits: int) -> tuple[list[str], list[tuple[st
     return header, body
 
 
+def search_note(settings: Mapping) -> str:
+    """How the hyper-parameters of the run with these settings were chosen, and how to get the paper's search."""
+    grid = settings.get("grid")
+    if grid:
+        paper = "" if grid == "paper" else " (the paper's: --grid paper)"
+        return f"hyper-parameters searched on validation over grid {grid}{paper}"
+    hp = settings.get("hp") or {}
+    if any(len(v) > 1 for v in hp.values()):
+        return "hyper-parameters searched on validation over the --hp values"
+    return "fixed hyper-parameters, no search (--grid paper searches the paper's grid)"
+
+
 def _legend(report: Report, fmt: str) -> str:
     seeds = f"mean ± std over {report.seeds} seeds" if report.seeds > 1 else "one seed"
     metric = ", ".join(report.metrics) or "metric"
@@ -395,6 +407,9 @@ def _legend(report: Report, fmt: str) -> str:
         text += f", {under} = best within its augmenter group"
     if any(t.gain_of for t in report.tables):
         text += f"; {dagger} = gain over {BASELINE} significant at p < {sig.ALPHA} ({tests})"
+    settings = report.meta.get("settings")
+    if isinstance(settings, Mapping):
+        text += f"; {search_note(settings)}"
     diverged = sum(e.diverged_configs for e in report.entries)
     if diverged:
         text += f"; {diverged} configuration(s) diverged (NaN/Inf weights), see results.json"

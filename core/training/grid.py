@@ -156,13 +156,16 @@ def search_values(
     registry: Mapping, grid: str, components: Sequence[tuple[str, type | None]]
 ) -> dict[str, list[float | str | bool]]:
     """The values ``--grid grid`` searches for the named components (``("trainer", None)``, the loss, the
-    augmenter), in that order: each component's declared values (:func:`featbench.api.declared_grid`),
-    replaced parameter by parameter by its ``grids.GRID.COMPONENT`` entry in registry.yaml."""
+    augmenter), in that order: each component's declared values (:func:`featbench.api.declared_grid`; those
+    of the grid's ``base:`` in registry.yaml where it declares none for this grid), replaced parameter by
+    parameter by its ``grids.GRID.COMPONENT`` entry in registry.yaml."""
     in_registry = grid in _registry_grids(registry)
+    base = (_registry_grids(registry).get(grid) or {}).get("base") if in_registry else None
     out: dict[str, list[float | str | bool]] = {}
     for name, cls in components:
-        if cls is not None:
-            out.update({k: list(v) for k, v in declared_grid(cls, grid).items()})
+        if cls is not None:  # a grid with ``base: OTHER`` takes OTHER's declared values where it declares none
+            declared = declared_grid(cls, grid) or (declared_grid(cls, base) if base else {})
+            out.update({k: list(v) for k, v in declared.items()})
         if in_registry:
             out.update(grid_values(registry, grid, [name]))
     return out
