@@ -168,7 +168,7 @@ def test_grid_quick_on_the_command_line(installed, tmp_path):
     res = featbench("run", "--aug", "fdrop", "--grid", "quick", "--epochs", "1", "--format", "json", "--quiet", env=installed)
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
-    (row,) = data["results"]
+    row = next(r for r in data["results"] if r["augmenter"] == "fdrop")  # beside the default baseline row
     assert row["grid_size"] == 8 and row["hp"]["p"] in (0.1, 0.3)
     assert data["versions"]["plugins"] == {"featbench": data["versions"]["featbench"], "featbench-extras": "0.1.0"}
 
