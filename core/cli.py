@@ -145,6 +145,14 @@ def _run_options(rp: argparse.ArgumentParser) -> None:
     g.add_argument("--seeds", type=int, default=S, help="number of seeds, seed..seed+N-1; tables show mean ± std (default: 1)")
     g.add_argument("--val-fraction", type=float, default=S, help=f"hold-out fraction of train for the search when there is no val split (default: {D.val_fraction})")
     g.add_argument("--device", default=S, help="auto, cpu or cuda[:N] (default: auto)")
+    g.add_argument("--search", default=S, help="grid (every configuration, default) or halving (successive halving over "
+                   "the same grid: rungs of epochs, the best fraction on validation goes on; benchmarks/README.md)")
+    g.add_argument("--halving-keep", type=float, default=S, metavar="F",
+                   help="fraction of configurations each rung passes on (default: 1/3)")
+    g.add_argument("--halving-rungs", default=S, metavar="E1,E2,...",
+                   help="rung epochs (default: E/3^(m-1), ..., E/3, E with m = 1 + floor(log3 N) for N configurations)")
+    g.add_argument("--probe", default=S, metavar="lbfgs",
+                   help="add the L-BFGS logistic-regression probe as a row (weight decay swept on validation) and a Gain row against it")
     g.add_argument("--max-heads", type=int, default=S, help=f"configurations trained together per job (default: {DEFAULT_STACK}; smaller stacks resume at a finer grain)")
     g = rp.add_argument_group("where jobs run")
     g.add_argument("--executor", default=S, help="local (this process, default) or ray (tasks on a Ray cluster: pip install 'featbench[ray]')")

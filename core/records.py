@@ -59,6 +59,8 @@ class ConfigRecord:
     unaugmented_batches: int = 0
     correct: np.ndarray | None = attrs.field(default=None, eq=False, repr=False)  # per test example (REFIT only)
     epochs: tuple[EpochLog, ...] = ()
+    rung_epoch: int | None = None  # successive halving: the epoch of the rung this record scores (None: full length)
+    state: bytes | None = attrs.field(default=None, eq=False, repr=False)  # halving: the heads' continuation state
 
 
 @attrs.frozen

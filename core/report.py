@@ -316,6 +316,12 @@ def _legend(report: Report, fmt: str) -> str:
         text += f", {under} = best within its augmenter group"
     if any(t.gain_of for t in report.tables):
         text += f"; {dagger} = gain over {BASELINE} significant at p < {sig.ALPHA} ({tests})"
+    settings = report.meta.get("settings")
+    if isinstance(settings, Mapping) and settings.get("search") == "halving":
+        rungs = settings.get("halving_rungs") or "E/3^k (featbench.halving.default_rungs)"
+        rungs = ",".join(map(str, rungs)) if isinstance(rungs, (list, tuple)) else rungs
+        text += (f"; configurations chosen by successive halving (keep {settings.get('halving_keep', 1 / 3):.3g} per rung, "
+                 f"rungs at epochs {rungs}), not the full grid")
     diverged = sum(e.diverged_configs for e in report.entries)
     if diverged:
         text += f"; {diverged} configuration(s) diverged (NaN/Inf weights), see results.json"

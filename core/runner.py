@@ -216,8 +216,11 @@ class CellPlan:
     loss: str
     seed: int
     settings: TrainSettings
-    search_keys: tuple[str, ...]  # one per grid configuration (empty without a search)
+    search_keys: tuple[str, ...]  # one per grid configuration (empty without a search, or with halving)
     stacks: tuple[tuple[int, ...], ...]  # grid indices trained together
+    rungs: tuple[int, ...] = ()  # successive halving: the rung epochs (empty: the grid search)
+    keep: float = 1.0  # halving: the fraction of configurations each rung passes on
+    rung_keys: tuple[tuple[str, ...], ...] = ()  # halving: per rung, one key per grid configuration
 
     @property
     def configs(self):
@@ -240,6 +243,8 @@ class TrainJob:
     log_every: int
     label: str  # for progress messages: "ROW on DATASET/BACKBONES seed S"
     threads: int | None = None  # torch CPU threads to train with (None: leave the process' setting)
+    stop_epoch: int | None = None  # a halving rung: train up to this epoch (None: all ``settings.epochs``)
+    states: tuple[bytes, ...] = ()  # a halving rung after the first: each head's state at the rung before
 
 
 @attrs.frozen
@@ -298,10 +303,24 @@ def _settings_ident(job_or_cell_settings: TrainSettings, val_fraction: float) ->
 
 
 def config_key(source_id: str, augmenter: str, loss: str, phase: str, hp: Mapping[str, float], settings: TrainSettings,
-               val_fraction: float) -> str:
-    """Identity of one trained configuration (independent of the grid it came from and of the row label)."""
+               val_fraction: float, rung: int | None = None) -> str:
+    """Identity of one trained configuration (independent of the grid it came from and of the row label);
+    ``rung``: scored after that epoch of a halving search."""
+    extra = {} if rung is None else {"rung": int(rung)}
     return stable_hash({"source": source_id, "augmenter": augmenter, "loss": loss, "phase": phase,
-                        "hp": {k: v if isinstance(v, str) else float(v) for k, v in hp.items()}, **_settings_ident(settings, val_fraction)})
+                        "hp": {k: v if isinstance(v, str) else float(v) for k, v in hp.items()}, **extra,
+                        **_settings_ident(settings, val_fraction)})
+
+
+def cell_rungs(spec: RunSpec, n_configs: int) -> tuple[int, ...]:
+    """The rung epochs of a cell with ``n_configs`` configurations; () when the search is the grid (also
+    when halving would have a single rung)."""
+    if spec.search != "halving" or n_configs < 2:
+        return ()
+    from .halving import check_rungs, default_rungs
+
+    rungs = check_rungs(spec.halving_rungs, spec.epochs) if spec.halving_rungs else default_rungs(spec.epochs, n_configs, spec.halving_keep)
+    return rungs if len(rungs) > 1 else ()
 
 
 def plan_cells(spec: RunSpec, rows: Sequence[RowPlan], device: str, load: LoadOptions) -> list[CellPlan]:
@@ -313,15 +332,20 @@ def plan_cells(spec: RunSpec, rows: Sequence[RowPlan], device: str, load: LoadOp
             for seed in spec.seed_list:
                 settings = TrainSettings(epochs=spec.epochs, batch_size=spec.batch_size, momentum=MOMENTUM, seed=seed, device=device,
                                          matmul=spec.matmul, storage=spec.storage, cuda_graphs=spec.cuda_graphs)
-                search = len(row.configs) > 1
+                rungs = cell_rungs(spec, len(row.configs))
+                search = len(row.configs) > 1 and not rungs
                 keys = tuple(config_key(sid, row.augmenter, spec.loss, SEARCH, c, settings, spec.val_fraction)
                              for c in row.configs) if search else ()
+                rung_keys = tuple(tuple(config_key(sid, row.augmenter, spec.loss, SEARCH, c, settings, spec.val_fraction, r)
+                                        for c in row.configs) for r in rungs)
                 chunk = spec.max_heads or DEFAULT_STACK
                 groups = tuple(tuple(g) for g in stacks(row.params, row.configs, chunk)) if search else ()
+                halving = {"halving": {"rungs": list(rungs), "keep": spec.halving_keep}} if rungs else {}
                 key = stable_hash({"row": row.label, "search": list(keys), "configs": [dict(c) for c in row.configs],
-                                   "source": sid, "augmenter": row.augmenter, "loss": spec.loss,
+                                   "source": sid, "augmenter": row.augmenter, "loss": spec.loss, **halving,
                                    **_settings_ident(settings, spec.val_fraction)})
-                cells.append(CellPlan(key, src, sid, row, spec.loss, seed, settings, keys, groups))
+                cells.append(CellPlan(key, src, sid, row, spec.loss, seed, settings, keys, groups, rungs,
+                                      spec.halving_keep, rung_keys))
     return cells
 
 
@@ -352,10 +376,16 @@ def execute_job(job: TrainJob, fs: FeatureSet, host, on_epoch: Callable[[int], N
     loss = host.get_loss(job.loss)()
     cap = default_max_heads(fs.num_classes, fs.dim)
     outcomes: list[ConfigOutcome] = []
+    states = None
+    if job.states:
+        from .halving import decode
+
+        states = [decode(b) for b in job.states]
     with torch_threads(job.threads):
         for start in range(0, len(job.configs), cap):
             outcomes += train_configs(fs, aug_cls, loss, job.configs[start:start + cap], job.settings, job.phase,
-                                      job.val_fraction, job.log_every, on_epoch)
+                                      job.val_fraction, job.log_every, on_epoch, stop=job.stop_epoch,
+                                      states=states[start:start + cap] if states else None)
     info = SourceInfo(dataset=job.source.dataset, backbones=job.source.backbone_label, metric=fs.metric,
                       num_classes=fs.num_classes, test_y=fs.test_y, cache_keys=tuple(fs.cache_keys), files=tuple(fs.sources))
     return JobResult(job, tuple(outcomes), info, job.settings.device)
@@ -538,12 +568,15 @@ class Runner:
 
     # -- scheduling ------------------------------------------------------------------------
 
-    def _job(self, cell: CellPlan, phase: str, configs: Sequence[Mapping[str, float]], keys: Sequence[str]) -> TrainJob:
+    def _job(self, cell: CellPlan, phase: str, configs: Sequence[Mapping[str, float]], keys: Sequence[str],
+             stop: int | None = None, states: Sequence[bytes] = ()) -> TrainJob:
         bb = f"/{cell.source.backbone_label}" if cell.source.backbones else ""
+        rung = f" (rung: epoch {stop})" if stop is not None else ""
         return TrainJob(source=cell.source, source_id=cell.source_id, augmenter=cell.row.augmenter, loss=cell.loss,
                         phase=phase, configs=tuple(dict(c) for c in configs), keys=tuple(keys),
                         settings=cell.settings, val_fraction=self.spec.val_fraction, log_every=self.spec.log_every,
-                        label=f"{cell.row.label} on {cell.source.dataset}{bb} seed {cell.seed}", threads=self.spec.threads)
+                        label=f"{cell.row.label} on {cell.source.dataset}{bb} seed {cell.seed}{rung}", threads=self.spec.threads,
+                        stop_epoch=stop, states=tuple(states))
 
     def _submit(self, job: TrainJob) -> int:
         self._in_flight.update(job.keys)
@@ -552,6 +585,8 @@ class Runner:
 
     def _start(self, cell: CellPlan) -> int:
         """Submit what the cell still needs; returns the number of configurations submitted."""
+        if cell.rungs:
+            return self._start_rung(cell)
         if not cell.search_keys:
             return self._refit(cell)
         recorded = self.store.configs(cell.search_keys)
@@ -571,7 +606,56 @@ class Runner:
             self._owners.setdefault(k, []).append(cell.key)
         return n + 1  # and its refit, later
 
+    def _halving(self, cell: CellPlan) -> tuple[int, list[int], list[ConfigRecord]]:
+        """Where a halving cell stands: (the first rung not fully recorded, or len(rungs) when all are;
+        the configurations alive at it; every rung record so far, rung by rung)."""
+        from .halving import survivors
+
+        alive = list(range(len(cell.configs)))
+        done: list[ConfigRecord] = []
+        for r in range(len(cell.rungs)):
+            keys = [cell.rung_keys[r][i] for i in alive]
+            recs = self.store.configs(keys)
+            if len(recs) < len(keys):
+                return r, alive, done
+            done += [recs[k] for k in keys]
+            if r + 1 < len(cell.rungs):
+                alive = [alive[j] for j in survivors([recs[k].val for k in keys], cell.keep)]
+        return len(cell.rungs), alive, done
+
+    def _start_rung(self, cell: CellPlan) -> int:
+        """Submit the K-stacks of the cell's first unfinished rung (its refit once every rung is recorded)."""
+        r, alive, _ = self._halving(cell)
+        if r == len(cell.rungs):
+            return self._refit(cell)
+        keys = cell.rung_keys[r]
+        recorded = self.store.configs([keys[i] for i in alive])
+        before = self.store.head_states([cell.rung_keys[r - 1][i] for i in alive]) if r else {}
+        missing: set[str] = set()
+        n = 0
+        chunk = self.spec.max_heads or DEFAULT_STACK
+        for group in stacks(cell.row.params, [cell.configs[i] for i in alive], chunk):
+            idx = [alive[j] for j in group]
+            gkeys = [keys[i] for i in idx]
+            if all(k in recorded for k in gkeys):
+                continue
+            missing.update(k for k in gkeys if k not in recorded)
+            if any(k in self._in_flight for k in gkeys):
+                continue
+            states = [before.get(cell.rung_keys[r - 1][i]) for i in idx] if r else []
+            if any(s is None for s in states):  # a state that is gone is recomputed from epoch 0 (same numbers)
+                states = []
+            n += self._submit(self._job(cell, SEARCH, [cell.configs[i] for i in idx], gkeys, cell.rungs[r], states))
+        self._waiting[cell.key] = missing
+        for k in missing:
+            self._owners.setdefault(k, []).append(cell.key)
+        return n + 1
+
     def _chosen(self, cell: CellPlan) -> tuple[dict, list[ConfigRecord]]:
+        if cell.rungs:
+            _, alive, done = self._halving(cell)
+            last = done[-len(alive):]
+            return dict(cell.configs[alive[select_best([rec.val for rec in last])]]), done
         if not cell.search_keys:
             return dict(cell.configs[0]), []
         recs = self.store.configs(cell.search_keys)
@@ -619,7 +703,7 @@ class Runner:
                     waiting.discard(k)
                     if not waiting:
                         del self._waiting[cell_key]
-                        self._refit(cell)
+                        self._start_rung(cell) if cell.rungs else self._refit(cell)
 
     def _fail(self, failure: JobFailure) -> None:
         """A job failed for good: every cell waiting on it fails in this run (what it recorded stays)."""
@@ -635,14 +719,19 @@ class Runner:
         hp, search = self._chosen(cell)
         key = self._refit_key(cell, hp)
         refit = self.store.configs([key])[key]
-        val = search[select_best([r.val for r in search])].val if search else None
+        if cell.rungs:
+            val = next(r.val for r in reversed(search) if r.hp == hp)
+        else:
+            val = search[select_best([r.val for r in search])].val if search else None
         rec = CellRecord(key=cell.key, source_id=cell.source_id, dataset=cell.source.dataset,
                          backbones=cell.source.backbone_label, row=cell.row.label, augmenter=cell.row.augmenter,
                          loss=cell.loss, seed=cell.seed, metric=self._metric(cell), value=refit.test, top1=refit.top1,
                          mean_per_class=refit.mean_per_class, hp=hp, val_value=val, grid_size=len(cell.configs),
                          diverged_configs=sum(r.diverged for r in search) + int(refit.diverged),
                          seconds=sum(r.seconds for r in search) + refit.seconds, refit_key=key)
-        if self.store.record_cell(self._run_id, rec, [*cell.search_keys, key]):
+        if cell.rungs:
+            self.store.drop_head_states([k for keys in cell.rung_keys for k in keys])
+        if self.store.record_cell(self._run_id, rec, [*(r.key for r in search), key]):
             self._finished += 1
             self._done_total += 1
             self.listener.cell_finished(rec, self._done_total, len(self.cells))

@@ -27,7 +27,7 @@ from .errors import ConfigError, DataError, StorageError, storage_hint
 from .records import REFIT, CellRecord, ConfigRecord, EpochLog, RunRecord
 
 DB_NAME = "featbench.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: configs.rung_epoch and head_states (successive halving)
 BUSY_TIMEOUT_S = 120.0
 
 _SCHEMA = """
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS configs (
     augmenter TEXT NOT NULL, loss TEXT NOT NULL, seed INTEGER NOT NULL, phase TEXT NOT NULL, hp TEXT NOT NULL,
     val REAL, test REAL, top1 REAL, mean_per_class REAL, diverged INTEGER NOT NULL, seconds REAL NOT NULL,
     stack_size INTEGER NOT NULL, device TEXT NOT NULL, unaugmented_batches INTEGER NOT NULL, correct BLOB,
-    created REAL NOT NULL);
+    created REAL NOT NULL, rung_epoch INTEGER);
 CREATE INDEX IF NOT EXISTS configs_by_cell ON configs(source_id, augmenter, seed);
 CREATE TABLE IF NOT EXISTS epochs (
     config_key TEXT NOT NULL REFERENCES configs(key), epoch INTEGER NOT NULL, train REAL, test REAL,
@@ -57,13 +57,16 @@ CREATE TABLE IF NOT EXISTS cells (
     seed INTEGER NOT NULL, metric TEXT NOT NULL, value REAL, top1 REAL, mean_per_class REAL, hp TEXT NOT NULL,
     val_value REAL, grid_size INTEGER NOT NULL, diverged_configs INTEGER NOT NULL, seconds REAL NOT NULL,
     refit_key TEXT NOT NULL REFERENCES configs(key), created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS head_states (
+    config_key TEXT PRIMARY KEY REFERENCES configs(key), state BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS cell_configs (
     cell_key TEXT NOT NULL REFERENCES cells(key), position INTEGER NOT NULL, config_key TEXT NOT NULL REFERENCES configs(key),
     PRIMARY KEY (cell_key, position));
 """
 
 _CONFIG_COLUMNS = ("key", "run_id", "source_id", "augmenter", "loss", "seed", "phase", "hp", "val", "test", "top1",
-                   "mean_per_class", "diverged", "seconds", "stack_size", "device", "unaugmented_batches", "correct", "created")
+                   "mean_per_class", "diverged", "seconds", "stack_size", "device", "unaugmented_batches", "correct", "created",
+                   "rung_epoch")
 
 
 def db_path(directory: str) -> str:
@@ -123,6 +126,8 @@ class Store:
         if version == SCHEMA_VERSION:
             return
         with self.transaction():
+            if version == 1:  # a store written before successive halving: add its column
+                self.conn.execute("ALTER TABLE configs ADD COLUMN rung_epoch INTEGER")
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 self.conn.execute(stmt)
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -229,9 +234,11 @@ class Store:
                     (r.key, run_id, r.source_id, r.augmenter, r.loss, r.seed, r.phase, json.dumps(dict(r.hp), sort_keys=True),
                      _opt(r.val), _opt(r.test), _opt(r.top1), _opt(r.mean_per_class), int(r.diverged), float(r.seconds),
                      int(r.stack_size), r.device, int(r.unaugmented_batches),
-                     pack_bools(r.correct) if r.correct is not None else None, now))
+                     pack_bools(r.correct) if r.correct is not None else None, now, r.rung_epoch))
                 if cur.rowcount:
                     new += 1
+                    if r.state is not None:
+                        self.conn.execute("INSERT OR IGNORE INTO head_states VALUES (?, ?)", (r.key, r.state))
                     self.conn.executemany("INSERT OR IGNORE INTO epochs VALUES (?, ?, ?, ?)",
                                           [(r.key, e.epoch, _opt(e.train), _opt(e.test)) for e in r.epochs])
         return new
@@ -269,7 +276,24 @@ class Store:
                             test=_nan(d["test"]), top1=_nan(d["top1"]), mean_per_class=_nan(d["mean_per_class"]),
                             diverged=bool(d["diverged"]), seconds=d["seconds"], stack_size=d["stack_size"], device=d["device"],
                             unaugmented_batches=d["unaugmented_batches"],
-                            correct=unpack_bools(d["correct"], n_test) if d["correct"] is not None else None)
+                            correct=unpack_bools(d["correct"], n_test) if d["correct"] is not None else None,
+                            rung_epoch=d["rung_epoch"])
+
+    def head_states(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """The halving continuation states recorded for ``keys`` (those not dropped yet)."""
+        out: dict[str, bytes] = {}
+        for start in range(0, len(keys), 500):
+            part = list(keys[start:start + 500])
+            out.update(self.conn.execute(
+                f"SELECT config_key, state FROM head_states WHERE config_key IN ({', '.join('?' * len(part))})", part).fetchall())
+        return out
+
+    def drop_head_states(self, keys: Sequence[str]) -> None:
+        """Forget continuation states no rung needs any more (the scores stay in ``configs``)."""
+        with self.transaction():
+            for start in range(0, len(keys), 500):
+                part = list(keys[start:start + 500])
+                self.conn.execute(f"DELETE FROM head_states WHERE config_key IN ({', '.join('?' * len(part))})", part)
 
     def count_configs(self, run_id: int | None = None) -> int:
         if run_id is None:

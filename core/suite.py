@@ -31,6 +31,8 @@ LAYOUTS = ("auto", "table5", "table4", "both")
 EXECUTORS = ("local", "ray")
 MATMULS = ("fp32", "tf32", "bf16")  # featbench.train.matmul_precision
 METRICS = ("top1", "mean_per_class")
+SEARCHES = ("grid", "halving")  # featbench.halving
+PROBES = ("lbfgs",)  # featbench.probe
 DEFAULT_STACK = 64  # configurations per job (one K-stack) unless max_heads says otherwise
 
 
@@ -91,6 +93,10 @@ class RunSpec:
     weights: Mapping[str, str] = attrs.field(factory=dict)
     plugins: tuple[str, ...] = ()
     description: str = ""
+    search: str = "grid"  # grid (every configuration, the paper's protocol) or halving (featbench.halving)
+    halving_keep: float = 1.0 / 3.0  # fraction of configurations a rung passes on
+    halving_rungs: tuple[int, ...] = ()  # rung epochs; () = featbench.halving.default_rungs
+    probe: str | None = None  # lbfgs: an extra row, the L-BFGS logistic-regression probe (featbench.probe)
 
     @property
     def seed_list(self) -> list[int]:
@@ -179,6 +185,16 @@ def check(spec: RunSpec) -> RunSpec:
             raise UnknownNameError(what, value, valid)
     if spec.metric is not None and spec.metric not in METRICS:
         raise UnknownNameError("metric", spec.metric, METRICS)
+    if not 0 < spec.halving_keep < 1:
+        raise ConfigError(f"--halving-keep {spec.halving_keep} must be between 0 and 1", "e.g. --halving-keep 0.333")
+    if spec.halving_rungs:
+        from .halving import check_rungs
+
+        check_rungs(spec.halving_rungs, spec.epochs)
+    if spec.search not in SEARCHES:
+        raise UnknownNameError("search", spec.search, SEARCHES)
+    if spec.probe is not None and spec.probe not in PROBES:
+        raise UnknownNameError("probe", spec.probe, PROBES)
     if not spec.aug:
         raise ConfigError("--aug is empty", "name augmenters, e.g. --aug none,sea")
     if spec.datasets and not spec.backbones:
@@ -303,10 +319,10 @@ def _weights(value) -> dict[str, str]:
 
 _INT = {"epochs", "batch_size", "seed", "seeds", "digits", "log_every", "max_heads", "image_size", "extract_batch_size", "workers",
         "threads", "ray_retries"}
-_FLOAT = {"val_fraction", "ray_gpus"}
+_FLOAT = {"val_fraction", "ray_gpus", "halving_keep"}
 _BOOL = {"quiet", "cuda_graphs"}
 _STR = {"loss", "grid", "metric", "device", "format", "layout", "gain_of", "out", "executor", "ray_address", "cache_dir", "data_root",
-        "description", "matmul", "storage"}
+        "description", "matmul", "storage", "search", "probe"}
 
 
 def _coerce(name: str, value, base: str | None, from_flags: bool = False):
@@ -327,6 +343,8 @@ def _coerce(name: str, value, base: str | None, from_flags: bool = False):
         return parse_hp_mapping(value)
     if name == "weights":
         return _weights(value)
+    if name == "halving_rungs":
+        return _epoch_list(value)
     if name == "plugins":
         return tuple(_rel(base, p) if str(p).endswith(".py") else str(p) for p in split_list(value, "plugins"))
     if value is None:
@@ -349,6 +367,15 @@ def _coerce(name: str, value, base: str | None, from_flags: bool = False):
             raise ConfigError(f"{name} must be a string, not {value!r}", f"e.g. {name}: ...")
         return str(value)
     raise AssertionError(name)
+
+
+def _epoch_list(value) -> tuple[int, ...]:
+    """Rung epochs from ``10,30,90`` or a YAML list of whole numbers."""
+    items = split_list(value, "halving_rungs") if isinstance(value, str) else value
+    try:
+        return tuple(int(str(v)) for v in (items if isinstance(items, (list, tuple)) else [items]))
+    except ValueError:
+        raise ConfigError(f"halving_rungs must be whole numbers of epochs, not {value!r}", "e.g. --halving-rungs 10,30,90") from None
 
 
 ALIASES = {"dataset": "datasets", "backbone": "backbones", "augmenters": "aug", "feature-files": "feature_files"}

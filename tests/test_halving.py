@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from method_utils import configs_for, unit_blobs
@@ -75,3 +76,96 @@ def test_resumed_stacks_must_share_their_streams():
         runs.append(halving.head_states(r)[0])
     with pytest.raises(RuntimeError, match="disagree"):
         halving.resume(x, y, 3, NoAugmentation, SmoothedHinge(), cfg * 2, TrainSettings(epochs=2, batch_size=16), runs)
+
+
+# ---- through the runner -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plugin_host():
+    from runner_util import host, single_thread
+
+    undo = single_thread()
+    yield host()
+    undo()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from runner_util import feature_grid
+
+    return feature_grid(str(tmp_path_factory.mktemp("features")), datasets=("d1",), backbones=("A",), val=30)
+
+
+def _spec(files, **kw):
+    from featbench.suite import RunSpec, check
+
+    base = dict(aug=("sea",), datasets=("d1",), backbones=("A",), feature_files=files,
+                hp={"lr": (0.5, 1.0, 2.0), "eta": (0.2, 0.4, 0.8)}, epochs=9, batch_size=32, search="halving")
+    base.update(kw)
+    return check(RunSpec(**base))
+
+
+def _run(spec, host, directory=None, **kw):
+    from featbench.runner import Runner
+    from featbench.store import Store
+
+    with Store(directory) as store:
+        outcome = Runner(spec, host, store, device="cpu", **kw).run()
+        cells = store.cells(list(outcome.cell_keys))
+        recs = store.configs([k for c in cells for k in store.cell_config_keys(c.key)])
+        states = store.head_states(list(recs))
+    return outcome, cells, recs, states
+
+
+def test_halving_records_each_rung_and_its_survivors_score_like_the_grid(files, plugin_host):
+    from featbench.records import REFIT
+
+    _, (cell,), recs, states = _run(_spec(files), plugin_host)
+    _, (grid,), grid_recs, _ = _run(_spec(files, search="grid"), plugin_host)
+    rungs = {}
+    for r in recs.values():
+        if r.phase != REFIT:
+            rungs.setdefault(r.rung_epoch, []).append(r)
+    assert {e: len(v) for e, v in rungs.items()} == {1: 9, 3: 3, 9: 1}  # 9 configurations, keep 1/3
+    survivors_3 = sorted(rungs[1], key=lambda r: -r.val)[:3]  # no ties among the first rung's scores here
+    assert sorted(map(str, (r.hp for r in survivors_3))) == sorted(map(str, (r.hp for r in rungs[3])))
+    by_hp = {str(r.hp): r for r in grid_recs.values() if r.phase != REFIT}
+    (last,) = rungs[9]
+    assert (last.val, last.test) == (by_hp[str(last.hp)].val, by_hp[str(last.hp)].test)  # a full-length run
+    assert cell.hp == last.hp and cell.val_value == last.val and cell.grid_size == 9
+    assert states == {}  # continuation states are dropped once the cell is finished
+
+
+class _StopAfter:
+    def __init__(self, n):
+        from featbench.runner import Listener
+
+        self.n, self.jobs = n, 0
+        self.base = Listener()
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def job_finished(self, job, new_configs):
+        self.jobs += 1
+        if self.jobs == self.n:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_halving_run_resumes_at_the_rung(files, plugin_host, tmp_path):
+    spec = _spec(files, hp={"lr": (0.5, 1.0, 2.0), "eta": (0.2, 0.4, 0.8)}, max_heads=3)  # 3 stacks per first rung
+    _, (full,), full_recs, _ = _run(spec, plugin_host)
+    d = str(tmp_path)
+    first, cells, _, _ = _run(spec, plugin_host, d, listener=_StopAfter(4))  # the first rung's 3 stacks + the second's
+    from featbench.store import Store
+
+    with Store(d) as store:
+        after = store.count_configs()
+        rung2 = [k for k in full_recs if full_recs[k].rung_epoch == 3]
+        assert first.interrupted and not cells and after == 9 + 3
+        assert set(store.head_states(rung2)) == set(rung2)  # the survivors' states wait for the next rung
+    second, (cell,), recs, states = _run(spec, plugin_host, d)
+    assert second.configs_trained == 1 + 1  # the last rung and the refit only
+    assert (cell.value, cell.hp, cell.val_value) == (full.value, full.hp, full.val_value)
+    assert np.array_equal(cell.correct, full.correct) and set(recs) == set(full_recs) and states == {}
