@@ -20,6 +20,8 @@ import numpy as np
 
 SEARCH = "search"
 REFIT = "refit"
+PROBE = "probe"  # a job that runs the whole L-BFGS probe of a cell (featbench.probe): its sweep and its refit
+PROBE_ROW = "lbfgs"  # the probe's row label in tables
 
 
 def stable_hash(obj: object) -> str:

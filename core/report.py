@@ -24,7 +24,7 @@ import numpy as np
 
 from . import significance as sig
 from .errors import UnknownNameError
-from .records import CellRecord
+from .records import PROBE_ROW, CellRecord
 from .suite import FORMATS, LAYOUTS
 
 BASELINE = "none"
@@ -73,6 +73,7 @@ class Table:
     marks: Mapping[tuple[int, str], frozenset]  # (line index, column or Avg) -> {BEST, GROUP_BEST}
     gain_of: str | None = None  # Table 5: the row of the Gain line
     gain: Mapping[str, sig.GainTest] = attrs.field(factory=dict)  # column or Avg -> test
+    probe_gain: Mapping[str, sig.GainTest] = attrs.field(factory=dict)  # the Gain row's augmenter minus the L-BFGS probe
 
 
 @attrs.frozen
@@ -189,10 +190,10 @@ def build(cells: Sequence[CellRecord], *, gain_of: str | None = None, layout: st
     entries = {k: _aggregate(v) for k, v in groups.items()}
     rows = _ordered(c.row for c in cells)
     bsets = _ordered(c.backbones for c in cells)
-    others = [r for r in rows if r != BASELINE]
+    others = [r for r in rows if r not in (BASELINE, PROBE_ROW)]
     if gain_of is not None and gain_of not in others:
         raise UnknownNameError("augmenter for the Gain row", gain_of, others)
-    if BASELINE not in rows or not others:
+    if not (BASELINE in rows or PROBE_ROW in rows) or not others:
         gain_of = None
     elif gain_of is None:
         gain_of = "sea" if "sea" in others else others[-1]
@@ -207,23 +208,26 @@ def build(cells: Sequence[CellRecord], *, gain_of: str | None = None, layout: st
         cols = _ordered(c.dataset for c in cells if c.backbones == bset)
         lines = [_line(r, "", {d: entries[(r, d, bset)] for d in cols if (r, d, bset) in entries}, cols) for r in rows
                  if any((r, d, bset) in entries for d in cols)]
-        base = next((l for l in lines if l.label == BASELINE), None)
-        gain_map: dict[str, sig.GainTest] = {}
-        if base is not None:
+        maps: dict[str, dict[str, sig.GainTest]] = {BASELINE: {}, PROBE_ROW: {}}
+        for vs in maps:
+            base = next((l for l in lines if l.label == vs), None)
+            if base is None:
+                continue
             for l in lines:
-                if l.label == BASELINE:
+                if l.label in (BASELINE, PROBE_ROW):
                     continue
                 tests = gain_tests(l, base, cols)
                 tests_used.update(t.test for t in tests.values() if t.test)
                 for col, t in tests.items():
-                    gains.append({"backbones": bset, "augmenter": l.label, "vs": BASELINE, "column": col, "gain": t.gain,
+                    gains.append({"backbones": bset, "augmenter": l.label, "vs": vs, "column": col, "gain": t.gain,
                                   "p": t.p, "test": t.test, "significant": t.significant})
                 if l.label == gain_of:
-                    gain_map = tests
+                    maps[vs] = tests
         if show5:
             title = f"backbones {bset}" if bset else "feature files"
+            shown = gain_of if maps[BASELINE] or maps[PROBE_ROW] else None
             tables.append(Table("table5", title, tuple(cols), tuple(lines), _marks(lines, cols, False),
-                                gain_of if gain_map else None, gain_map))
+                                shown, maps[BASELINE], maps[PROBE_ROW]))
     if show4 and dataset_bsets:
         cols = _ordered(c.dataset for c in cells if c.backbones)
         lines = [_line(b, r, {d: entries[(r, d, b)] for d in cols if (r, d, b) in entries}, cols)
@@ -295,11 +299,13 @@ def _grid(table: Table, fmt: str, digits: int) -> tuple[list[str], list[tuple[st
             cells.append(_cell_text(text, table.marks.get((i, col), frozenset()), fmt, grouped) if e else "")
         cells.append(_cell_text(_num(line.avg, line.avg_std, digits, pm), table.marks.get((i, AVG), frozenset()), fmt, grouped))
         body.append(("row", cells))
-    if table.gain_of:
+    for vs, tests in ((BASELINE, table.gain), (PROBE_ROW, table.probe_gain)):
+        if not table.gain_of or not tests:
+            continue
         sig_fmt = _STYLE[fmt][2]
-        cells = [esc(f"Gain ({table.gain_of} - {BASELINE})")]
+        cells = [esc(f"Gain ({table.gain_of} - {vs})")]
         for col in [*table.columns, AVG]:
-            t = table.gain.get(col)
+            t = tests.get(col)
             text = _num(t.gain, None, digits, pm) if t else ""
             cells.append(sig_fmt.format(text) if t is not None and t.significant else text)
         body.append(("gain", cells))
@@ -315,7 +321,12 @@ def _legend(report: Report, fmt: str) -> str:
     if any(t.layout == "table4" and len({l.group for l in t.lines}) > 1 for t in report.tables):
         text += f", {under} = best within its augmenter group"
     if any(t.gain_of for t in report.tables):
-        text += f"; {dagger} = gain over {BASELINE} significant at p < {sig.ALPHA} ({tests})"
+        versus = " or ".join(vs for vs, used in ((BASELINE, any(t.gain for t in report.tables)),
+                                                 (PROBE_ROW, any(t.probe_gain for t in report.tables))) if used)
+        text += f"; {dagger} = gain over {versus} significant at p < {sig.ALPHA} ({tests})"
+    if any(t.probe_gain for t in report.tables):
+        text += (f"; {PROBE_ROW} = L-BFGS logistic regression, weight decay swept on validation (coarse decades, "
+                 "then quarter decades), refit on train+val")
     settings = report.meta.get("settings")
     if isinstance(settings, Mapping) and settings.get("search") == "halving":
         rungs = settings.get("halving_rungs") or "E/3^k (featbench.halving.default_rungs)"
@@ -407,10 +418,11 @@ def to_json_data(report: Report) -> dict:
                          "group_best": GROUP_BEST in t.marks.get((i, AVG), ())}
             lines.append({"label": l.label, "group": l.group or None, "values": vals})
         item = {"layout": t.layout, "title": t.title, "columns": list(t.columns), "rows": lines}
-        if t.gain_of:
-            item["gain"] = {"of": t.gain_of, "vs": BASELINE,
-                            "cells": {c: {"gain": g.gain, "p": g.p, "test": g.test, "significant": g.significant}
-                                      for c, g in t.gain.items()}}
+        for name, vs, tests in (("gain", BASELINE, t.gain), ("gain_vs_probe", PROBE_ROW, t.probe_gain)):
+            if t.gain_of and tests:
+                item[name] = {"of": t.gain_of, "vs": vs,
+                              "cells": {c: {"gain": g.gain, "p": g.p, "test": g.test, "significant": g.significant}
+                                        for c, g in tests.items()}}
         tables.append(item)
     return {"results": results, "tables": tables, "gains": list(report.gains), "alpha": sig.ALPHA, **report.meta}
 

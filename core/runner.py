@@ -32,7 +32,7 @@ import numpy as np
 from .errors import ConfigError, UnknownNameError
 from .features import FeatureSet
 from .protocol import ConfigOutcome, default_max_heads, select_best, stacks, train_configs
-from .records import REFIT, SEARCH, CellRecord, ConfigRecord, stable_hash
+from .records import PROBE, REFIT, SEARCH, CellRecord, ConfigRecord, stable_hash
 from .suite import DEFAULT_STACK, RunSpec
 from .train import TrainSettings
 
@@ -221,6 +221,11 @@ class CellPlan:
     rungs: tuple[int, ...] = ()  # successive halving: the rung epochs (empty: the grid search)
     keep: float = 1.0  # halving: the fraction of configurations each rung passes on
     rung_keys: tuple[tuple[str, ...], ...] = ()  # halving: per rung, one key per grid configuration
+    probe: bool = False  # the L-BFGS probe's row (featbench.probe), not an augmenter
+
+    @property
+    def augmenter(self) -> str:
+        return self.row.augmenter
 
     @property
     def configs(self):
@@ -346,7 +351,22 @@ def plan_cells(spec: RunSpec, rows: Sequence[RowPlan], device: str, load: LoadOp
                                    **_settings_ident(settings, spec.val_fraction)})
                 cells.append(CellPlan(key, src, sid, row, spec.loss, seed, settings, keys, groups, rungs,
                                       spec.halving_keep, rung_keys))
+        if spec.probe:
+            cells += [_probe_cell(spec, src, sid, seed, device) for seed in spec.seed_list]
     return cells
+
+
+PROBE_LOSS = "ce"
+
+
+def _probe_cell(spec: RunSpec, src: SourceSpec, sid: str, seed: int, device: str) -> CellPlan:
+    """The L-BFGS probe's cell of one source and seed (its row is labelled ``lbfgs``)."""
+    from . import probe
+
+    settings = TrainSettings(epochs=probe.MAX_ITER, batch_size=0, momentum=0.0, seed=seed, device=device)
+    row = RowPlan(probe.NAME, probe.NAME, {}, ({},))
+    key = stable_hash({"row": probe.NAME, "source": sid, "probe": probe.identity(), **_settings_ident(settings, spec.val_fraction)})
+    return CellPlan(key, src, sid, row, PROBE_LOSS, seed, settings, (), (), probe=True)
 
 
 @contextlib.contextmanager
@@ -372,6 +392,12 @@ def torch_threads(n: int | None):
 def execute_job(job: TrainJob, fs: FeatureSet, host, on_epoch: Callable[[int], None] | None = None) -> JobResult:
     """Train one job on its (already loaded) feature set, with ``job.threads`` threads. Pure computation:
     writes nothing."""
+    if job.phase == PROBE:
+        from . import probe
+
+        with torch_threads(job.threads):
+            outcomes = probe.run(fs, job.settings.seed, job.val_fraction, job.settings.device)
+        return JobResult(job, tuple(outcomes), _source_info(job, fs), job.settings.device)
     aug_cls = host.get_augmenter(job.augmenter)
     loss = host.get_loss(job.loss)()
     cap = default_max_heads(fs.num_classes, fs.dim)
@@ -386,9 +412,12 @@ def execute_job(job: TrainJob, fs: FeatureSet, host, on_epoch: Callable[[int], N
             outcomes += train_configs(fs, aug_cls, loss, job.configs[start:start + cap], job.settings, job.phase,
                                       job.val_fraction, job.log_every, on_epoch, stop=job.stop_epoch,
                                       states=states[start:start + cap] if states else None)
-    info = SourceInfo(dataset=job.source.dataset, backbones=job.source.backbone_label, metric=fs.metric,
+    return JobResult(job, tuple(outcomes), _source_info(job, fs), job.settings.device)
+
+
+def _source_info(job: TrainJob, fs: FeatureSet) -> SourceInfo:
+    return SourceInfo(dataset=job.source.dataset, backbones=job.source.backbone_label, metric=fs.metric,
                       num_classes=fs.num_classes, test_y=fs.test_y, cache_keys=tuple(fs.cache_keys), files=tuple(fs.sources))
-    return JobResult(job, tuple(outcomes), info, job.settings.device)
 
 
 # ---- executors --------------------------------------------------------------------------------
@@ -587,6 +616,13 @@ class Runner:
         """Submit what the cell still needs; returns the number of configurations submitted."""
         if cell.rungs:
             return self._start_rung(cell)
+        if cell.probe:
+            key = self._refit_key(cell, {})
+            if key in self.store.configs([key]):
+                self._finish(cell)
+                return 0
+            self._owners.setdefault(key, []).append(cell.key)
+            return self._submit(self._job(cell, PROBE, [{}], [key]))
         if not cell.search_keys:
             return self._refit(cell)
         recorded = self.store.configs(cell.search_keys)
@@ -651,7 +687,17 @@ class Runner:
             self._owners.setdefault(k, []).append(cell.key)
         return n + 1
 
+    def _probe_key(self, cell: CellPlan, wd: float) -> str:
+        return config_key(cell.source_id, cell.augmenter, cell.loss, SEARCH, {"wd": wd}, cell.settings, self.spec.val_fraction)
+
     def _chosen(self, cell: CellPlan) -> tuple[dict, list[ConfigRecord]]:
+        if cell.probe:
+            from .probe import candidates
+
+            key = self._refit_key(cell, {})
+            recs = self.store.configs([key, *(self._probe_key(cell, wd) for wd in candidates())])
+            search = sorted((r for k, r in recs.items() if k != key), key=lambda r: r.hp["wd"])
+            return dict(recs[key].hp), search
         if cell.rungs:
             _, alive, done = self._halving(cell)
             last = done[-len(alive):]
@@ -663,6 +709,9 @@ class Runner:
         return dict(cell.configs[select_best([r.val for r in search])]), search
 
     def _refit_key(self, cell: CellPlan, hp: Mapping[str, float]) -> str:
+        if cell.probe:  # one key for the whole probe (its weight decay is chosen inside the job)
+            return config_key(cell.source_id, cell.augmenter, cell.loss, REFIT, {"probe": cell.augmenter}, cell.settings,
+                              self.spec.val_fraction)
         return config_key(cell.source_id, cell.row.augmenter, cell.loss, REFIT, hp, cell.settings, self.spec.val_fraction)
 
     def _refit(self, cell: CellPlan) -> int:
@@ -685,9 +734,14 @@ class Runner:
             self.store.record_source(job.source_id, s.dataset, s.backbones, s.metric, s.num_classes, s.test_y,
                                      s.cache_keys, s.files)
             self._sources.add(job.source_id)
+        keys, phases = job.keys, [job.phase] * len(job.keys)
+        if job.phase == PROBE:  # the sweep's keys follow from the values it tried; the refit's is the job's
+            cell = self._by_key[self._owners[job.keys[0]][0]]
+            keys = [self._probe_key(cell, o.hp["wd"]) for o in result.outcomes[:-1]] + list(job.keys)
+            phases = [SEARCH] * (len(keys) - 1) + [REFIT]
         records = [ConfigRecord(key=k, source_id=job.source_id, augmenter=job.augmenter, loss=job.loss, seed=job.settings.seed,
-                                phase=job.phase, device=result.device, **attrs.asdict(o, recurse=False))
-                   for k, o in zip(job.keys, result.outcomes)]
+                                phase=p, device=result.device, **attrs.asdict(o, recurse=False))
+                   for k, p, o in zip(keys, phases, result.outcomes)]
         new = self.store.record_configs(self._run_id, records)
         self._trained += new
         self._in_flight.difference_update(job.keys)
@@ -695,7 +749,7 @@ class Runner:
         for k in job.keys:
             for cell_key in self._owners.pop(k, []):
                 cell = self._by_key[cell_key]
-                if job.phase == REFIT:
+                if job.phase in (REFIT, PROBE):
                     self._finish(cell)
                     continue
                 waiting = self._waiting.get(cell_key)
@@ -719,8 +773,8 @@ class Runner:
         hp, search = self._chosen(cell)
         key = self._refit_key(cell, hp)
         refit = self.store.configs([key])[key]
-        if cell.rungs:
-            val = next(r.val for r in reversed(search) if r.hp == hp)
+        if cell.rungs or cell.probe:
+            val = next((r.val for r in reversed(search) if r.hp == hp), None)
         else:
             val = search[select_best([r.val for r in search])].val if search else None
         rec = CellRecord(key=cell.key, source_id=cell.source_id, dataset=cell.source.dataset,
