@@ -190,7 +190,7 @@ def check(spec: RunSpec) -> RunSpec:
     if spec.halving_rungs:
         from .halving import check_rungs
 
-        check_rungs(spec.halving_rungs, spec.epochs)
+        spec = attrs.evolve(spec, halving_rungs=check_rungs(spec.halving_rungs, spec.epochs))  # the last rung is --epochs
     if spec.search not in SEARCHES:
         raise UnknownNameError("search", spec.search, SEARCHES)
     if spec.probe is not None and spec.probe not in PROBES:
