@@ -22,6 +22,7 @@ schedules one job per (rung, K-stack) and records each head's state in the resul
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -37,10 +38,10 @@ def default_rungs(epochs: int, n_configs: int, keep: float = DEFAULT_KEEP) -> tu
     """Rung epochs ``E / eta^(m-1), ..., E / eta, E`` with ``eta = 1 / keep`` and m = 1 + floor(log_eta N),
     rounded, at least 1 epoch apart (fewer rungs when E is too small)."""
     eta = 1.0 / keep
-    m = 1 + int(math.floor(math.log(max(n_configs, 1)) / math.log(eta) + 1e-9))
+    m = 1 + math.floor(math.log(max(n_configs, 1)) / math.log(eta) + 1e-9)
     out: list[int] = []
     for j in range(m - 1, -1, -1):
-        e = max(1, int(round(epochs / eta ** j)))
+        e = max(1, round(epochs / eta ** j))
         if not out or e > out[-1]:
             out.append(e)
     if out[-1] != epochs:
@@ -53,7 +54,7 @@ def check_rungs(rungs: Sequence[int], epochs: int) -> tuple[int, ...]:
     from .errors import ConfigError
 
     r = tuple(int(v) for v in rungs)
-    if any(v < 1 or v > epochs for v in r) or any(b <= a for a, b in zip(r, r[1:])):
+    if any(v < 1 or v > epochs for v in r) or any(b <= a for a, b in itertools.pairwise(r)):
         raise ConfigError(f"--halving-rungs {','.join(map(str, r))} must be increasing epochs between 1 and --epochs {epochs}",
                           f"e.g. --halving-rungs {max(1, epochs // 9)},{max(1, epochs // 3)},{epochs}")
     return r if r and r[-1] == epochs else (*r, epochs)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from featbench.cli import main
-
 from runner_util import feature_grid, single_thread
+from test_cli import run as _main
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -20,12 +19,6 @@ def one_thread():
 def features(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli_search")
     return feature_grid(str(d), datasets=("d1",), backbones=("A",), n_train=120, n_test=80, dim=8, val=30)["d1"]["A"]
-
-
-def _main(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_probe_prints_both_gain_rows(features, tmp_path, capsys):

@@ -100,29 +100,29 @@ def files(tmp_path_factory):
 def _spec(files, **kw):
     from featbench.suite import RunSpec, check
 
-    base = dict(aug=("sea",), datasets=("d1",), backbones=("A",), feature_files=files,
-                hp={"lr": (0.5, 1.0, 2.0), "eta": (0.2, 0.4, 0.8)}, epochs=9, batch_size=32, search="halving")
-    base.update(kw)
-    return check(RunSpec(**base))
+    base = {"aug": ("sea",), "datasets": ("d1",), "backbones": ("A",), "feature_files": files,
+            "hp": {"lr": (0.5, 1.0, 2.0), "eta": (0.2, 0.4, 0.8)}, "epochs": 9, "batch_size": 32, "search": "halving"}
+    return check(RunSpec(**{**base, **kw}))
 
 
-def _run(spec, host, directory=None, **kw):
-    from featbench.runner import Runner
+def _recorded(directory, cells):
+    """Every configuration record the cells chose from, and the continuation states still stored."""
     from featbench.store import Store
 
     with Store(directory) as store:
-        outcome = Runner(spec, host, store, device="cpu", **kw).run()
-        cells = store.cells(list(outcome.cell_keys))
         recs = store.configs([k for c in cells for k in store.cell_config_keys(c.key)])
-        states = store.head_states(list(recs))
-    return outcome, cells, recs, states
+        return recs, store.head_states(list(recs))
 
 
-def test_halving_records_each_rung_and_its_survivors_score_like_the_grid(files, plugin_host):
+def test_halving_records_each_rung_and_its_survivors_score_like_the_grid(files, plugin_host, tmp_path):
+    from test_runner import _run
+
     from featbench.records import REFIT
 
-    _, (cell,), recs, states = _run(_spec(files), plugin_host)
-    _, (grid,), grid_recs, _ = _run(_spec(files, search="grid"), plugin_host)
+    _, (cell,), _ = _run(_spec(files), plugin_host, str(tmp_path / "h"))
+    recs, states = _recorded(str(tmp_path / "h"), [cell])
+    _, grid_cells, _ = _run(_spec(files, search="grid"), plugin_host, str(tmp_path / "g"))
+    grid_recs, _ = _recorded(str(tmp_path / "g"), grid_cells)
     rungs = {}
     for r in recs.values():
         if r.phase != REFIT:
@@ -137,35 +137,22 @@ def test_halving_records_each_rung_and_its_survivors_score_like_the_grid(files, 
     assert states == {}  # continuation states are dropped once the cell is finished
 
 
-class _StopAfter:
-    def __init__(self, n):
-        from featbench.runner import Listener
-
-        self.n, self.jobs = n, 0
-        self.base = Listener()
-
-    def __getattr__(self, name):
-        return getattr(self.base, name)
-
-    def job_finished(self, job, new_configs):
-        self.jobs += 1
-        if self.jobs == self.n:
-            raise KeyboardInterrupt
-
-
 def test_an_interrupted_halving_run_resumes_at_the_rung(files, plugin_host, tmp_path):
-    spec = _spec(files, hp={"lr": (0.5, 1.0, 2.0), "eta": (0.2, 0.4, 0.8)}, max_heads=3)  # 3 stacks per first rung
-    _, (full,), full_recs, _ = _run(spec, plugin_host)
-    d = str(tmp_path)
-    first, cells, _, _ = _run(spec, plugin_host, d, listener=_StopAfter(4))  # the first rung's 3 stacks + the second's
+    from test_runner import _run, _StopAfter
+
     from featbench.store import Store
 
+    spec = _spec(files, max_heads=3)  # 3 stacks in the first rung, 1 in the second
+    _, (full,), _ = _run(spec, plugin_host, str(tmp_path / "full"))
+    full_recs, _ = _recorded(str(tmp_path / "full"), [full])
+    d = str(tmp_path / "run")
+    first, cells, after = _run(spec, plugin_host, d, listener=_StopAfter(4))  # the first rung's 3 stacks + the second's
+    rung2 = [k for k in full_recs if full_recs[k].rung_epoch == 3]
     with Store(d) as store:
-        after = store.count_configs()
-        rung2 = [k for k in full_recs if full_recs[k].rung_epoch == 3]
-        assert first.interrupted and not cells and after == 9 + 3
         assert set(store.head_states(rung2)) == set(rung2)  # the survivors' states wait for the next rung
-    second, (cell,), recs, states = _run(spec, plugin_host, d)
+    assert first.interrupted and not cells and after == 9 + 3
+    second, (cell,), _ = _run(spec, plugin_host, d)
+    recs, states = _recorded(d, [cell])
     assert second.configs_trained == 1 + 1  # the last rung and the refit only
     assert (cell.value, cell.hp, cell.val_value) == (full.value, full.hp, full.val_value)
     assert np.array_equal(cell.correct, full.correct) and set(recs) == set(full_recs) and states == {}
