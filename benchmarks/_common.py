@@ -112,8 +112,8 @@ def _sync() -> None:
 
 def top1(weight, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Top-1 accuracy (%) of every head in ``weight`` (K, C, d) or (C, d)."""
-    from featbench import metrics
-    from featbench.train import predict
+    from featbench.training import metrics
+    from featbench.training.trainer import predict
 
     w = weight if weight.dim() == 3 else weight[None]
     return metrics.top1(predict(w, x), y)
@@ -132,7 +132,7 @@ def featbench_run(data: dict, size: Size, configs: list[dict], epochs: int | Non
     """A closure training ``configs`` as one featbench K-stack of SeA heads; returns the weights (K, C, d)."""
     from featbench.plugins.losses import SmoothedHinge
     from featbench.plugins.sea import SeA
-    from featbench.train import TrainSettings, train_heads
+    from featbench.training.trainer import TrainSettings, train_heads
 
     ts = TrainSettings(epochs=epochs or size.epochs, batch_size=size.b, seed=seed, **settings)
     return lambda: train_heads(data["train_x"], data["train_y"], size.C, SeA, SmoothedHinge(), configs, ts).weight

@@ -46,10 +46,10 @@ def featbench_extractor(model, images, batch: int, device):
     import torch
 
     try:
-        from featbench.datasets import ImageSource  # API: featbench.extract / featbench.datasets
-        from featbench.extract import ExtractSettings, iter_features  # API: featbench.extract / featbench.datasets
+        from featbench.inputs.datasets import ImageSource  # API: featbench.inputs.extract / featbench.inputs.datasets
+        from featbench.inputs.extract import ExtractSettings, iter_features  # API: featbench.inputs.extract / featbench.inputs.datasets
     except ImportError as exc:
-        raise SystemExit(f"--extractor featbench needs featbench.extract and featbench.datasets: {exc}") from None
+        raise SystemExit(f"--extractor featbench needs featbench.inputs.extract and featbench.inputs.datasets: {exc}") from None
     from PIL import Image
 
     class ArrayImages(ImageSource):
@@ -62,7 +62,7 @@ def featbench_extractor(model, images, batch: int, device):
         x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1) / 255
         return (x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
 
-    settings = ExtractSettings(batch_size=batch, device=str(device), progress=False)  # API: featbench.extract / featbench.datasets
+    settings = ExtractSettings(batch_size=batch, device=str(device), progress=False)  # API: featbench.inputs.extract / featbench.inputs.datasets
     return np.concatenate(list(iter_features(model, ArrayImages(), transform, settings)))
 # ------------------------------------------------------------------------------------------------------
 

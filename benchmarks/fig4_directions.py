@@ -52,19 +52,19 @@ def parse_args(argv=None):
 
 def load(spec):
     if spec is None:
-        from featbench.demo import digits_features
+        from featbench.inputs.demo import digits_features
 
         return digits_features(seed=0)
-    from featbench.features import load_features
+    from featbench.inputs.features import load_features
 
     return load_features([p for p in spec.split(",") if p])
 
 
 def evaluate(fs, aug_cls, loss, etas, args, seed):
     """Test scores (percent) of one K-stack over ``etas`` (or one head for eta-less methods)."""
-    from featbench import metrics
-    from featbench.grid import expand_grid, hparams_for
-    from featbench.train import TrainSettings, predict, train_heads
+    from featbench.training import metrics
+    from featbench.training.grid import expand_grid, hparams_for
+    from featbench.training.trainer import TrainSettings, predict, train_heads
 
     params = hparams_for(type(loss), aug_cls)
     values = {"lr": [args.lr], "wd": [args.wd], **{k: [v] for k, v in FIXED.items()}}

@@ -28,7 +28,7 @@ def gemm_rate(m: int, k: int, n: int, precision: str, repeats: int = 10) -> floa
 
     import torch
 
-    from featbench.train import matmul_precision
+    from featbench.training.trainer import matmul_precision
 
     a, b = torch.randn(m, k), torch.randn(k, n)
     with matmul_precision(precision, torch.device("cpu")):

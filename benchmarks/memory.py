@@ -95,7 +95,7 @@ def main() -> None:
 
     from featbench.plugins.losses import SmoothedHinge
     from featbench.plugins.sea import SeA
-    from featbench.train import TrainSettings, train_heads
+    from featbench.training.trainer import TrainSettings, train_heads
 
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     fd, path = tempfile.mkstemp(suffix=".f16", dir=args.dir)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from featbench.api import seed_stream
-from featbench.train import DATA_ORDER_STREAM, init_weight
+from featbench.training.trainer import DATA_ORDER_STREAM, init_weight
 
 
 def smoothed_hinge(out, y, lamda, delta):

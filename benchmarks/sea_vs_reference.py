@@ -21,11 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from reference_sea import train_reference  # noqa: E402
 
-from featbench import metrics  # noqa: E402
-from featbench.features import load_features  # noqa: E402
+from featbench.training import metrics  # noqa: E402
+from featbench.inputs.features import load_features  # noqa: E402
 from featbench.plugins.losses import SmoothedHinge  # noqa: E402
 from featbench.plugins.sea import SeA  # noqa: E402
-from featbench.train import TrainSettings, predict, train_heads  # noqa: E402
+from featbench.training.trainer import TrainSettings, predict, train_heads  # noqa: E402
 
 OFFICIAL = dict(lr=1.6, wd=1e-6, alpha=0.01, eta=0.8, lamda=0.1, delta=0.0)
 
@@ -39,7 +39,7 @@ def main() -> None:
     if args.features:
         fs = load_features(args.features.split(","))
     else:
-        from featbench.demo import digits_features
+        from featbench.inputs.demo import digits_features
 
         fs = digits_features()
     print(f"features {fs.name}: n={len(fs.train_y)} d={fs.dim} C={fs.num_classes}, {args.epochs} epochs, official defaults")

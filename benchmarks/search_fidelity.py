@@ -61,7 +61,7 @@ def _subset(fs, n: int, seed: int = 0):
     """A stratified subset of ``n`` training rows (val and test untouched)."""
     import attrs
 
-    from featbench.protocol import stratified_holdout
+    from featbench.training.protocol import stratified_holdout
 
     if n >= len(fs.train_y):
         return fs
@@ -71,7 +71,7 @@ def _subset(fs, n: int, seed: int = 0):
 
 def sources(work: str, quick: bool, fashion_train: int, host) -> list[tuple[str, tuple[str, ...]]]:
     """``(label, feature files)`` of every source, writing the real-feature ones to ``work``."""
-    from featbench.sources import feature_set_for
+    from featbench.inputs.sources import feature_set_for
 
     out = []
     real = [("digits", 160, None)] if quick else [("digits", 160, None), ("fashion-mnist", 64, fashion_train)]
@@ -96,9 +96,9 @@ def sources(work: str, quick: bool, fashion_train: int, host) -> list[tuple[str,
 
 def run_cell(files, row: str, grid: dict, search: str, host, epochs: int, threads: int):
     """One cell through the runner, in memory: (CellRecord, wall seconds, rungs)."""
-    from featbench.runner import Runner
-    from featbench.store import Store
-    from featbench.suite import RunSpec, check
+    from featbench.bench.driver import Runner
+    from featbench.bench.store import Store
+    from featbench.bench.spec import RunSpec, check
 
     hp = {k.split(".", 1)[1] if k.startswith(f"{row}.") else k: v for k, v in grid.items() if "." not in k or k.startswith(f"{row}.")}
     spec = check(RunSpec(aug=(row,), features=(tuple(files),), hp=hp, epochs=epochs, search=search, threads=threads,
@@ -113,7 +113,7 @@ def run_cell(files, row: str, grid: dict, search: str, host, epochs: int, thread
 
 
 def compare(label, files, row, grid, host, epochs, threads) -> dict:
-    from featbench import significance as sig
+    from featbench.reporting import significance as sig
 
     g, g_s, g_cpu, _, n = run_cell(files, row, grid, "grid", host, epochs, threads)
     h, h_s, h_cpu, rungs, _ = run_cell(files, row, grid, "halving", host, epochs, threads)

@@ -482,7 +482,7 @@ class BackboneSpec:
 class DatasetSpec:
     """An image data set, as a plugin registers it: ``registry.add(name, spec, summary)``.
 
-    ``load(data_root)`` returns :class:`featbench.datasets.Splits` (train / val / test image sources and
+    ``load(data_root)`` returns :class:`featbench.inputs.datasets.Splits` (train / val / test image sources and
     class names) or raises :class:`featbench.errors.DataError` naming what to download and where to put
     it. ``metric`` is ``top1`` or ``mean_per_class``. A prefix family (``folder:``) sets
     ``resolve(full_name) -> DatasetSpec`` instead of ``load``.

@@ -112,7 +112,7 @@ def _image_options(p: argparse.ArgumentParser, extract: bool) -> None:
 
 def _run_options(rp: argparse.ArgumentParser) -> None:
     """The options of ``featbench run``; none has an argparse default, so only given flags override a suite."""
-    from .suite import DEFAULT_STACK, RunSpec
+    from .bench.spec import DEFAULT_STACK, RunSpec
 
     D = RunSpec()
     S = argparse.SUPPRESS
@@ -230,7 +230,7 @@ def _split(value: str | None) -> list[str]:
 
 
 def _source_options(args, host) -> dict:
-    """The keyword arguments of ``featbench.sources.feature_set_for`` / ``extract`` from the image options."""
+    """The keyword arguments of ``featbench.inputs.sources.feature_set_for`` / ``extract`` from the image options."""
     if args.image_size is not None and args.image_size < 8:
         raise ConfigError(f"--image-size {args.image_size} is too small", "e.g. --image-size 224")
     if args.extract_batch_size < 1:
@@ -258,8 +258,8 @@ def _prepare_out(path: str | None) -> str | None:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (``featbench.files``); a failure is a one-line StorageError."""
-    from .files import write_text
+    """Write ``text`` to ``path`` atomically (``featbench.inputs.files``); a failure is a one-line StorageError."""
+    from .inputs.files import write_text
 
     try:
         write_text(path, text)
@@ -331,8 +331,8 @@ def _run_flags(args) -> dict:
 def _preflight(spec, host, registry: str | None) -> None:
     """Check names, hyper-parameters and feature files (all but their NaN/Inf values) before anything is
     written; feature-file runs fail here before torch is even imported."""
-    from .features import check_feature_files
-    from .runner import plan_rows, plan_sources
+    from .inputs.features import check_feature_files
+    from .bench.driver import plan_rows, plan_sources
 
     plan_rows(spec, host, registry)
     for src in plan_sources(spec):
@@ -346,10 +346,10 @@ def _preflight(spec, host, registry: str | None) -> None:
 
 
 def cmd_run(args) -> int:
-    from .runner import LoadOptions, Runner
-    from .store import Store, db_path
-    from .suite import build_spec
-    from .train import check_matmul, resolve_device
+    from .bench.driver import LoadOptions, Runner
+    from .bench.store import Store, db_path
+    from .bench.spec import build_spec
+    from .training.trainer import check_matmul, resolve_device
 
     spec = build_spec(_run_flags(args), args.config)
     host = _host(args, spec.plugins)
@@ -363,7 +363,7 @@ def cmd_run(args) -> int:
     with contextlib.ExitStack() as context:
         try:
             if spec.executor == "ray":
-                from .ray_executor import cluster_device, connect
+                from .bench.executors.ray import cluster_device, connect
 
                 context.enter_context(connect(spec.ray_address))
                 device = cluster_device(spec.device)
@@ -451,7 +451,7 @@ def _forget_failed_run(store, out: str | None, last_run: int, new_db: bool, new_
 
 def _remove_new_store(out: str | None, new_db: bool, new_dir: bool) -> None:
     """Remove the results store this run created (and the --out directory, if it created that and it is empty)."""
-    from .store import db_path
+    from .bench.store import db_path
 
     if out is None or not new_db:
         return
@@ -504,8 +504,8 @@ def _diverged(store, cells) -> list[tuple]:
 
 def _render_run(store, run_id: int | None, fmt: str, layout: str | None, gain_of: str | None, digits: int | None) -> str:
     """Render the tables of one run from the store alone (what ``run`` prints and ``report`` reprints)."""
-    from .report import build, render
-    from .suite import FORMATS
+    from .reporting.tables import build, render
+    from .bench.spec import FORMATS
 
     if fmt not in FORMATS:
         raise UnknownNameError("output format", fmt, FORMATS)
@@ -524,7 +524,7 @@ def _render_run(store, run_id: int | None, fmt: str, layout: str | None, gain_of
 
 
 def cmd_report(args) -> int:
-    from .store import Store
+    from .bench.store import Store
 
     with Store(_existing_dir(args.dir), create=False) as store:
         print(_render_run(store, args.run, args.format, args.layout, args.gain_of, args.digits))
@@ -538,8 +538,8 @@ def _existing_dir(path: str) -> str:
 
 
 def cmd_plot(args) -> int:
-    from .plot import write_plots
-    from .store import Store
+    from .reporting.plot import write_plots
+    from .bench.store import Store
 
     with Store(_existing_dir(args.dir), create=False) as store:
         run = store.run(args.run)
@@ -557,7 +557,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_extract(args) -> int:
-    from .sources import extract
+    from .inputs.sources import extract
 
     options = _source_options(args, _host(args))
     for dataset in _split(args.dataset):
@@ -569,7 +569,7 @@ def cmd_extract(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .convert import convert_byol
+    from .inputs.convert import convert_byol
 
     sd = convert_byol(args.input, args.output)
     print(f"wrote {args.output}: {len(sd)} tensors (torchvision resnet50 keys, with the online classifier as fc); "

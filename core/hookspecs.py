@@ -77,7 +77,7 @@ def register_datasets(registry):
 
     :param registry: call ``registry.add(name, spec, summary)`` where ``spec`` is a
         :class:`featbench.api.DatasetSpec` whose ``load(data_root)`` returns
-        :class:`featbench.datasets.Splits`. A name ending in ``:`` (``folder:``) is a prefix family
+        :class:`featbench.inputs.datasets.Splits`. A name ending in ``:`` (``folder:``) is a prefix family
         resolved by ``spec.resolve(full_name)``.
 
     Called once per plugin when the plugin manager builds its catalog.

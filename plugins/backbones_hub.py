@@ -17,7 +17,7 @@ import sys
 from featbench import hookimpl
 from featbench.api import BackboneSpec, ConversionRule, Preprocess, ResolvedWeights
 from featbench.errors import UnknownNameError
-from featbench.weights import WeightsUnavailableError, load_into
+from featbench.inputs.weights import WeightsUnavailableError, load_into
 
 # ---- timm --------------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from featbench import hookimpl
 from featbench.api import BackboneSpec, Preprocess, ResolvedWeights
 from featbench.errors import DataError
-from featbench.weights import load_into, registry_backbones
+from featbench.inputs.weights import load_into, registry_backbones
 
 
 def _tensors(ckpt: Mapping) -> list:

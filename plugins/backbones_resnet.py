@@ -14,7 +14,7 @@ import math
 
 from featbench import hookimpl
 from featbench.api import BackboneSpec, Preprocess, ResolvedWeights
-from featbench.weights import load_into, registry_backbones
+from featbench.inputs.weights import load_into, registry_backbones
 
 
 def same_pad(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:

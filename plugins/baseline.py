@@ -9,10 +9,10 @@ from featbench.api import Augmented, Batch, FeatureAugmenter, Targets
 class NoAugmentation(FeatureAugmenter):
     """No augmentation (the paper's Baseline): clean features, hard labels.
 
-    Its step is the trainer's closed-form one (featbench.fastpath): ``dL/dW = (dL/dZ)^T X``, no autograd.
+    Its step is the trainer's closed-form one (featbench.training.fastpath): ``dL/dW = (dL/dZ)^T X``, no autograd.
     """
 
-    cuda_graph_safe = True  # deterministic, no host reads (featbench.fastpath.FusedAugmenter)
+    cuda_graph_safe = True  # deterministic, no host reads (featbench.training.fastpath.FusedAugmenter)
 
     def augment(self, batch: Batch) -> Augmented:
         return Augmented(batch.x, Targets.hard(batch.y))

@@ -17,7 +17,7 @@ import numpy as np
 
 from featbench import hookimpl
 from featbench.api import DatasetSpec
-from featbench.datasets import (IMAGE_EXTENSIONS, ArrayImages, CatalogEntry, FileImages, Splits, catalog_entries,
+from featbench.inputs.datasets import (IMAGE_EXTENSIONS, ArrayImages, CatalogEntry, FileImages, Splits, catalog_entries,
                                 holdout_val, missing_data, per_class_split, read_idx, read_lines)
 from featbench.errors import ConfigError, DataError
 
@@ -115,7 +115,7 @@ def load_cars(entry: CatalogEntry, root: str) -> Splits:
 
 
 def load_cifar(entry: CatalogEntry, root: str) -> Splits:
-    from featbench import safe_pickle
+    from featbench.inputs import safe_pickle
 
     base = _base(entry, root)
     ten = int(entry.options.get("variant", 10)) == 10

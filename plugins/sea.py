@@ -32,7 +32,7 @@ def masked_softmax_weights(scores, alpha):
     """
     import torch
 
-    from featbench.fastpath import softmax_without_subnormals
+    from featbench.training.fastpath import softmax_without_subnormals
 
     a = hp_column(alpha, scores)
     safe_a = torch.where(a > 0, a, torch.ones_like(a))
@@ -86,7 +86,7 @@ def sea_fused_gradients(x, y, weight, loss, alpha, eta, active=None):
     """Weight gradient (as a ``LinearGrad``) of every head's mean loss on its SeA-augmented batch, fused.
 
     Equals ``head_gradients(Augmented(sea_augment(x, feature_gradients(...), alpha, eta), hard(y)))``
-    (tested) but never forms the (K, b, d) tensors ``G``, ``Q X`` or ``X~`` (featbench.fastpath):
+    (tested) but never forms the (K, b, d) tensors ``G``, ``Q X`` or ``X~`` (featbench.training.fastpath):
     ``<g_i, x_j> = [E Z^T]_ij``, ``||g_i||^2 = [E W W^T E^T]_ii``, ``X~ = M X`` with ``M`` from ``Q`` and the
     shared Gram matrix ``X X^T``, logits ``M Z``, gradient ``(M^T E~)^T X``. ``x`` (b, d) is shared.
     Per head: 4bdC + 2C^2 d + 2b^3 + 6b^2 C flops, against 8bdC + 4b^2 d for the direct step.
@@ -97,7 +97,7 @@ def sea_fused_gradients(x, y, weight, loss, alpha, eta, active=None):
     """
     import torch
 
-    from featbench.fastpath import LinearGrad, batch_gram, row_mix_logits, row_weights, select_heads, stacked_logits
+    from featbench.training.fastpath import LinearGrad, batch_gram, row_mix_logits, row_weights, select_heads, stacked_logits
 
     targets = Targets.hard(y)
     z = stacked_logits(x, weight)  # (K, b, C), shared by the gradient pass and the training pass
@@ -118,8 +118,8 @@ def sea_fused_gradients(x, y, weight, loss, alpha, eta, active=None):
 
 
 def _sea_mix(x, z, e, weight, alpha, eta, gram=None):
-    """SeA's row mix ``M`` (X~ = M X) from the logits ``z`` and their gradient ``e`` (featbench.fastpath)."""
-    from featbench.fastpath import batch_gram, clamp_norm, gradient_similarities, gradient_sq_norms, push_mix
+    """SeA's row mix ``M`` (X~ = M X) from the logits ``z`` and their gradient ``e`` (featbench.training.fastpath)."""
+    from featbench.training.fastpath import batch_gram, clamp_norm, gradient_similarities, gradient_sq_norms, push_mix
 
     scores = gradient_similarities(e, z).div_(clamp_norm(gradient_sq_norms(e, weight)).unsqueeze(-1))
     return push_mix(masked_softmax_weights(scores, alpha), batch_gram(x) if gram is None else gram, eta)
@@ -133,7 +133,7 @@ class SeA(FeatureAugmenter):
         HParam("alpha", 0.01, "entropy weight / softmax temperature of the projection, >= 0 (0 = one-hot)", low=0.0),
     )
     min_batch = 2  # the direction uses the *other* examples of the batch
-    cuda_graph_safe = True  # deterministic, no host reads (featbench.fastpath.FusedAugmenter)
+    cuda_graph_safe = True  # deterministic, no host reads (featbench.training.fastpath.FusedAugmenter)
 
     def augment(self, batch: Batch) -> Augmented:
         grad = feature_gradients(batch, self.run.loss, self.run.num_heads)
@@ -149,7 +149,7 @@ class SeA(FeatureAugmenter):
 
     def fused_gradients(self, batch: Batch):
         """The fused step (:func:`sea_fused_gradients`) for shared rows and a loss of the logits alone."""
-        from featbench.fastpath import per_row_loss
+        from featbench.training.fastpath import per_row_loss
 
         if batch.x.dim() != 2 or not per_row_loss(self.run.loss):
             return None

@@ -12,10 +12,10 @@ import torch
 from conftest import make_blobs
 
 from featbench.api import AugRNG, Batch, BoundLoss, RunInfo, seed_stream
-from featbench.grid import expand_grid, hparams_for
+from featbench.training.grid import expand_grid, hparams_for
 from featbench.plugins.baseline import NoAugmentation
 from featbench.plugins.losses import CrossEntropy, SmoothedHinge
-from featbench.train import AUGMENT_STREAM, TrainSettings, hp_options, hp_tensors, train_heads
+from featbench.training.trainer import AUGMENT_STREAM, TrainSettings, hp_options, hp_tensors, train_heads
 
 
 def unit_blobs(n=96, d=16, C=4, seed=0, spread=0.5):
@@ -63,7 +63,7 @@ def train(aug_cls, configs, x, y, C, loss=None, epochs=3, batch_size=32, seed=0)
     """Train a stack on the generic (autograd) path; returns the weights (K, C, d).
 
     Methods are compared with each other bit for bit on the generic path; the closed-form fast paths are
-    proven equal to it separately (tests/test_fast_*.py)."""
+    proven equal to it separately (tests/training/test_fast_*.py)."""
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, seed=seed, fast=False)
     return train_heads(x, y, C, aug_cls, loss or SmoothedHinge(), configs, settings).weight
 
@@ -109,3 +109,18 @@ def span_residual(v, rows):
 
 __all__ = ["CrossEntropy", "SmoothedHinge", "assert_equals_baseline", "assert_stack_equals_singles", "batch_of",
            "configs_for", "make_run", "random_heads", "recover_direction", "span_residual", "train", "unit_blobs"]
+
+
+# Two settings of each method's own hyper-parameters (vectorised ones, so they share one stack).
+VARIATIONS = {
+    "none": [{}, {}],
+    "sea": [{"eta": 0.4, "alpha": 0.01}, {"eta": 0.8, "alpha": 0.05}],
+    "sea_neg": [{"eta": 0.4, "alpha": 0.01}, {"eta": 1.0, "alpha": 0.05}],
+    "rand": [{"eta": 0.4}, {"eta": 1.0}],
+    "adv": [{"eta": 0.01}, {"eta": 0.05}],
+    "mixdir": [{"eta": 0.2}, {"eta": 0.8}],
+    "mixup": [{"alpha": 0.5}, {"alpha": 2.0}],
+    "isda": [{"lambda0": 0.5}, {"lambda0": 5.0}],
+    "meada": [{"step_size": 0.1, "beta": 1.0, "steps": 2, "every": 1}, {"step_size": 0.5, "beta": 10.0, "steps": 3, "every": 1}],
+    "mixup_hard": [{"alpha": 0.5, "lam_n": 0.8}, {"alpha": 2.0, "lam_n": 0.6}],
+}

@@ -284,7 +284,7 @@ def test_a_failed_run_in_an_existing_directory_keeps_what_was_there(bad, tmp_pat
     proc = featbench("run", "--features", str(bad / "nan.npz"), "--aug", "none", "--epochs", "1", "--quiet", "--out", out)
     assert_clean_error(proc, ("NaN or Inf",))
     assert {n: open(os.path.join(out, n), "rb").read() for n in before} == before
-    from featbench.store import Store
+    from featbench.bench.store import Store
 
     with Store(out, create=False) as store:
         assert store.integrity_ok() and [r.status for r in store.runs()] == ["finished"] and store.count_configs() == 1
@@ -308,7 +308,7 @@ def test_a_read_only_output_directory(bad, tmp_path):
 def test_a_damaged_cache_file_is_detected_and_recomputed(tmp_path, capsys, damage):
     """A flipped bit in x.npy or a truncated y.npy fails its SHA-256: one warning line, the entry is
     recomputed, and the features are the same as before."""
-    from featbench.cache import FeatureCache
+    from featbench.inputs.cache import FeatureCache
     from featbench.cli import main
 
     cache = tmp_path / "cache"

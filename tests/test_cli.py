@@ -29,7 +29,7 @@ def test_run_prints_valid_json_with_both_rows(capsys, feature_file, tmp_path):
     assert rows["sea"]["hp"]["eta"] == 0.8 and "eta" not in rows["none"]["hp"]
     assert data["versions"]["featbench"] and data["versions"]["torch"]
     assert set(os.listdir(tmp_path / "o")) == {"results.json", "featbench.sqlite", "table.json"}
-    from featbench.store import Store
+    from featbench.bench.store import Store
 
     with Store(str(tmp_path / "o"), create=False) as store:
         assert len(store.cells(store.planned_cells(store.run().id))) == 2

@@ -40,7 +40,7 @@ def test_mocov3_checkpoint_through_weights_flag_gives_the_source_features(tmp_pa
     import torchvision
 
     from featbench.manager import load_plugins
-    from featbench.sources import feature_set_for
+    from featbench.inputs.sources import feature_set_for
 
     torch.manual_seed(11)
     src = torchvision.models.resnet50(weights=None).eval()
@@ -60,8 +60,8 @@ def test_mocov3_checkpoint_through_weights_flag_gives_the_source_features(tmp_pa
     splits = host.get_dataset(f"folder:{data}").load("")
     tf = spec.preprocess.with_size(32).transform()
     src.fc = torch.nn.Identity()
-    from featbench.extract import ExtractSettings, extract_array
-    from featbench.features import l2_normalize
+    from featbench.inputs.extract import ExtractSettings, extract_array
+    from featbench.inputs.features import l2_normalize
 
     # the source model through the same extraction path: bit-identical
     want = extract_array(src, splits.test, tf, ExtractSettings(progress=False))

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from featbench.cli import main
-from featbench.store import Store
+from featbench.bench.store import Store
 
 from runner_util import feature_grid, single_thread
 

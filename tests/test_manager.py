@@ -183,5 +183,5 @@ def test_nothing_outside_the_manager_calls_pm_hook():
     import pathlib
 
     root = pathlib.Path(__file__).resolve().parents[1]
-    users = [p.name for d in ("core", "plugins") for p in (root / d).glob("*.py") if "pm.hook" in p.read_text() or ".hook." in p.read_text()]
+    users = [p.name for d in ("core", "plugins") for p in (root / d).rglob("*.py") if "pm.hook" in p.read_text() or ".hook." in p.read_text()]
     assert users == ["manager.py"]

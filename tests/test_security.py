@@ -1,7 +1,7 @@
 """No checkpoint, cache or data file is ever unpickled with code execution, and downloads are verified.
 
 * a scan of featbench's own source: every ``torch.load`` passes ``weights_only=True``, every ``np.load``
-  ``allow_pickle=False``; pickle is only used by the allow-list unpickler (``featbench.safe_pickle``);
+  ``allow_pickle=False``; pickle is only used by the allow-list unpickler (``featbench.inputs.safe_pickle``);
   no unsafe YAML loader, no dill/joblib/cloudpickle/marshal/shelve;
 * in a featbench process, even a plugin's ``torch.load(weights_only=False)`` is refused;
 * a download whose SHA-256 differs from registry.yaml is refused and not installed.
@@ -21,7 +21,7 @@ import yaml
 from featbench.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UNPICKLER = os.path.join("core", "safe_pickle.py")  # the allow-list unpickler: the one place pickle may be used
+UNPICKLER = os.path.join("core", "inputs", "safe_pickle.py")  # the allow-list unpickler: the one place pickle may be used
 FORBIDDEN_MODULES = {"dill", "joblib", "cloudpickle", "marshal", "shelve"}
 
 
@@ -172,7 +172,7 @@ def test_a_download_with_the_wrong_hash_is_refused_and_not_installed(tmp_path, c
     assert not os.path.exists(cache / "features") or os.listdir(cache / "features") == []
 
     from featbench.config import load_registry
-    from featbench.weights import locate, registry_backbones
+    from featbench.inputs.weights import locate, registry_backbones
 
     # the same file with its real hash is installed (what the refusal protects)
     good = registry_with(f"file://{tmp_path / 'remote.pth'}", actual)
