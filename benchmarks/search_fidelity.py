@@ -69,18 +69,25 @@ def _subset(fs, n: int, seed: int = 0):
     return attrs.evolve(fs, train_x=np.asarray(fs.train_x[keep]), train_y=fs.train_y[keep])
 
 
-def sources(work: str, quick: bool, fashion_train: int, host) -> list[tuple[str, tuple[str, ...]]]:
-    """``(label, feature files)`` of every source, writing the real-feature ones to ``work``."""
+SOURCES = ("digits", "fashion", "cpu")
+
+
+def sources(work: str, quick: bool, fashion_train: int, host, which=SOURCES) -> list[tuple[str, tuple[str, ...]]]:
+    """``(label, feature files)`` of every source in ``which``, writing the real-feature ones to ``work``."""
     from featbench.inputs.sources import feature_set_for
 
     out = []
-    real = [("digits", 160, None)] if quick else [("digits", 160, None), ("fashion-mnist", 64, fashion_train)]
+    real = [("digits", 160, None)] + ([] if quick else [("fashion-mnist", 64, fashion_train)])
     for dataset, size, n in real:
+        if dataset.split("-")[0] not in which:
+            continue
         fs = feature_set_for(dataset, list(BACKBONES), host=host, device="cpu", preprocess=size, progress=False)
         if n is not None:
             fs = _subset(fs, n)
         label = f"{dataset}@effnet+mnv2" + (f" (n={len(fs.train_y)})" if n is not None else "")
         out.append((label, (_save(os.path.join(work, f"{dataset}.npz"), fs),)))
+    if "cpu" not in which:
+        return out
     data = os.path.join(HERE, "data")
     if not os.path.isfile(os.path.join(data, "digits_raw.npz")):
         sys.path.insert(0, HERE)
@@ -144,6 +151,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", default="none,sea", help="augmenter rows (default: none,sea)")
     p.add_argument("--fashion-train", type=int, default=12000, metavar="N", help="Fashion-MNIST training rows used (default 12000)")
+    p.add_argument("--sources", default=",".join(SOURCES), help="which sources: digits, fashion, cpu (default: all)")
     p.add_argument("--json", default=None, metavar="OUT.json", help="also write every figure as JSON")
     args = p.parse_args(argv)
     import torch
@@ -155,7 +163,7 @@ def main(argv=None) -> int:
     grid = GRIDS[args.grid or ("small" if args.quick else "medium")]
     results = []
     with tempfile.TemporaryDirectory() as work:
-        for label, files in sources(work, args.quick, args.fashion_train, host):
+        for label, files in sources(work, args.quick, args.fashion_train, host, args.sources.split(",")):
             for row in args.rows.split(","):
                 r = compare(label, files, row, grid, host, args.epochs, args.threads)
                 results.append(r)

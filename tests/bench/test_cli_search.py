@@ -51,3 +51,13 @@ def test_bad_search_and_probe_values_are_one_line(argv, message, capsys):
     code, out, err = _main(capsys, "run", "--aug", "none", "--epochs", "9", *argv)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("featbench: error: ") and message in err
+
+
+def test_suite_files_take_the_same_settings(tmp_path):
+    from featbench.bench.spec import build_spec
+
+    path = tmp_path / "suite.yaml"
+    path.write_text("aug: [none, sea]\nepochs: 30\nsearch: halving\nhalving_keep: 0.5\nhalving-rungs: [3, 10]\nprobe: lbfgs\n")
+    spec = build_spec({}, str(path))
+    assert (spec.search, spec.halving_keep, spec.halving_rungs, spec.probe) == ("halving", 0.5, (3, 10, 30), "lbfgs")
+    assert build_spec({"halving_rungs": "3,10"}, str(path)).halving_rungs == (3, 10, 30)
