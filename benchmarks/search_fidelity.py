@@ -26,8 +26,10 @@ Grid (``--grid``): ``medium`` (default) = lr {0.5, 1, 2, 4} x wd {0, 1e-5} x lam
 0.2, 0.4, 0.8} for SeA: 16 configurations for ``none``, 64 for ``sea``; ``small`` = lr {0.5, 2} x wd {0,
 1e-5} (x eta {0.4, 0.8}), the registry's ``quick`` grid: 4 and 8. 30 epochs, batch 256, seed 0.
 
-Usage: ``python benchmarks/search_fidelity.py [--quick] [--threads 2] [--json OUT.json]``; ``--quick``
-runs the digits cells only with the small grid (about a minute).
+Usage: ``python benchmarks/search_fidelity.py [--quick] [--sources digits,fashion,cpu] [--threads 2]
+[--json OUT.json]``; ``--quick`` runs the digits cells only with the small grid. ``--probe-check`` only
+compares the L-BFGS probe (``--probe lbfgs``) with scikit-learn's ``LogisticRegression`` at equal
+regularisation on the digits@effnet+mnv2 features.
 """
 
 from __future__ import annotations
@@ -143,6 +145,34 @@ def _table(rows: list[dict]) -> str:
                                    "halving test", "diff", "p", "accept"], tablefmt="github", disable_numparse=True)
 
 
+def probe_check(host, wds=(1e-5, 1e-4, 1e-3, 1e-2)) -> str:
+    """The L-BFGS probe against scikit-learn's ``LogisticRegression(C = 1 / (n wd), fit_intercept=False)`` on
+    the digits@effnet+mnv2 features: test top-1 of each and the largest weight difference, per ``wd``."""
+    from sklearn.linear_model import LogisticRegression
+    from tabulate import tabulate
+
+    from featbench.inputs.sources import feature_set_for
+    from featbench.training import probe
+
+    fs = feature_set_for("digits", list(BACKBONES), host=host, device="cpu", preprocess=160, progress=False)
+    x, y = np.asarray(fs.train_x, dtype=np.float32), fs.train_y
+    rows = []
+    for wd in wds:
+        start = time.perf_counter()
+        f = probe.fit(x, y, fs.num_classes, wd)
+        ours_s = time.perf_counter() - start
+        start = time.perf_counter()
+        clf = LogisticRegression(C=1.0 / (len(y) * wd), fit_intercept=False, max_iter=10000, tol=1e-8).fit(x, y)
+        theirs_s = time.perf_counter() - start
+        ours = 100 * float((probe._predict(f.weight, fs.test_x) == fs.test_y).mean())
+        theirs = 100 * clf.score(np.asarray(fs.test_x, dtype=np.float32), fs.test_y)
+        rel = float(np.abs(f.weight.numpy() - clf.coef_).max() / np.abs(clf.coef_).max())
+        rows.append([f"{wd:g}", f"{1.0 / (len(y) * wd):.4g}", f"{ours:.2f}", f"{theirs:.2f}", f"{ours - theirs:+.2f}",
+                     f"{rel:.1e}", f.iterations, f"{ours_s:.2f}", f"{theirs_s:.2f}"])
+    return tabulate(rows, headers=["wd", "sklearn C", "probe top-1", "sklearn top-1", "diff", "max |dW| / max |W|", "L-BFGS iters",
+                                   "probe s", "sklearn s"], tablefmt="github", disable_numparse=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="digits cells only, the small grid")
@@ -152,6 +182,7 @@ def main(argv=None) -> int:
     p.add_argument("--rows", default="none,sea", help="augmenter rows (default: none,sea)")
     p.add_argument("--fashion-train", type=int, default=12000, metavar="N", help="Fashion-MNIST training rows used (default 12000)")
     p.add_argument("--sources", default=",".join(SOURCES), help="which sources: digits, fashion, cpu (default: all)")
+    p.add_argument("--probe-check", action="store_true", help="only compare the L-BFGS probe with scikit-learn on digits@effnet+mnv2")
     p.add_argument("--json", default=None, metavar="OUT.json", help="also write every figure as JSON")
     args = p.parse_args(argv)
     import torch
@@ -160,6 +191,9 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     host = load_plugins(entry_points=[])
+    if args.probe_check:
+        print(probe_check(host))
+        return 0
     grid = GRIDS[args.grid or ("small" if args.quick else "medium")]
     results = []
     with tempfile.TemporaryDirectory() as work:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -148,11 +148,3 @@ def decode(blob: bytes) -> dict:
     import torch
 
     return torch.load(io.BytesIO(blob), weights_only=True)
-
-
-def train_rung(run_factory: Callable[[], HeadRun], stop: int,
-               on_epoch_end: Callable[[int, object], None] | None = None) -> tuple[HeadRun, list[dict]]:
-    """Advance a (new or resumed) run to epoch ``stop``; returns it and every head's state there."""
-    run = run_factory()
-    run.advance(stop, on_epoch_end)
-    return run, head_states(run)
