@@ -9,6 +9,14 @@ with every finished stack kept. Stacks are planned from the full grid (structura
 ``max_heads`` chunks) and recorded all-or-nothing, so a resumed run trains exactly the stacks an
 uninterrupted one would have, and gets bit-identical numbers.
 
+With ``--search halving`` (featbench.training.halving) a cell's search is a sequence of rungs: a rung's
+jobs are the K-stacks of the configurations still alive, each trained from the previous rung's recorded
+head states to the rung's epoch; when every stack of a rung is recorded, the best fraction on
+validation goes on. Each rung record carries its ``rung_epoch``; the states are kept in the store until
+the cell is finished, so a killed run resumes at the last finished rung. With ``--probe lbfgs`` every
+source and seed also gets a probe cell, one PROBE job (featbench.training.probe) whose sweep and refit
+are recorded together.
+
 An executor implements :class:`Executor` (``submit`` + ``completed``); :class:`LocalExecutor` runs jobs
 one after the other in this process; ``featbench.bench.executors.ray.RayExecutor`` runs :func:`execute_job` as
 Ray tasks. A job that raises (or whose worker dies for good) comes back as a :class:`JobFailure`: the
