@@ -24,7 +24,9 @@ Sources:
 
 Grid (``--grid``): ``medium`` (default) = lr {0.5, 1, 2, 4} x wd {0, 1e-5} x lamda {0.1, 1}, times eta {0,
 0.2, 0.4, 0.8} for SeA: 16 configurations for ``none``, 64 for ``sea``; ``small`` = lr {0.5, 2} x wd {0,
-1e-5} (x eta {0.4, 0.8}), the registry's ``quick`` grid: 4 and 8. 30 epochs, batch 256, seed 0.
+1e-5} (x eta {0.4, 0.8}), the registry's ``quick`` grid: 4 and 8; ``large`` = the
+paper's trainer and loss grid (6 lr x 4 wd x 3 lamda x 2 delta) x eta {0, 0.2, 0.4, 0.8}: 144 and 576
+(several K-stacks of 64). 30 epochs, batch 256, seed 0.
 
 Usage: ``python benchmarks/search_fidelity.py [--quick] [--sources digits,fashion,cpu] [--threads 2]
 [--json OUT.json]``; ``--quick`` runs the digits cells only with the small grid. ``--probe-check`` only
@@ -48,6 +50,8 @@ BACKBONES = ("efficientnet-lite0", "mobilenet-v2")
 GRIDS = {
     "medium": {"lr": (0.5, 1.0, 2.0, 4.0), "wd": (0.0, 1e-5), "lamda": (0.1, 1.0), "sea.eta": (0.0, 0.2, 0.4, 0.8)},
     "small": {"lr": (0.5, 2.0), "wd": (0.0, 1e-5), "sea.eta": (0.4, 0.8)},
+    "large": {"lr": (0.25, 0.5, 1.0, 2.0, 4.0, 8.0), "wd": (0.0, 1e-6, 1e-5, 1e-4), "lamda": (0.05, 0.1, 1.0), "delta": (0.0, 1.0),
+              "sea.eta": (0.0, 0.2, 0.4, 0.8)},
 }
 
 
