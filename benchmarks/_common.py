@@ -44,12 +44,16 @@ def add_size_args(ap, default: str = "cpu") -> None:
     """``--size`` and per-field overrides."""
     ap.add_argument("--size", choices=sorted(SIZES), default=default, help="problem size preset")
     for field in ("n", "n_test", "d", "C", "b", "epochs"):
-        ap.add_argument(f"--{field.replace('_', '-')}", dest=field, type=int, default=None, help=f"override the preset's {field}")
+        ap.add_argument(
+            f"--{field.replace('_', '-')}", dest=field, type=int, default=None, help=f"override the preset's {field}"
+        )
 
 
 def size_from_args(args) -> Size:
     base = SIZES[args.size]
-    return attrs.evolve(base, **{f: getattr(args, f) for f in ("n", "n_test", "d", "C", "b", "epochs") if getattr(args, f) is not None})
+    return attrs.evolve(
+        base, **{f: getattr(args, f) for f in ("n", "n_test", "d", "C", "b", "epochs") if getattr(args, f) is not None}
+    )
 
 
 def synthetic_features(size: Size, seed: int = 0, spread: float = 2.5) -> dict[str, np.ndarray]:
@@ -63,9 +67,11 @@ def synthetic_features(size: Size, seed: int = 0, spread: float = 2.5) -> dict[s
         rng.shuffle(y)
         x = np.empty((n, size.d), dtype=np.float32)
         for s in range(0, n, 4096):  # bounded temporaries at the paper's size
-            block = centers[y[s:s + 4096]] + spread * rng.standard_normal((len(y[s:s + 4096]), size.d), dtype=np.float32)
+            block = centers[y[s : s + 4096]] + spread * rng.standard_normal(
+                (len(y[s : s + 4096]), size.d), dtype=np.float32
+            )
             np.abs(block, out=block)
-            x[s:s + 4096] = block / np.linalg.norm(block, axis=1, keepdims=True)
+            x[s : s + 4096] = block / np.linalg.norm(block, axis=1, keepdims=True)
         return x, y.astype(np.int64)
 
     train_x, train_y = draw(size.n)
@@ -82,7 +88,9 @@ class Timing:
     result: object = None
 
 
-def alternate(fns: dict[str, Callable[[], object]], repeats: int, warmup: dict[str, Callable[[], object]] | None = None) -> dict[str, Timing]:
+def alternate(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: dict[str, Callable[[], object]] | None = None
+) -> dict[str, Timing]:
     """Run each function ``repeats`` times, alternating between them; keep the best times of each.
 
     ``warmup`` (same names, smaller problems) runs once first, so that no side pays one-time costs
@@ -124,8 +132,16 @@ def reference_run(data: dict, size: Size, config: dict, epochs: int | None = Non
     from reference_sea import train_reference
 
     cfg = {k: config[k] for k in ("lr", "wd", "alpha", "eta", "lamda", "delta")}
-    return lambda: train_reference(data["train_x"], data["train_y"], size.C, epochs=epochs or size.epochs,
-                                   batch_size=size.b, seed=seed, device=device, **cfg)
+    return lambda: train_reference(
+        data["train_x"],
+        data["train_y"],
+        size.C,
+        epochs=epochs or size.epochs,
+        batch_size=size.b,
+        seed=seed,
+        device=device,
+        **cfg,
+    )
 
 
 def featbench_run(data: dict, size: Size, configs: list[dict], epochs: int | None = None, seed: int = 0, **settings):
@@ -157,13 +173,17 @@ def machine() -> str:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-            f"load average {load:.1f} at start")
+    return (
+        f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"load average {load:.1f} at start"
+    )
 
 
 def header(title: str, size: Size | None = None) -> None:
     print(f"# {title}")
     print(f"machine: {machine()}")
     if size is not None:
-        print(f"size: n={size.n} n_test={size.n_test} d={size.d} C={size.C} b={size.b} epochs={size.epochs} "
-              f"(synthetic clustered unit-norm features)")
+        print(
+            f"size: n={size.n} n_test={size.n_test} d={size.d} C={size.C} b={size.b} epochs={size.epochs} "
+            f"(synthetic clustered unit-norm features)"
+        )

@@ -47,9 +47,14 @@ def featbench_extractor(model, images, batch: int, device):
 
     try:
         from featbench.inputs.datasets import ImageSource  # API: featbench.inputs.extract / featbench.inputs.datasets
-        from featbench.inputs.extract import ExtractSettings, iter_features  # API: featbench.inputs.extract / featbench.inputs.datasets
+        from featbench.inputs.extract import (  # API: featbench.inputs.extract / featbench.inputs.datasets
+            ExtractSettings,
+            iter_features,
+        )
     except ImportError as exc:
-        raise SystemExit(f"--extractor featbench needs featbench.inputs.extract and featbench.inputs.datasets: {exc}") from None
+        raise SystemExit(
+            f"--extractor featbench needs featbench.inputs.extract and featbench.inputs.datasets: {exc}"
+        ) from None
     from PIL import Image
 
     class ArrayImages(ImageSource):
@@ -62,8 +67,12 @@ def featbench_extractor(model, images, batch: int, device):
         x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1) / 255
         return (x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
 
-    settings = ExtractSettings(batch_size=batch, device=str(device), progress=False)  # API: featbench.inputs.extract / featbench.inputs.datasets
+    settings = ExtractSettings(
+        batch_size=batch, device=str(device), progress=False
+    )  # API: featbench.inputs.extract / featbench.inputs.datasets
     return np.concatenate(list(iter_features(model, ArrayImages(), transform, settings)))
+
+
 # ------------------------------------------------------------------------------------------------------
 
 
@@ -82,8 +91,10 @@ def main() -> None:
     import timm
     import torch
 
-    header(f"extraction throughput: {args.extractor} extractor vs the bare forward ({args.model}, 224 px, "
-           f"{args.images} random images, batch {args.batch})")
+    header(
+        f"extraction throughput: {args.extractor} extractor vs the bare forward ({args.model}, 224 px, "
+        f"{args.images} random images, batch {args.batch})"
+    )
     device = torch.device(args.device)
     model = timm.create_model(args.model, pretrained=False, num_classes=0).eval().to(device)
     model = model.to(memory_format=torch.channels_last)
@@ -91,8 +102,10 @@ def main() -> None:
     images = torch.randint(0, 256, (args.images, 3, 224, 224), dtype=torch.uint8, generator=g)
     mean = torch.tensor(MEAN).view(1, 3, 1, 1) * 255
     std = torch.tensor(STD).view(1, 3, 1, 1) * 255
-    ready = [((images[s:s + args.batch].float() - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
-             for s in range(0, args.images, args.batch)]
+    ready = [
+        ((images[s : s + args.batch].float() - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
+        for s in range(0, args.images, args.batch)
+    ]
 
     def bare():
         with torch.inference_mode():
@@ -100,11 +113,17 @@ def main() -> None:
                 model(x)
 
     extractor = loop_extractor if args.extractor == "loop" else featbench_extractor
-    times = alternate({"bare forward": bare, "extractor": lambda: extractor(model, images, args.batch, device)},
-                      args.repeats, {"warm-up": bare})
+    times = alternate(
+        {"bare forward": bare, "extractor": lambda: extractor(model, images, args.batch, device)},
+        args.repeats,
+        {"warm-up": bare},
+    )
     base = times["bare forward"]
     for name, t in times.items():
-        print(f"{name:13s} {t.wall:7.2f} s  {args.images / t.wall:8.1f} images/s  ({base.wall / t.wall * 100:5.1f} % of the bare forward's throughput)")
+        print(
+            f"{name:13s} {t.wall:7.2f} s  {args.images / t.wall:8.1f} images/s  ({base.wall / t.wall * 100:5.1f} % "
+            "of the bare forward's throughput)"
+        )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,12 @@ FIXED = {"lamda": 0.1, "delta": 0.0, "alpha": 0.01}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--features", default=None, metavar="A.npz[,B.npz...]", help="feature file(s); default: embedded digits")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--features", default=None, metavar="A.npz[,B.npz...]", help="feature file(s); default: embedded digits"
+    )
     p.add_argument("--epochs", type=int, default=100, help="training epochs (paper: 100)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1; mean and std are reported")
     p.add_argument("--lr", type=float, default=1.0, help="learning rate (paper's ablation: 1)")
@@ -87,16 +91,36 @@ def run(args):
     loss = host.get_loss("hinge")()
     seeds = list(range(args.seeds))
     start = time.perf_counter()
-    results = {"none": {"etas": [0.0], "scores": [evaluate(fs, host.get_augmenter("none"), loss, (), args, s) for s in seeds]}}
+    results = {
+        "none": {"etas": [0.0], "scores": [evaluate(fs, host.get_augmenter("none"), loss, (), args, s) for s in seeds]}
+    }
     for name, etas in METHODS.items():
-        results[name] = {"etas": list(etas), "scores": [evaluate(fs, host.get_augmenter(name), loss, etas, args, s) for s in seeds]}
+        results[name] = {
+            "etas": list(etas),
+            "scores": [evaluate(fs, host.get_augmenter(name), loss, etas, args, s) for s in seeds],
+        }
         print(f"fig4: {name} done ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
     for r in results.values():
         arr = np.array(r.pop("scores"))  # (seeds, etas)
-        r["mean"], r["std"] = arr.mean(0).tolist(), (arr.std(0, ddof=1) if len(seeds) > 1 else np.zeros(arr.shape[1])).tolist()
-    meta = {"features": fs.name, "dim": fs.dim, "num_classes": fs.num_classes, "metric": fs.metric, "n_train": int(len(fs.train_y)),
-            "n_test": int(len(fs.test_y)), "epochs": args.epochs, "seeds": seeds, "lr": args.lr, "wd": args.wd,
-            "batch_size": args.batch_size, **FIXED, "seconds": round(time.perf_counter() - start, 1)}
+        r["mean"], r["std"] = (
+            arr.mean(0).tolist(),
+            (arr.std(0, ddof=1) if len(seeds) > 1 else np.zeros(arr.shape[1])).tolist(),
+        )
+    meta = {
+        "features": fs.name,
+        "dim": fs.dim,
+        "num_classes": fs.num_classes,
+        "metric": fs.metric,
+        "n_train": int(len(fs.train_y)),
+        "n_test": int(len(fs.test_y)),
+        "epochs": args.epochs,
+        "seeds": seeds,
+        "lr": args.lr,
+        "wd": args.wd,
+        "batch_size": args.batch_size,
+        **FIXED,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     return results, meta
 
 
@@ -107,22 +131,38 @@ def _cell(mean, std, seeds):
 def markdown(results, meta):
     seeds = meta["seeds"]
     base = results["none"]["mean"][0]
-    lines = [f"# SeA Fig. 4 on {meta['features']} (d = {meta['dim']}, C = {meta['num_classes']}, test {meta['metric']} %)", "",
-             f"{meta['epochs']} epochs, lr {meta['lr']:g}, wd {meta['wd']:g}, lamda {meta['lamda']:g}, delta {meta['delta']:g}, "
-             f"alpha {meta['alpha']:g}, batch {meta['batch_size']}, seeds {seeds}. Baseline (none): "
-             f"{_cell(base, results['none']['std'][0], seeds)}.", ""]
-    for title, names, etas in (("Shared step sizes", [n for n, e in METHODS.items() if e == SHARED_ETAS], SHARED_ETAS),
-                               ("Adv on its own step sizes", ["adv"], ADV_ETAS)):
-        lines += [f"## {title}", "", "| method | " + " | ".join(f"η={e:g}" for e in etas) + " | best η | best − none |",
-                  "|---|" + "---:|" * (len(etas) + 2)]
+    lines = [
+        f"# SeA Fig. 4 on {meta['features']} (d = {meta['dim']}, C = {meta['num_classes']}, test {meta['metric']} %)",
+        "",
+        f"{meta['epochs']} epochs, lr {meta['lr']:g}, wd {meta['wd']:g}, lamda {meta['lamda']:g}, delta "
+        f"{meta['delta']:g}, "
+        f"alpha {meta['alpha']:g}, batch {meta['batch_size']}, seeds {seeds}. Baseline (none): "
+        f"{_cell(base, results['none']['std'][0], seeds)}.",
+        "",
+    ]
+    for title, names, etas in (
+        ("Shared step sizes", [n for n, e in METHODS.items() if e == SHARED_ETAS], SHARED_ETAS),
+        ("Adv on its own step sizes", ["adv"], ADV_ETAS),
+    ):
+        lines += [
+            f"## {title}",
+            "",
+            "| method | " + " | ".join(f"η={e:g}" for e in etas) + " | best η | best − none |",
+            "|---|" + "---:|" * (len(etas) + 2),
+        ]
         for n in names:
             r = results[n]
             best = int(np.nanargmax(r["mean"][1:])) + 1  # the best non-zero step
-            lines.append(f"| {n} | " + " | ".join(_cell(m, s, seeds) for m, s in zip(r["mean"], r["std"]))
-                         + f" | {r['etas'][best]:g} | {r['mean'][best] - base:+.2f} |")
+            lines.append(
+                f"| {n} | "
+                + " | ".join(_cell(m, s, seeds) for m, s in zip(r["mean"], r["std"]))
+                + f" | {r['etas'][best]:g} | {r['mean'][best] - base:+.2f} |"
+            )
         lines.append("")
-    lines.append("η = 0 is the baseline for every method (the same run as `none`). Paper numbers come from 8192-d deep "
-                 "features on CIFAR-100; see the script's docstring.")
+    lines.append(
+        "η = 0 is the baseline for every method (the same run as `none`). Paper numbers come from 8192-d deep "
+        "features on CIFAR-100; see the script's docstring."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -145,8 +185,15 @@ def plot(results, meta, path):
             for e, m in zip(r["etas"], r["mean"]):
                 if m < floor:
                     low = True
-                    ax.annotate(f"{m:.1f} (off scale)", (e, floor), textcoords="offset points", xytext=(0, 6), ha="center",
-                                color=line[0].get_color(), fontsize=8)
+                    ax.annotate(
+                        f"{m:.1f} (off scale)",
+                        (e, floor),
+                        textcoords="offset points",
+                        xytext=(0, 6),
+                        ha="center",
+                        color=line[0].get_color(),
+                        fontsize=8,
+                    )
         ax.axhline(base, color="k", ls="--", lw=1, label="none")
         if low:
             top = max(m + s for n in names for m, s in zip(results[n]["mean"], results[n]["std"]) if m >= floor)
@@ -157,8 +204,10 @@ def plot(results, meta, path):
         ax.legend()
     axes[0].set_title("in-batch directions")
     axes[1].set_title("Adv (its own η grid)")
-    fig.suptitle(f"SeA Fig. 4 reproduction on {meta['features']} (d={meta['dim']}, {meta['epochs']} epochs, "
-                 f"{len(meta['seeds'])} seed(s))")
+    fig.suptitle(
+        f"SeA Fig. 4 reproduction on {meta['features']} (d={meta['dim']}, {meta['epochs']} epochs, "
+        f"{len(meta['seeds'])} seed(s))"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

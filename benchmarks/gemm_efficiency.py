@@ -18,7 +18,16 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _common import add_size_args, alternate, featbench_run, header, set_threads, size_from_args, synthetic_features, top1
+from _common import (
+    add_size_args,
+    alternate,
+    featbench_run,
+    header,
+    set_threads,
+    size_from_args,
+    synthetic_features,
+    top1,
+)
 from grid import grid_configs
 
 
@@ -70,24 +79,36 @@ def main() -> None:
     flops = step_flops(configs, size)
     variants = {"fp32": {}, "matmul bf16": dict(matmul="bf16"), "storage bf16": dict(storage="bfloat16"),
                 "storage fp16": dict(storage="float16")}
-    times = alternate({name: featbench_run(data, size, configs, args.timing_epochs, **opt) for name, opt in variants.items()},
-                      args.repeats, {"warm-up": featbench_run(data, size, configs[:2], 1)})
-    print(f"useful arithmetic per step: {flops / 1e9:.2f} GFLOP ({flops / K / 1e9:.3f} per configuration); "
-          f"{steps} steps timed, best of {args.repeats}")
+    times = alternate(
+        {name: featbench_run(data, size, configs, args.timing_epochs, **opt) for name, opt in variants.items()},
+        args.repeats,
+        {"warm-up": featbench_run(data, size, configs[:2], 1)},
+    )
+    print(
+        f"useful arithmetic per step: {flops / 1e9:.2f} GFLOP ({flops / K / 1e9:.3f} per configuration); "
+        f"{steps} steps timed, best of {args.repeats}"
+    )
     for name, t in times.items():
         rate = flops * steps / t.wall / 1e9
-        print(f"{name:13s} {t.wall / steps * 1e3:8.1f} ms/step ({t.wall / steps / K * 1e3:6.2f} ms per configuration)  "
-              f"{rate:6.1f} GFLOP/s = {rate / peak * 100:5.1f} % of the fp32 GEMM rate")
+        print(
+            f"{name:13s} {t.wall / steps * 1e3:8.1f} ms/step ({t.wall / steps / K * 1e3:6.2f} ms per configuration)  "
+            f"{rate:6.1f} GFLOP/s = {rate / peak * 100:5.1f} % of the fp32 GEMM rate"
+        )
     if args.skip_accuracy:
         return
-    acc = {name: top1(featbench_run(data, size, configs, **opt)().cpu(), data["test_x"], data["test_y"])
-           for name, opt in variants.items()}
+    acc = {
+        name: top1(featbench_run(data, size, configs, **opt)().cpu(), data["test_x"], data["test_y"])
+        for name, opt in variants.items()
+    }
     base = acc["fp32"]
     print(f"accuracy over the grid after {size.epochs} epochs (test top-1, {K} configurations):")
     for name, a in acc.items():
         diff = a - base
-        print(f"{name:13s} mean {np.mean(a):6.2f}  best {np.max(a):6.2f}  |diff vs fp32| mean {np.mean(np.abs(diff)):.3f} "
-              f"max {np.max(np.abs(diff)):.3f} pt")
+        print(
+            f"{name:13s} mean {np.mean(a):6.2f}  best {np.max(a):6.2f}  |diff vs fp32| mean "
+            f"{np.mean(np.abs(diff)):.3f} "
+            f"max {np.max(np.abs(diff)):.3f} pt"
+        )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,17 @@ import argparse
 import itertools
 
 import numpy as np
-from _common import (add_size_args, alternate, featbench_run, header, reference_run, set_threads, size_from_args,
-                     synthetic_features, top1)
+from _common import (
+    add_size_args,
+    alternate,
+    featbench_run,
+    header,
+    reference_run,
+    set_threads,
+    size_from_args,
+    synthetic_features,
+    top1,
+)
 
 LR = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
 ETA = [0.0, 0.2, 0.4, 0.8]
@@ -33,7 +42,7 @@ LAMDA = [0.05, 0.1, 1.0]
 WD = [0.0, 1e-6, 1e-5, 1e-4]
 DELTA = [0.0, 1.0]
 
-#: Grids from the SeA paper's search space (methods.md 4.3); 1728 is the whole of it.
+#: Grids from the SeA paper's search space (its §4); 1728 is the whole of it.
 GRIDS = {
     24: dict(lr=[0.5, 1.0, 2.0], eta=ETA, alpha=[0.01, 0.05]),
     216: dict(lr=LR, eta=ETA, alpha=ALPHA, lamda=LAMDA),
@@ -70,12 +79,14 @@ def main() -> None:
     add_size_args(ap)
     ap.add_argument("--grid", type=int, choices=sorted(GRIDS), default=24)
     ap.add_argument("--singles", type=int, default=4, help="featbench single runs to measure (per eta stratum: half)")
-    ap.add_argument("--references", type=int, default=2, help="reference runs to measure (one per eta stratum at least)")
+    ap.add_argument(
+        "--references", type=int, default=2, help="reference runs to measure (one per eta stratum at least)"
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--matmul", default="fp32")
     ap.add_argument("--cuda-graphs", action="store_true", help="featbench replays epochs as CUDA graphs (GPU only)")
-    ap.add_argument("--max-heads", type=int, default=0, help="heads stepped at a time (0: as many as fit)")
+    ap.add_argument("--heads-per-chunk", type=int, default=0, help="heads stepped at a time (0: as many as fit)")
     args = ap.parse_args()
     set_threads(args.threads)
     size = size_from_args(args)
@@ -85,15 +96,24 @@ def main() -> None:
     data = synthetic_features(size)
     opts = dict(device=args.device, matmul=args.matmul, cuda_graphs=args.cuda_graphs)
 
-    alternate({"warm-up": featbench_run(data, size, configs[:2], 1, **opts),
-               "warm-up reference": reference_run(data, size, configs[-1], 1, args.device)}, 1)
-    stack = alternate({"together": featbench_run(data, size, configs, max_heads=args.max_heads, **opts)}, 1)["together"]
+    alternate(
+        {
+            "warm-up": featbench_run(data, size, configs[:2], 1, **opts),
+            "warm-up reference": reference_run(data, size, configs[-1], 1, args.device),
+        },
+        1,
+    )
+    stack = alternate(
+        {"together": featbench_run(data, size, configs, heads_per_chunk=args.heads_per_chunk, **opts)}, 1
+    )["together"]
     acc_stack = top1(stack.result.cpu(), data["test_x"], data["test_y"])
 
     zero = [i for i, c in enumerate(configs) if c["eta"] == 0]
     pos = [i for i, c in enumerate(configs) if c["eta"] != 0]
     picks = spread_subset(zero, args.singles // 2) + spread_subset(pos, args.singles - args.singles // 2)
-    ref_picks = spread_subset(zero, max(1, args.references // 2)) + spread_subset(pos, max(1, args.references - args.references // 2))
+    ref_picks = spread_subset(zero, max(1, args.references // 2)) + spread_subset(
+        pos, max(1, args.references - args.references // 2)
+    )
     singles, refs = {}, {}
     for i in sorted(set(picks) | set(ref_picks)):
         sides = {}
@@ -106,17 +126,28 @@ def main() -> None:
         if "featbench" in res:
             singles[i] = res["featbench"].wall
             w = res["featbench"].result.cpu()
-            line += f" | featbench alone {res['featbench'].wall:7.2f} s top-1 {top1(w, data['test_x'], data['test_y'])[0]:6.2f}"
+            acc = top1(w, data["test_x"], data["test_y"])[0]
+            line += f" | featbench alone {res['featbench'].wall:7.2f} s top-1 {acc:6.2f}"
             line += f" max|dW| vs stack {float((w[0] - stack.result[i].cpu()).abs().max()):.1e}"
         if "reference" in res:
             refs[i] = res["reference"].wall
-            line += f" | reference {res['reference'].wall:7.2f} s top-1 {top1(res['reference'].result.cpu(), data['test_x'], data['test_y'])[0]:6.2f}"
+            acc = top1(res["reference"].result.cpu(), data["test_x"], data["test_y"])[0]
+            line += f" | reference {res['reference'].wall:7.2f} s top-1 {acc:6.2f}"
         print(line)
     fb_total, ref_total = one_by_one(configs, singles), one_by_one(configs, refs)
     K = len(configs)
-    print(f"together (K = {K} in one stack): wall {stack.wall:9.1f} s  cpu {stack.cpu:9.1f} s  ({stack.wall / K:.2f} s per configuration)")
-    print(f"featbench one by one (extrapolated from {len(singles)} runs): {fb_total:9.1f} s  -> together is {fb_total / stack.wall:5.2f}x faster")
-    print(f"reference one by one (extrapolated from {len(refs)} runs): {ref_total:9.1f} s  -> together is {ref_total / stack.wall:5.2f}x faster")
+    print(
+        f"together (K = {K} in one stack): wall {stack.wall:9.1f} s  cpu {stack.cpu:9.1f} s  ({stack.wall / K:.2f} s "
+        "per configuration)"
+    )
+    print(
+        f"featbench one by one (extrapolated from {len(singles)} runs): {fb_total:9.1f} s  -> together is "
+        f"{fb_total / stack.wall:5.2f}x faster"
+    )
+    print(
+        f"reference one by one (extrapolated from {len(refs)} runs): {ref_total:9.1f} s  -> together is "
+        f"{ref_total / stack.wall:5.2f}x faster"
+    )
     print(f"mean test top-1 over the grid: {float(np.mean(acc_stack)):.2f} (best {float(np.max(acc_stack)):.2f})")
 
 

@@ -45,7 +45,9 @@ def _rff(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
     return np.sqrt(2.0 / dim) * np.cos(x @ w + b)
 
 
-def write_dataset(out_dir: str, name: str, x: np.ndarray, y: np.ndarray, fractions: tuple[float, ...], metric: str) -> list[str]:
+def write_dataset(
+    out_dir: str, name: str, x: np.ndarray, y: np.ndarray, fractions: tuple[float, ...], metric: str
+) -> list[str]:
     parts = _split(y, fractions, SEED)
     names = ["train", "val", "test"] if len(parts) == 3 else ["train", "test"]
     train = parts[0]
@@ -69,8 +71,9 @@ def main(out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     digits = load_digits()
     cancer = load_breast_cancer()
-    return (write_dataset(out_dir, "digits", digits.data.astype(np.float64), digits.target, (0.6, 0.2, 0.2), "top1")
-            + write_dataset(out_dir, "cancer", cancer.data.astype(np.float64), cancer.target, (0.7, 0.3), "mean_per_class"))
+    return write_dataset(
+        out_dir, "digits", digits.data.astype(np.float64), digits.target, (0.6, 0.2, 0.2), "top1"
+    ) + write_dataset(out_dir, "cancer", cancer.data.astype(np.float64), cancer.target, (0.7, 0.3), "mean_per_class")
 
 
 if __name__ == "__main__":

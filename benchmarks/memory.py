@@ -117,17 +117,27 @@ def main() -> None:
             res = train_heads(x, y, args.C, SeA, SmoothedHinge(), [cfg], settings)
             seconds = time.perf_counter() - t0
         fp32 = args.rows * args.d * 4
-        print(f"trained 1 SeA configuration, {args.epochs} epoch(s) of {-(-args.rows // args.b)} steps in {seconds:.0f} s; "
-              f"weights finite: {bool(torch.isfinite(res.weight).all())}")
+        print(
+            f"trained 1 SeA configuration, {args.epochs} epoch(s) of {-(-args.rows // args.b)} steps in "
+            f"{seconds:.0f} s; "
+            f"weights finite: {bool(torch.isfinite(res.weight).all())}"
+        )
         print(f"RSS before training: anonymous {before[0] / GIB:.2f} GiB, file-backed {before[1] / GIB:.2f} GiB")
-        print(f"peak RSS during training: total {peak.peak_total / GIB:.2f} GiB = anonymous {peak.peak_anon / GIB:.2f} GiB "
-              f"+ file-backed memmap pages {peak.peak_file / GIB:.2f} GiB (reclaimable)")
+        print(
+            f"peak RSS during training: total {peak.peak_total / GIB:.2f} GiB = anonymous {peak.peak_anon / GIB:.2f} "
+            "GiB "
+            f"+ file-backed memmap pages {peak.peak_file / GIB:.2f} GiB (reclaimable)"
+        )
         grown = max(peak.peak_anon - before[0], 1)
-        print(f"anonymous memory added by training: {grown / GIB:.3f} GiB; the same rows loaded as float32 would add "
-              f"{fp32 / GIB:.2f} GiB ({fp32 / grown:.0f}x more)")
+        print(
+            f"anonymous memory added by training: {grown / GIB:.3f} GiB; the same rows loaded as float32 would add "
+            f"{fp32 / GIB:.2f} GiB ({fp32 / grown:.0f}x more)"
+        )
         if args.device.startswith("cuda"):
-            print(f"peak device memory: {torch.cuda.max_memory_allocated() / GIB:.2f} GiB "
-                  f"(features resident in float16: {size / GIB:.2f} GiB)")
+            print(
+                f"peak device memory: {torch.cuda.max_memory_allocated() / GIB:.2f} GiB "
+                f"(features resident in float16: {size / GIB:.2f} GiB)"
+            )
         else:
             print("peak device memory: n/a (CPU run; no GPU on this machine)")
     finally:

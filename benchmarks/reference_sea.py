@@ -1,4 +1,5 @@
-"""A literal port of the official SeA training loop (idstcv/SeA main.py / classifier.py, methods.md 4.1),
+"""A literal port of the official SeA training loop (idstcv/SeA main.py / classifier.py; SeA paper §3.1,
+Alg. 1, Eqs. 4-11),
 with the seeding hooks featbench needs to compare trajectories: same init, same data order.
 
 It is deliberately written the straightforward way: nn.Linear, torch.optim.SGD, autograd for the
@@ -6,7 +7,6 @@ adversarial feature gradient, softmax / zero-diagonal / renormalise as the offic
 """
 
 from __future__ import annotations
-
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +39,23 @@ def get_adv(model, x, y, lamda, delta, alpha, eta):
     return F.normalize(x + eta * d, dim=1)
 
 
-def train_reference(xtr, ytr, num_classes, *, lr=1.6, wd=1e-6, lamda=0.1, delta=0.0, alpha=0.01, eta=0.8,
-                    epochs=100, batch_size=256, seed=0, augment=True, device="cpu"):
+def train_reference(
+    xtr,
+    ytr,
+    num_classes,
+    *,
+    lr=1.6,
+    wd=1e-6,
+    lamda=0.1,
+    delta=0.0,
+    alpha=0.01,
+    eta=0.8,
+    epochs=100,
+    batch_size=256,
+    seed=0,
+    augment=True,
+    device="cpu",
+):
     """Returns the trained weight (C, d). ``augment=False`` is the Baseline. ``device`` as ``.cuda()`` in the
     official code (the data-order generator stays on the CPU so every device sees the same order)."""
     xtr = torch.as_tensor(xtr, dtype=torch.float32, device=device)
@@ -55,7 +70,7 @@ def train_reference(xtr, ytr, num_classes, *, lr=1.6, wd=1e-6, lamda=0.1, delta=
         perm = torch.randperm(n, generator=order).to(device)
         xe, ye = xtr[perm], ytr[perm]
         for s in range(0, n, batch_size):
-            x, y = xe[s:s + batch_size], ye[s:s + batch_size]
+            x, y = xe[s : s + batch_size], ye[s : s + batch_size]
             if augment and eta != 0 and len(y) >= 2:
                 x = get_adv(model, x, y, lamda, delta, alpha, eta)
             opt.zero_grad()

@@ -50,13 +50,24 @@ BACKBONES = ("efficientnet-lite0", "mobilenet-v2")
 GRIDS = {
     "medium": {"lr": (0.5, 1.0, 2.0, 4.0), "wd": (0.0, 1e-5), "lamda": (0.1, 1.0), "sea.eta": (0.0, 0.2, 0.4, 0.8)},
     "small": {"lr": (0.5, 2.0), "wd": (0.0, 1e-5), "sea.eta": (0.4, 0.8)},
-    "large": {"lr": (0.25, 0.5, 1.0, 2.0, 4.0, 8.0), "wd": (0.0, 1e-6, 1e-5, 1e-4), "lamda": (0.05, 0.1, 1.0), "delta": (0.0, 1.0),
-              "sea.eta": (0.0, 0.2, 0.4, 0.8)},
+    "large": {
+        "lr": (0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+        "wd": (0.0, 1e-6, 1e-5, 1e-4),
+        "lamda": (0.05, 0.1, 1.0),
+        "delta": (0.0, 1.0),
+        "sea.eta": (0.0, 0.2, 0.4, 0.8),
+    },
 }
 
 
 def _save(path: str, fs) -> str:
-    arrays = {"train_x": fs.train_x, "train_y": fs.train_y, "test_x": fs.test_x, "test_y": fs.test_y, "metric": np.array(fs.metric)}
+    arrays = {
+        "train_x": fs.train_x,
+        "train_y": fs.train_y,
+        "test_x": fs.test_x,
+        "test_y": fs.test_y,
+        "metric": np.array(fs.metric),
+    }
     if fs.has_val:
         arrays.update(val_x=fs.val_x, val_y=fs.val_y)
     np.savez(path, **{k: np.asarray(v, dtype=np.float32) if k.endswith("_x") else v for k, v in arrays.items()})
@@ -100,22 +111,41 @@ def sources(work: str, quick: bool, fashion_train: int, host, which=SOURCES) -> 
         import make_cpu_features
 
         make_cpu_features.main(data)
-    for ds in (("digits",) if quick else ("digits", "cancer")):
+    for ds in ("digits",) if quick else ("digits", "cancer"):
         out.append((f"{ds} raw (cpu suite)", (os.path.join(data, f"{ds}_raw.npz"),)))
         if not quick:
-            out.append((f"{ds} raw+rff (cpu suite)", (os.path.join(data, f"{ds}_raw.npz"), os.path.join(data, f"{ds}_rff.npz"))))
+            out.append(
+                (
+                    f"{ds} raw+rff (cpu suite)",
+                    (os.path.join(data, f"{ds}_raw.npz"), os.path.join(data, f"{ds}_rff.npz")),
+                )
+            )
     return out
 
 
 def run_cell(files, row: str, grid: dict, search: str, host, epochs: int, threads: int):
     """One cell through the runner, in memory: (CellRecord, wall seconds, rungs)."""
     from featbench.bench.driver import Runner
-    from featbench.bench.store import Store
     from featbench.bench.spec import RunSpec, check
+    from featbench.bench.store import Store
 
-    hp = {k.split(".", 1)[1] if k.startswith(f"{row}.") else k: v for k, v in grid.items() if "." not in k or k.startswith(f"{row}.")}
-    spec = check(RunSpec(aug=(row,), features=(tuple(files),), hp=hp, epochs=epochs, search=search, threads=threads,
-                         device="cpu", quiet=True))
+    hp = {
+        k.split(".", 1)[1] if k.startswith(f"{row}.") else k: v
+        for k, v in grid.items()
+        if "." not in k or k.startswith(f"{row}.")
+    }
+    spec = check(
+        RunSpec(
+            aug=(row,),
+            features=(tuple(files),),
+            hp=hp,
+            epochs=epochs,
+            search=search,
+            threads=threads,
+            device="cpu",
+            quiet=True,
+        )
+    )
     with Store(None) as store:
         runner = Runner(spec, host, store, device="cpu")
         start, cpu = time.perf_counter(), time.process_time()
@@ -132,21 +162,73 @@ def compare(label, files, row, grid, host, epochs, threads) -> dict:
     h, h_s, h_cpu, rungs, _ = run_cell(files, row, grid, "halving", host, epochs, threads)
     sample = sig.PairedSample(h.correct, g.correct, g.test_y, g.metric)
     t = sig.gain_test({0: h.value}, {0: g.value}, [sample])
-    return {"source": label, "row": row, "configs": n, "rungs": list(rungs), "grid_s": g_s, "halving_s": h_s,
-            "speedup": g_s / h_s, "grid_cpu_s": g_cpu, "halving_cpu_s": h_cpu, "cpu_speedup": g_cpu / h_cpu, "same_config": g.hp == h.hp, "grid_test": g.value, "halving_test": h.value,
-            "diff": h.value - g.value, "p": t.p, "test": t.test, "metric": g.metric,
-            "grid_hp": dict(g.hp), "halving_hp": dict(h.hp),
-            "pass": g_s / h_s >= 3.0 and (t.p is None or t.p >= sig.ALPHA)}
+    return {
+        "source": label,
+        "row": row,
+        "configs": n,
+        "rungs": list(rungs),
+        "grid_s": g_s,
+        "halving_s": h_s,
+        "speedup": g_s / h_s,
+        "grid_cpu_s": g_cpu,
+        "halving_cpu_s": h_cpu,
+        "cpu_speedup": g_cpu / h_cpu,
+        "same_config": g.hp == h.hp,
+        "grid_test": g.value,
+        "halving_test": h.value,
+        "diff": h.value - g.value,
+        "p": t.p,
+        "test": t.test,
+        "metric": g.metric,
+        "grid_hp": dict(g.hp),
+        "halving_hp": dict(h.hp),
+        "pass": g_s / h_s >= 3.0 and (t.p is None or t.p >= sig.ALPHA),
+    }
 
 
 def _table(rows: list[dict]) -> str:
     from tabulate import tabulate
 
-    body = [[r["source"], r["row"], r["configs"], ",".join(map(str, r["rungs"])) or "-", f"{r['grid_s']:.1f}", f"{r['halving_s']:.1f}",
-             f"{r['speedup']:.2f}x", f"{r['cpu_speedup']:.2f}x", "yes" if r["same_config"] else "no", f"{r['grid_test']:.2f}", f"{r['halving_test']:.2f}",
-             f"{r['diff']:+.2f}", "-" if r["p"] is None else f"{r['p']:.3g}", "pass" if r["pass"] else "FAIL"] for r in rows]
-    return tabulate(body, headers=["source", "row", "N", "rungs", "grid s", "halving s", "speed-up (wall)", "(CPU)", "same config", "grid test",
-                                   "halving test", "diff", "p", "accept"], tablefmt="github", disable_numparse=True)
+    body = [
+        [
+            r["source"],
+            r["row"],
+            r["configs"],
+            ",".join(map(str, r["rungs"])) or "-",
+            f"{r['grid_s']:.1f}",
+            f"{r['halving_s']:.1f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['cpu_speedup']:.2f}x",
+            "yes" if r["same_config"] else "no",
+            f"{r['grid_test']:.2f}",
+            f"{r['halving_test']:.2f}",
+            f"{r['diff']:+.2f}",
+            "-" if r["p"] is None else f"{r['p']:.3g}",
+            "pass" if r["pass"] else "FAIL",
+        ]
+        for r in rows
+    ]
+    return tabulate(
+        body,
+        headers=[
+            "source",
+            "row",
+            "N",
+            "rungs",
+            "grid s",
+            "halving s",
+            "speed-up (wall)",
+            "(CPU)",
+            "same config",
+            "grid test",
+            "halving test",
+            "diff",
+            "p",
+            "accept",
+        ],
+        tablefmt="github",
+        disable_numparse=True,
+    )
 
 
 def probe_check(host, wds=(1e-5, 1e-4, 1e-3, 1e-2)) -> str:
@@ -171,22 +253,55 @@ def probe_check(host, wds=(1e-5, 1e-4, 1e-3, 1e-2)) -> str:
         ours = 100 * float((probe._predict(f.weight, fs.test_x) == fs.test_y).mean())
         theirs = 100 * clf.score(np.asarray(fs.test_x, dtype=np.float32), fs.test_y)
         rel = float(np.abs(f.weight.numpy() - clf.coef_).max() / np.abs(clf.coef_).max())
-        rows.append([f"{wd:g}", f"{1.0 / (len(y) * wd):.4g}", f"{ours:.2f}", f"{theirs:.2f}", f"{ours - theirs:+.2f}",
-                     f"{rel:.1e}", f.iterations, f"{ours_s:.2f}", f"{theirs_s:.2f}"])
-    return tabulate(rows, headers=["wd", "sklearn C", "probe top-1", "sklearn top-1", "diff", "max |dW| / max |W|", "L-BFGS iters",
-                                   "probe s", "sklearn s"], tablefmt="github", disable_numparse=True)
+        rows.append(
+            [
+                f"{wd:g}",
+                f"{1.0 / (len(y) * wd):.4g}",
+                f"{ours:.2f}",
+                f"{theirs:.2f}",
+                f"{ours - theirs:+.2f}",
+                f"{rel:.1e}",
+                f.iterations,
+                f"{ours_s:.2f}",
+                f"{theirs_s:.2f}",
+            ]
+        )
+    return tabulate(
+        rows,
+        headers=[
+            "wd",
+            "sklearn C",
+            "probe top-1",
+            "sklearn top-1",
+            "diff",
+            "max |dW| / max |W|",
+            "L-BFGS iters",
+            "probe s",
+            "sklearn s",
+        ],
+        tablefmt="github",
+        disable_numparse=True,
+    )
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="digits cells only, the small grid")
-    p.add_argument("--grid", choices=sorted(GRIDS), default=None, help="medium (default) or small (default with --quick)")
+    p.add_argument(
+        "--grid", choices=sorted(GRIDS), default=None, help="medium (default) or small (default with --quick)"
+    )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", default="none,sea", help="augmenter rows (default: none,sea)")
-    p.add_argument("--fashion-train", type=int, default=12000, metavar="N", help="Fashion-MNIST training rows used (default 12000)")
+    p.add_argument(
+        "--fashion-train", type=int, default=12000, metavar="N", help="Fashion-MNIST training rows used (default 12000)"
+    )
     p.add_argument("--sources", default=",".join(SOURCES), help="which sources: digits, fashion, cpu (default: all)")
-    p.add_argument("--probe-check", action="store_true", help="only compare the L-BFGS probe with scikit-learn on digits@effnet+mnv2")
+    p.add_argument(
+        "--probe-check",
+        action="store_true",
+        help="only compare the L-BFGS probe with scikit-learn on digits@effnet+mnv2",
+    )
     p.add_argument("--json", default=None, metavar="OUT.json", help="also write every figure as JSON")
     args = p.parse_args(argv)
     import torch
@@ -205,9 +320,16 @@ def main(argv=None) -> int:
             for row in args.rows.split(","):
                 r = compare(label, files, row, grid, host, args.epochs, args.threads)
                 results.append(r)
-                print(f"{label} / {row}: {r['speedup']:.2f}x, same={r['same_config']}, diff {r['diff']:+.2f} (p={r['p']})",
-                      file=sys.stderr, flush=True)
-    print(f"torch {torch.__version__}, {args.threads} threads, {args.epochs} epochs, grid {args.grid or ('small' if args.quick else 'medium')}")
+                print(
+                    f"{label} / {row}: {r['speedup']:.2f}x, same={r['same_config']}, "
+                    f"diff {r['diff']:+.2f} (p={r['p']})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {args.epochs} epochs, "
+        f"grid {args.grid or ('small' if args.quick else 'medium')}"
+    )
     print(_table(results))
     failing = [r for r in results if not r["pass"]]
     print(f"\n{len(results) - len(failing)} of {len(results)} cells pass (>= 3x faster and p >= 0.05)")

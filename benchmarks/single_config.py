@@ -22,8 +22,17 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _common import (add_size_args, alternate, featbench_run, header, reference_run, set_threads, size_from_args,
-                     synthetic_features, top1)
+from _common import (
+    add_size_args,
+    alternate,
+    featbench_run,
+    header,
+    reference_run,
+    set_threads,
+    size_from_args,
+    synthetic_features,
+    top1,
+)
 
 OFFICIAL = dict(lr=1.6, wd=1e-6, alpha=0.01, eta=0.8, lamda=0.1, delta=0.0)
 
@@ -67,7 +76,7 @@ def main() -> None:
               f"cpu {ref.cpu / t.cpu:5.2f}x  (seed 0: max|W - W_ref| {gap:.1e})")
     print(f"test top-1 over seeds 0..{args.seeds - 1} (mean +- std, then per seed):")
     for name, t in times.items():
-        make = reference if name == "reference loop" else (lambda s: featbench(s, fast=name == "featbench"))
+        make = reference if name == "reference loop" else (lambda s, fast=name == "featbench": featbench(s, fast=fast))
         accs = [top1(t.result.cpu(), data["test_x"], data["test_y"])[0]]
         accs += [top1(make(s)().cpu(), data["test_x"], data["test_y"])[0] for s in range(1, args.seeds)]
         std = np.std(accs, ddof=1) if len(accs) > 1 else 0.0

@@ -8,7 +8,11 @@ as one string shared by the stack. Tensors named ``x`` are either shared by
 all heads, shape ``(r, d)``, or per head, shape ``(K, r, d)``; :func:`per_head` lifts the first to the
 second without copying.
 
-This module imports torch only for type names; it is safe to import from a plugin module at load time.
+This module is the whole plugin surface, with :mod:`featbench.errors`: a plugin imports nothing else of
+featbench (``hookimpl`` included). Besides the contracts it offers the data-set toolkit (image sources,
+splits, the registry.yaml data-set catalog, safe unpickling), the backbone-weights helpers and, from the
+neutral :mod:`featbench.directions`, the helpers for in-batch directions and fused steps. It imports torch
+only for type names; it is safe to import from a plugin module at load time.
 """
 
 from __future__ import annotations
@@ -20,9 +24,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from .errors import ConfigError, PluginError, UnknownNameError
+from .hookspecs import hookimpl as hookimpl  # re-exported: plugins import it from here
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
+
+    from .directions import LinearGrad
+
+
+#: The metrics a data set or feature file may be scored with (functions of the same names in
+#: ``featbench.training.metrics``): top-1 accuracy, and the mean over classes of per-class recall.
+METRICS = ("top1", "mean_per_class")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -53,11 +65,15 @@ class HParam:
 
     def __attrs_post_init__(self) -> None:
         if self.choices and self.default not in self.choices:
-            raise PluginError(f"hyper-parameter {self.name}: default {self.default!r} is not one of its choices {self.choices}",
-                              "declare a default that is one of the choices")
+            raise PluginError(
+                f"hyper-parameter {self.name}: default {self.default!r} is not one of its choices {self.choices}",
+                "declare a default that is one of the choices",
+            )
         if not self.choices and isinstance(self.default, str):
-            raise PluginError(f"hyper-parameter {self.name}: a string default {self.default!r} needs choices",
-                              "declare choices=(...) or give a numeric default")
+            raise PluginError(
+                f"hyper-parameter {self.name}: a string default {self.default!r} needs choices",
+                "declare choices=(...) or give a numeric default",
+            )
 
     @property
     def structural(self) -> bool:
@@ -71,17 +87,27 @@ class HParam:
         try:
             v = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"hyper-parameter {self.name}={value!r} is not a number",
-                              f"give a number, e.g. {self.name}={self.default:g}") from None
+            raise ConfigError(
+                f"hyper-parameter {self.name}={value!r} is not a number",
+                f"give a number, e.g. {self.name}={self.default:g}",
+            ) from None
         if math.isnan(v) or math.isinf(v):
-            raise ConfigError(f"hyper-parameter {self.name}={value!r} is not finite", f"give a finite number ({self.doc})")
+            raise ConfigError(
+                f"hyper-parameter {self.name}={value!r} is not finite", f"give a finite number ({self.doc})"
+            )
         if self.integer and v != int(v):
             raise ConfigError(f"hyper-parameter {self.name}={value!r} must be a whole number", self.doc)
         if self.low is not None and (v <= self.low if self.low_open else v < self.low):
             op = ">" if self.low_open else ">="
-            raise ConfigError(f"hyper-parameter {self.name}={value!r} is out of range", f"{self.name} must be {op} {self.low:g} ({self.doc})")
+            raise ConfigError(
+                f"hyper-parameter {self.name}={value!r} is out of range",
+                f"{self.name} must be {op} {self.low:g} ({self.doc})",
+            )
         if self.high is not None and v > self.high:
-            raise ConfigError(f"hyper-parameter {self.name}={value!r} is out of range", f"{self.name} must be <= {self.high:g} ({self.doc})")
+            raise ConfigError(
+                f"hyper-parameter {self.name}={value!r} is out of range",
+                f"{self.name} must be <= {self.high:g} ({self.doc})",
+            )
         return v
 
     def _check_choice(self, value: float | str | bool) -> str:
@@ -106,7 +132,7 @@ class Targets:
 
     Hard labels have one slot and ``weight=None``; a mixup pair has two slots; a dense soft-label matrix
     has C slots. Either tensor may carry a leading K dimension (per head) or not (shared). The loss of a
-    row is the convex combination ``sum_s weight_s * loss(z, index_s)`` (methods.md 2.3).
+    row is the convex combination ``sum_s weight_s * loss(z, index_s)`` (SeA paper §3.2, Eqs. 12-16).
     """
 
     index: Tensor
@@ -317,6 +343,10 @@ class FeatureAugmenter:
 
     hparams: ClassVar[tuple[HParam, ...]] = ()
     min_batch: ClassVar[int] = 1
+    #: ``True`` promises that a training epoch with this augmenter performs no host synchronisation, draws
+    #: no host-side randomness and does not depend on ``batch.epoch`` / ``batch.step`` (nor overrides
+    #: :meth:`on_epoch_start`), so the trainer may capture the epoch in a CUDA graph (``--cuda-graphs``).
+    cuda_graph_safe: ClassVar[bool] = False
 
     def __init__(self, run: RunInfo):
         self.run = run
@@ -329,6 +359,16 @@ class FeatureAugmenter:
         """Return what to train on for this mini-batch."""
         raise NotImplementedError
 
+    def fused_gradients(self, batch: Batch) -> Tensor | LinearGrad | None:
+        """Optional fast path: every head's gradient of its **mean** training loss on the augmented batch
+        w.r.t. its weights, as a (K, C, d) tensor or a :class:`~featbench.directions.LinearGrad`, computed in
+        one fused pass. It must equal what the trainer gets from ``head_gradients(augment(batch), ...)``
+        (weight decay is added by the trainer); a provider proves the equality with a test. ``None`` (the
+        default) lets the trainer take its own path for this batch; the trainer calls this only for classes
+        that override it (:func:`has_fused_step`).
+        """
+        return None
+
     def head_state(self, k: int) -> dict[str, Any]:
         """What head ``k`` of this instance carries from one epoch to the next, beyond its weights, momentum,
         RNG streams and added rows (the trainer keeps those). Successive halving continues a surviving head
@@ -340,6 +380,11 @@ class FeatureAugmenter:
 
     def load_head_states(self, states: list[dict[str, Any]]) -> None:
         """Restore this instance's heads, in order, from :meth:`head_state` dicts of earlier instances."""
+
+
+def has_fused_step(cls: type) -> bool:
+    """Whether augmenter class ``cls`` overrides :meth:`FeatureAugmenter.fused_gradients`."""
+    return getattr(cls, "fused_gradients", None) is not FeatureAugmenter.fused_gradients
 
 
 def per_head(x: Tensor, num_heads: int) -> Tensor:
@@ -398,8 +443,14 @@ class Preprocess:
         from torchvision import transforms as T
 
         mode = getattr(T.InterpolationMode, self.interpolation.upper())
-        return T.Compose([T.Resize(self.resize, interpolation=mode, antialias=True), T.CenterCrop(self.crop),
-                          T.ToTensor(), T.Normalize(self.mean, self.std)])
+        return T.Compose(
+            [
+                T.Resize(self.resize, interpolation=mode, antialias=True),
+                T.CenterCrop(self.crop),
+                T.ToTensor(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
 
 
 def _str_tuple(value) -> tuple[str, ...]:
@@ -482,12 +533,85 @@ class BackboneSpec:
 class DatasetSpec:
     """An image data set, as a plugin registers it: ``registry.add(name, spec, summary)``.
 
-    ``load(data_root)`` returns :class:`featbench.inputs.datasets.Splits` (train / val / test image sources and
+    ``load(data_root)`` returns :class:`Splits` (train / val / test image sources and
     class names) or raises :class:`featbench.errors.DataError` naming what to download and where to put
     it. ``metric`` is ``top1`` or ``mean_per_class``. A prefix family (``folder:``) sets
     ``resolve(full_name) -> DatasetSpec`` instead of ``load``.
     """
 
     load: Callable[[str], Any] | None = None
-    metric: str = attrs.field(default="top1", validator=attrs.validators.in_(("top1", "mean_per_class")))
+    metric: str = attrs.field(default="top1", validator=attrs.validators.in_(METRICS))
     resolve: Callable[[str], DatasetSpec] | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Toolkits re-exported for plugins: data sets, backbone weights, in-batch directions
+
+#: name -> the module that defines it; imported on first use (``from featbench.api import push_along``),
+#: so that importing the contract stays light and these modules may themselves import the contract.
+_TOOLKIT = {
+    **dict.fromkeys(
+        (
+            "IMAGE_EXTENSIONS",
+            "ImageSource",
+            "ArrayImages",
+            "FileImages",
+            "Splits",
+            "CatalogEntry",
+            "catalog_entries",
+            "holdout_val",
+            "per_class_split",
+            "missing_data",
+            "read_idx",
+            "read_lines",
+            "default_data_root",
+        ),
+        "featbench.inputs.datasets",
+    ),
+    "safe_unpickle": "featbench.inputs.safe_pickle",
+    **dict.fromkeys(("load_into", "registry_backbones"), "featbench.inputs.weights"),
+    **dict.fromkeys(
+        (
+            "NORM_EPS",
+            "LinearGrad",
+            "stacked_logits",
+            "linear_weight_grad",
+            "row_weights",
+            "select_heads",
+            "per_row_loss",
+            "dense_grad",
+            "gradient_similarities",
+            "gradient_sq_norms",
+            "softmax_without_subnormals",
+            "batch_gram",
+            "clamp_norm",
+            "row_mix_logits",
+            "row_mix_weight_grad",
+            "push_mix",
+            "normalize_rows",
+            "masked_softmax_weights",
+            "push_along",
+            "span_direction",
+            "feature_gradients",
+            "sea_augment",
+            "STEP_SIZE",
+        ),
+        "featbench.directions",
+    ),
+}
+_RENAMED = {"safe_unpickle": "load"}
+
+
+def __getattr__(name: str):
+    module = _TOOLKIT.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), _RENAMED.get(name, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_TOOLKIT])

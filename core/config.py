@@ -1,22 +1,20 @@
-"""registry.yaml: reading the packaged catalog (or a user's copy) and the grids in it."""
+"""registry.yaml: reading the packaged catalog (or a user's copy). Its grids are read by
+:func:`featbench.training.grid.grid_values`."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
 
 import yaml
 
-from .errors import ConfigError, UnknownNameError
+from .errors import ConfigError
 
 
 def registry_path(override: str | None = None) -> str:
-    """``override``, else ``$FEATBENCH_REGISTRY``, else the registry.yaml shipped inside the package."""
-    path = override or os.environ.get("FEATBENCH_REGISTRY")
-    if path:
-        return path
+    """``override`` (``--registry``), else the registry.yaml shipped inside the package."""
+    if override:
+        return override
     return str(resources.files("featbench").joinpath("registry.yaml"))
 
 
@@ -50,34 +48,11 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 def _load(path: str) -> dict:
     data = read_yaml(path, "registry file", "pass --registry PATH or reinstall featbench")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold a mapping at the top level", "see the registry.yaml shipped with featbench")
+        raise ConfigError(
+            f"{path} does not hold a mapping at the top level", "see the registry.yaml shipped with featbench"
+        )
     return data
 
 
 def load_registry(path: str | None = None) -> dict:
     return _load(registry_path(path))
-
-
-def grid_values(registry: Mapping, grid: str, components: list[str]) -> dict[str, list[float | str | bool]]:
-    """The hyper-parameter lists of ``grid`` for the named components (trainer, loss, augmenter).
-
-    Numbers become floats; strings and booleans (choice-valued options) are kept for ``HParam.check``.
-    """
-    grids = registry.get("grids") or {}
-    if not isinstance(grids, Mapping):
-        raise ConfigError("grids: in the registry is not a mapping of grid names", "write grids: {NAME: {trainer: {lr: [...]}}}")
-    if grid not in grids:
-        raise UnknownNameError("grid", grid, grids)
-    if not isinstance(grids[grid] or {}, Mapping):
-        raise ConfigError(f"grids.{grid} in the registry is not a mapping", "write grids.NAME: {trainer: {lr: [...]}, COMPONENT: {...}}")
-    out: dict[str, list[float]] = {}
-    for comp in components:
-        entry = (grids[grid] or {}).get(comp) or {}
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"grids.{grid}.{comp} in the registry is not a mapping", "write NAME: [values]")
-        for name, values in entry.items():
-            values = values if isinstance(values, list) else [values]
-            if not all(isinstance(v, (str, bool, int, float)) for v in values):
-                raise ConfigError(f"grids.{grid}.{comp}.{name} in the registry holds {values!r}", "write NAME: [number, ...]")
-            out[name] = [v if isinstance(v, (str, bool)) else float(v) for v in values]
-    return out

@@ -57,6 +57,10 @@ class DataError(FeatbenchError):
     """Feature files or labels that cannot be used as given."""
 
 
+class WeightsUnavailableError(DataError):
+    """A backbone's weights are not on this machine and cannot be fetched."""
+
+
 class ConfigError(FeatbenchError):
     """Invalid hyper-parameters, flags or configuration files."""
 
@@ -66,8 +70,10 @@ class StorageError(FeatbenchError):
 
 
 _STORAGE_HINTS = {
-    errno.ENOSPC: "free some disk space (or choose another location) and rerun the same command: everything finished is kept",
-    errno.EDQUOT: "free some of your disk quota (or choose another location) and rerun the same command: everything finished is kept",
+    errno.ENOSPC: "free some disk space (or choose another location) and rerun the same command: "
+    "everything finished is kept",
+    errno.EDQUOT: "free some of your disk quota (or choose another location) and rerun the same command: "
+    "everything finished is kept",
     errno.EFBIG: "the file system refuses files this large: choose another location",
     errno.EROFS: "the file system is read-only: choose a writable location",
     errno.EACCES: "choose a location you may write to",

@@ -11,8 +11,7 @@ and a name registered twice is an error that names both providers.
 
 Example::
 
-    from featbench import hookimpl
-    from featbench.api import FeatureAugmenter
+    from featbench.api import FeatureAugmenter, hookimpl
 
     class Jitter(FeatureAugmenter):
         "Gaussian jitter on the unit sphere."
@@ -57,8 +56,12 @@ def register_losses(registry):
 
 
 @hookspec
-def register_backbones(registry):
+def register_backbones(registry, catalog):
     """Register frozen feature extractors.
+
+    :param catalog: the registry.yaml in use (``--registry``, else the packaged one) as a mapping; its
+        ``backbones`` section lists weight sources and conversions (``featbench.api.registry_backbones``).
+        An implementation that does not need it leaves the parameter out.
 
     :param registry: call ``registry.add(name, spec, summary)`` where ``spec`` is a
         :class:`featbench.api.BackboneSpec`: how to build the model with its weights
@@ -72,12 +75,15 @@ def register_backbones(registry):
 
 
 @hookspec
-def register_datasets(registry):
+def register_datasets(registry, catalog):
     """Register image data sets (train/val/test splits, class names, metric).
+
+    :param catalog: the registry.yaml in use as a mapping; its ``datasets`` section is the data-set catalog
+        (``featbench.api.catalog_entries``). An implementation that does not need it leaves the parameter out.
 
     :param registry: call ``registry.add(name, spec, summary)`` where ``spec`` is a
         :class:`featbench.api.DatasetSpec` whose ``load(data_root)`` returns
-        :class:`featbench.inputs.datasets.Splits`. A name ending in ``:`` (``folder:``) is a prefix family
+        :class:`featbench.api.Splits`. A name ending in ``:`` (``folder:``) is a prefix family
         resolved by ``spec.resolve(full_name)``.
 
     Called once per plugin when the plugin manager builds its catalog.

@@ -14,7 +14,7 @@ import importlib.util
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from types import ModuleType
 from typing import Any
@@ -70,9 +70,15 @@ def _check_class(base_name: str, kind: str):
         base = getattr(api, base_name)
         if not (isinstance(obj, type) and issubclass(obj, base)):
             tname = type(obj).__name__
-            got = f"the class {obj.__name__}" if isinstance(obj, type) else f"{'an' if tname[0] in 'aeiouAEIOU' else 'a'} {tname} instance"
-            raise PluginError(f"{kind} {name!r} is {got}, not a subclass of featbench.api.{base_name}",
-                              f"register a class derived from featbench.api.{base_name}")
+            got = (
+                f"the class {obj.__name__}"
+                if isinstance(obj, type)
+                else f"{'an' if tname[0] in 'aeiouAEIOU' else 'a'} {tname} instance"
+            )
+            raise PluginError(
+                f"{kind} {name!r} is {got}, not a subclass of featbench.api.{base_name}",
+                f"register a class derived from featbench.api.{base_name}",
+            )
         names = [h.name for h in obj.hparams]
         if len(set(names)) != len(names):
             raise PluginError(f"{name!r} declares a hyper-parameter twice: {names}", "give each HParam a unique name")
@@ -87,11 +93,15 @@ def _check_spec(type_name: str):
         from . import api
 
         if not isinstance(obj, getattr(api, type_name)):
-            raise PluginError(f"{name!r} is a {type(obj).__name__}, not a featbench.api.{type_name}",
-                              f"register a featbench.api.{type_name}(...)")
+            raise PluginError(
+                f"{name!r} is a {type(obj).__name__}, not a featbench.api.{type_name}",
+                f"register a featbench.api.{type_name}(...)",
+            )
         if name.endswith(":") != (obj.resolve is not None):
-            raise PluginError(f"{name!r}: a family's name ends in ':' and its spec sets resolve (and only then)",
-                              "register 'family:' with resolve=..., or a plain name with build/load")
+            raise PluginError(
+                f"{name!r}: a family's name ends in ':' and its spec sets resolve (and only then)",
+                "register 'family:' with resolve=..., or a plain name with build/load",
+            )
 
     return check
 
@@ -109,10 +119,17 @@ class PluginRecipe:
     local_modules: tuple[str, ...]
     disabled: tuple[str, ...]
     strict: bool
+    registry: str | None = None  # the registry.yaml whose catalogs the hooks got (None: the packaged one)
 
     def load(self) -> PluginHost:
-        return load_plugins(builtins=self.builtins, entry_points=None if self.entry_points is None else list(self.entry_points),
-                            local_modules=self.local_modules, disabled=self.disabled, strict=self.strict)
+        return load_plugins(
+            builtins=self.builtins,
+            entry_points=None if self.entry_points is None else list(self.entry_points),
+            local_modules=self.local_modules,
+            disabled=self.disabled,
+            strict=self.strict,
+            registry=self.registry,
+        )
 
 
 class PluginHost:
@@ -122,6 +139,7 @@ class PluginHost:
         self.pm = pm
         self.strict = strict
         self.recipe: PluginRecipe | None = None  # set by load_plugins
+        self.registry_path: str | None = None  # --registry (None: the packaged registry.yaml)
         self.failures: list[LoadFailure] = []
         self.providers: dict[str, Provider] = {}
         self.augmenters: Catalog = Catalog("augmenter", _check_class("FeatureAugmenter", "augmenter"))
@@ -137,12 +155,16 @@ class PluginHost:
                 if repr(plugin) in exc.message:
                     raise exc
                 raise PluginError(f"plugin {plugin!r} (distribution {dist!r}): {exc.message}", exc.hint) from exc
-            raise PluginError(f"plugin {plugin!r} (distribution {dist!r}) failed: {type(exc).__name__}: {_one_line(exc)}",
-                              "fix or uninstall the plugin, or run without --strict-plugins") from exc
+            raise PluginError(
+                f"plugin {plugin!r} (distribution {dist!r}) failed: {type(exc).__name__}: {_one_line(exc)}",
+                "fix or uninstall the plugin, or run without --strict-plugins",
+            ) from exc
         failure = LoadFailure(plugin, dist, f"{type(exc).__name__}: {_one_line(exc)}")
         self.failures.append(failure)
         said = _one_line(exc) if isinstance(exc, PluginError) and repr(plugin) in exc.message else str(failure)
-        warnings.warn(f"{said}; continuing without it (--strict-plugins makes this an error)", PluginLoadWarning, stacklevel=3)
+        warnings.warn(
+            f"{said}; continuing without it (--strict-plugins makes this an error)", PluginLoadWarning, stacklevel=3
+        )
 
     def register_module(self, obj: Any, name: str, dist: str) -> bool:
         """Register an already imported plugin object (module or instance) under ``name``."""
@@ -151,8 +173,10 @@ class PluginHost:
             unknown = sorted(h.name for h in (self.pm.get_hookcallers(obj) or []) if not h.has_spec())
             if unknown:
                 self.pm.unregister(obj)
-                raise PluginError(f"plugin {name!r} (distribution {dist!r}) implements unknown hook(s) {', '.join(unknown)}",
-                                  f"featbench's hooks are {', '.join(CATALOG_HOOKS)} (check the spelling)")
+                raise PluginError(
+                    f"plugin {name!r} (distribution {dist!r}) implements unknown hook(s) {', '.join(unknown)}",
+                    f"featbench's hooks are {', '.join(CATALOG_HOOKS)} (check the spelling)",
+                )
         except Exception as exc:  # a bad hook signature, a name registered twice, a misspelt hook...
             self._fail(name, dist, exc)
             return False
@@ -179,29 +203,45 @@ class PluginHost:
                 continue
             self.register_module(obj, ep.name, dist)
 
-    def build_catalogs(self) -> None:
+    def build_catalogs(self, registry_file: Mapping | None = None) -> None:
+        """Call every plugin's registration hooks, one plugin at a time through pluggy (so that
+        ``FEATBENCH_TRACE_PLUGINS`` traces them), with the registry.yaml catalog ``registry_file`` as the
+        ``catalog`` argument of the hooks that take one."""
+        others = [p for p in self.pm.get_plugins()]
         for hook_name, kind in CATALOG_HOOKS.items():
             catalog = self.catalog(kind)
             hook = getattr(self.pm.hook, hook_name)
+            takes_catalog = "catalog" in hook.spec.argnames
             # In registration order: built-ins first, then entry points, then -p modules.
             for impl in hook.get_hookimpls():
                 provider = self.providers.get(impl.plugin_name, Provider(impl.plugin_name, "?"))
                 registry = Registry(catalog, provider)
                 try:
-                    returned = impl.function(registry=registry)
-                    if returned is not None:
-                        raise PluginError(f"plugin {provider.plugin!r} (distribution {provider.dist!r}): {hook_name} returned "
-                                          f"a {type(returned).__name__}, which featbench ignores",
-                                          f"call registry.add(name, obj) for each {kind} and return nothing")
+                    if takes_catalog and registry_file is None:
+                        from .config import load_registry
+
+                        registry_file = load_registry(self.registry_path)
+                    caller = self.pm.subset_hook_caller(hook_name, [p for p in others if p is not impl.plugin])
+                    returned = caller(registry=registry, **({"catalog": registry_file} if takes_catalog else {}))
+                    returned = [r for r in returned if r is not None]
+                    if returned:
+                        raise PluginError(
+                            f"plugin {provider.plugin!r} (distribution {provider.dist!r}): {hook_name} returned "
+                            f"a {type(returned[0]).__name__}, which featbench ignores",
+                            f"call registry.add(name, obj) for each {kind} and return nothing",
+                        )
                 except Exception as exc:
                     for name in registry.added:  # keep nothing half-registered
                         catalog._entries.pop(name, None)
                     self._fail(provider.plugin, provider.dist, exc)
 
-    # ---- façade ------------------------------------------------------------------------------
-
     def catalog(self, kind: str) -> Catalog:
-        return {"augmenter": self.augmenters, "loss": self.losses, "backbone": self.backbones, "dataset": self.datasets}[kind]
+        return {
+            "augmenter": self.augmenters,
+            "loss": self.losses,
+            "backbone": self.backbones,
+            "dataset": self.datasets,
+        }[kind]
 
     def _get(self, catalog: Catalog, name: str) -> Entry:
         if name in catalog:
@@ -228,11 +268,15 @@ class PluginHost:
             members = [] if family else _family_members(catalog, name)
             hint = f"did you mean the family member {' or '.join(members)}?" if members else None
             failed = "; ".join(str(f) for f in self.failures)
-            hint = "; ".join(h for h in (hint, f"plugins that failed to load: {failed}" if failed else None) if h) or None
+            hint = (
+                "; ".join(h for h in (hint, f"plugins that failed to load: {failed}" if failed else None) if h) or None
+            )
             raise UnknownNameError(catalog.kind, name, catalog.names(), hint)
         spec = self._get(catalog, name).obj
         if getattr(spec, "resolve", None) is not None:
-            raise UnknownNameError(catalog.kind, name, catalog.names(), f"{name} is a family: name a member, e.g. {name}NAME")
+            raise UnknownNameError(
+                catalog.kind, name, catalog.names(), f"{name} is a family: name a member, e.g. {name}NAME"
+            )
         return spec
 
     def get_backbone(self, name: str) -> Any:
@@ -254,10 +298,6 @@ class PluginHost:
 
     def list_datasets(self) -> list[str]:
         return self.datasets.names()
-
-    def hooks_of(self, plugin: str) -> list[str]:
-        obj = self.pm.get_plugin(plugin)
-        return sorted(h.name for h in (self.pm.get_hookcallers(obj) or [])) if obj is not None else []
 
 
 def _family_members(catalog: Catalog, name: str) -> list[str]:
@@ -283,6 +323,7 @@ def load_plugins(
     disabled: Sequence[str] = (),
     strict: bool | None = None,
     builtins: Sequence[str] | None = None,
+    registry: str | None = None,
 ) -> PluginHost:
     """Build a fresh plugin manager and its catalogs.
 
@@ -292,12 +333,15 @@ def load_plugins(
     :param disabled: plugin or distribution names to skip (also ``FEATBENCH_DISABLE_PLUGINS=a,b``).
     :param strict: re-raise plugin errors (default: ``FEATBENCH_STRICT_PLUGINS``).
     :param builtins: built-in module names (default: ``featbench.plugins.BUILTIN_PLUGINS``).
+    :param registry: the registry.yaml whose catalogs the backbone and data-set hooks get (``--registry``;
+        default: the packaged one).
     """
     if strict is None:
         strict = _env_flag("FEATBENCH_STRICT_PLUGINS")
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     host = PluginHost(pm, strict)
+    host.registry_path = registry
     blocked = set(disabled) | set(_env_list("FEATBENCH_DISABLE_PLUGINS"))
     for name in blocked:
         pm.set_blocked(name)
@@ -306,7 +350,9 @@ def load_plugins(
     for module_name in builtins:
         if module_name not in blocked:
             host.import_and_register(module_name, BUILTIN_DIST)
-    recipe_entry_points = None if entry_points is None and not _env_flag("FEATBENCH_DISABLE_ENTRY_POINTS") else tuple(entry_points or ())
+    recipe_entry_points = (
+        None if entry_points is None and not _env_flag("FEATBENCH_DISABLE_ENTRY_POINTS") else tuple(entry_points or ())
+    )
     if entry_points is None:
         entry_points = [] if recipe_entry_points is not None else _default_entry_points()
     host.load_entry_points(entry_points, blocked)
@@ -318,8 +364,14 @@ def load_plugins(
         pm.trace.root.setwriter(lambda m: print(m, end="", file=sys.stderr))
         pm.enable_tracing()
     host.build_catalogs()
-    host.recipe = PluginRecipe(tuple(builtins), recipe_entry_points, tuple(_local_spec(m) for m in local_modules),
-                               tuple(sorted(blocked)), strict)
+    host.recipe = PluginRecipe(
+        tuple(builtins),
+        recipe_entry_points,
+        tuple(_local_spec(m) for m in local_modules),
+        tuple(sorted(blocked)),
+        strict,
+        registry,
+    )
     return host
 
 
@@ -351,8 +403,11 @@ def _import_local(host: PluginHost, spec: str) -> ModuleType | None:
         if isinstance(exc, PluginError):
             raise PluginError(f"cannot load plugin module {spec!r}: {exc.message}", exc.hint) from exc
         missing = isinstance(exc, FileNotFoundError) or (isinstance(exc, ModuleNotFoundError) and exc.name == spec)
-        hint = ("pass an importable module name or a path to a .py file" if missing
-                else "fix the plugin (rerun with --debug for the traceback)")
+        hint = (
+            "pass an importable module name or a path to a .py file"
+            if missing
+            else "fix the plugin (rerun with --debug for the traceback)"
+        )
         raise PluginError(f"cannot load plugin module {spec!r}: {type(exc).__name__}: {_one_line(exc)}", hint) from exc
 
 

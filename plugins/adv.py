@@ -1,9 +1,9 @@
-"""Adv: the plain adversarial direction, without SeA's projection (SeA paper Eq. 5, 4.1; methods.md 7).
+"""Adv: the plain adversarial direction, without SeA's projection (SeA paper Eq. 5, §4.1).
 
 Default step: ``G = (P - Y) W`` at the current heads with the training loss' own lamda and delta (as in
 SeA), ``X~ = normalize(X + eta normalize(G))``, hard labels, replacement, X~ a constant.
 
-JUDGMENT (methods.md 7, 16.1): ``normalize_grad=true`` (default) normalises the gradient, as SeA's code
+JUDGMENT (SeA paper Eq. 5, §4.1): ``normalize_grad=true`` (default) normalises the gradient, as SeA's code
 does before projecting, and re-normalises the result, as the paper does for every augmented example;
 ``normalize_grad=false`` is the literal Eq. 5, ``x + eta * grad`` with the raw per-example gradient
 ``W^T (p - e_y)`` and no re-normalisation. The paper searches eta in {0.005, 0.01, 0.02, 0.05}: a unit
@@ -12,9 +12,20 @@ step along the exact gradient raises the loss at the maximal rate, so Adv needs 
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import FLAG_CHOICES, Augmented, Batch, FeatureAugmenter, HParam, Targets, hp_column, per_head
-from featbench.plugins.sea import feature_gradients, normalize_rows, push_along
+from featbench.api import (
+    FLAG_CHOICES,
+    Augmented,
+    Batch,
+    FeatureAugmenter,
+    HParam,
+    Targets,
+    feature_gradients,
+    hookimpl,
+    hp_column,
+    normalize_rows,
+    per_head,
+    push_along,
+)
 
 
 def adversarial_step(x, grad, eta, normalize: bool = True):

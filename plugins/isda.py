@@ -1,4 +1,4 @@
-"""ISDA: implicit semantic data augmentation as a logit transform (Wang et al., TPAMI; methods.md 9).
+"""ISDA: implicit semantic data augmentation as a logit transform (Wang et al., TPAMI 2021).
 
 ISDA trains on the closed-form upper bound of the expected loss under class-conditional Gaussian feature
 noise ``x + eps``, ``eps ~ N(0, lam_t Sigma_y)``: the logits become
@@ -8,9 +8,9 @@ epoch / epochs`` with 0-based epochs (0 in the first epoch).
 
 Class statistics are population (ddof = 0) moments of the fixed, clean training features, computed once.
 The official online estimator equals them from the end of epoch 0 on, and lam_t = 0 during epoch 0, so
-precomputing them is exact (methods.md 9.3; tested against a port of the estimator).
+precomputing them is exact (ISDA, Wang et al., TPAMI 2021; tested against a port of the estimator).
 
-JUDGMENT (methods.md 9.3, 16.5):
+JUDGMENT (ISDA, Wang et al., TPAMI 2021):
 * ``cov=diag`` (default): per-dimension variances, the ISDA authors' own large-d choice. Memory C*d; never
   b*d*d or C*d*d (two (U, d) x (d, C) products per step, U = classes in the batch).
 * ``cov=full``: the exact full covariance in data form, ``sigma2_{u,c} = mean_k (A_u[k,c] - A_u[k,u])^2``
@@ -23,8 +23,7 @@ JUDGMENT (methods.md 9.3, 16.5):
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import Augmented, Batch, FeatureAugmenter, HParam, RunInfo, Targets, hp_column
+from featbench.api import Augmented, Batch, FeatureAugmenter, HParam, RunInfo, Targets, hookimpl, hp_column
 from featbench.plugins.losses import cross_entropy_rows
 
 
@@ -80,11 +79,21 @@ class ISDA(FeatureAugmenter):
     """ISDA: the upper-bound surrogate of class-conditional Gaussian feature noise (a logit transform)."""
 
     hparams = (
-        HParam("lambda0", 0.5, "final strength of the Gaussian augmentation, >= 0 (0 = cross-entropy baseline)", low=0.0),
-        HParam("cov", "diag", "class covariance: diag (per-dimension variances) or full (exact, data form)",
-               choices=("diag", "full")),
-        HParam("surrogate", "ce", "ISDA's cross-entropy bound (ce) or the bound for the run's loss (run)",
-               choices=("ce", "run")),
+        HParam(
+            "lambda0", 0.5, "final strength of the Gaussian augmentation, >= 0 (0 = cross-entropy baseline)", low=0.0
+        ),
+        HParam(
+            "cov",
+            "diag",
+            "class covariance: diag (per-dimension variances) or full (exact, data form)",
+            choices=("diag", "full"),
+        ),
+        HParam(
+            "surrogate",
+            "ce",
+            "ISDA's cross-entropy bound (ce) or the bound for the run's loss (run)",
+            choices=("ce", "run"),
+        ),
     )
 
     def __init__(self, run: RunInfo):

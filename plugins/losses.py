@@ -6,8 +6,7 @@ the classes only declare hyper-parameters.
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import HParam, Loss, Targets, hp_column
+from featbench.api import HParam, Loss, Targets, hookimpl, hp_column
 
 
 def smoothed_hinge_rows(logits, index, weight, lamda, delta):
@@ -73,7 +72,9 @@ class SmoothedHinge(Loss):
     """Smoothed multi-class hinge (SeA Eq. 15); lamda=1, delta=0 is cross-entropy."""
 
     hparams = (
-        HParam("lamda", 0.1, "smoothing of the hinge, > 0 (SeA's lambda; -> 0 gives the hinge)", low=0.0, low_open=True),
+        HParam(
+            "lamda", 0.1, "smoothing of the hinge, > 0 (SeA's lambda; -> 0 gives the hinge)", low=0.0, low_open=True
+        ),
         HParam("delta", 0.0, "margin added to every non-target logit in training, >= 0", low=0.0),
     )
 

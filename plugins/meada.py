@@ -1,5 +1,5 @@
-"""ME-ADA: maximum-entropy adversarial data augmentation adapted to fixed features (Zhao et al. 2020;
-methods.md 10).
+"""ME-ADA: maximum-entropy adversarial data augmentation adapted to fixed features (Zhao et al.,
+NeurIPS 2020).
 
 The max phase perturbs features with the heads frozen (no gradient into W, W unchanged), T_max steps of
 plain gradient ascent on ``J(x) = CE(W x, y) + beta H(softmax(W x)) - gamma ||x - x0||^2`` per example:
@@ -21,7 +21,7 @@ generated rows are stored per head on the training device: K (growth - 1) n d fl
 kept for re-perturbation until the last phase); more than ``MAX_GENERATED_BYTES`` is refused up front with
 a ConfigError.
 
-JUDGMENTs (methods.md 10.3, 16.6), each an option with the spec's default:
+JUDGMENTs (adapting ME-ADA, Zhao et al., NeurIPS 2020, to fixed features), each an option:
 * ``schedule``: offline (default) or online (every step, train on [X; X_adv] with X_adv the batch's own
   T_max-step ascent; ``phases = 0`` still switches it off, ``every`` is unused).
 * ``perturb_generated``: true (default, official: later phases re-perturb generated rows) or false.
@@ -32,11 +32,21 @@ JUDGMENTs (methods.md 10.3, 16.6), each an option with the spec's default:
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import (FLAG_CHOICES, Augmented, Batch, ExtraRows, FeatureAugmenter, HParam, RunInfo, Targets,
-                           hp_column, per_head)
+from featbench.api import (
+    FLAG_CHOICES,
+    Augmented,
+    Batch,
+    ExtraRows,
+    FeatureAugmenter,
+    HParam,
+    RunInfo,
+    Targets,
+    hookimpl,
+    hp_column,
+    normalize_rows,
+    per_head,
+)
 from featbench.errors import ConfigError
-from featbench.plugins.sea import normalize_rows
 
 #: Refuse runs whose generated rows would exceed this many bytes (all heads together).
 MAX_GENERATED_BYTES = 8 * 2**30
@@ -124,13 +134,16 @@ class MEADA(FeatureAugmenter):
         self.generated_y = None
         if not self.online:
             n, d = run.train_x.shape
-            extra = run.num_heads * (growth_factor(self.phases, self.perturb_generated) - 1) * n * d * run.train_x.element_size()
+            growth = growth_factor(self.phases, self.perturb_generated) - 1
+            extra = run.num_heads * growth * n * d * run.train_x.element_size()
             if self.perturb_generated and self.phases > 1:  # the augmenter keeps its own copy until the last phase
                 extra += run.num_heads * (growth_factor(self.phases - 1, True) - 1) * n * d * run.train_x.element_size()
             if extra > MAX_GENERATED_BYTES:
-                raise ConfigError(f"ME-ADA would store {extra / 2**30:.1f} GiB of generated rows for {run.num_heads} heads "
-                                  f"(limit {MAX_GENERATED_BYTES / 2**30:.0f} GiB)",
-                                  "use fewer phases, perturb_generated=false, fewer configurations or schedule=online")
+                raise ConfigError(
+                    f"ME-ADA would store {extra / 2**30:.1f} GiB of generated rows for {run.num_heads} heads "
+                    f"(limit {MAX_GENERATED_BYTES / 2**30:.0f} GiB)",
+                    "use fewer phases, perturb_generated=false, fewer configurations or schedule=online",
+                )
 
     def _loss_grad(self, y):
         if self.run.options["max_loss"] == "ce":
@@ -139,8 +152,9 @@ class MEADA(FeatureAugmenter):
 
     def _perturb(self, x0, y, weight):
         hp = self.run.hp
-        return max_phase(x0, y, weight, hp["steps"], hp["step_size"], hp["beta"], hp["gamma"], self.project,
-                         self._loss_grad(y))
+        return max_phase(
+            x0, y, weight, hp["steps"], hp["step_size"], hp["beta"], hp["gamma"], self.project, self._loss_grad(y)
+        )
 
     def on_epoch_start(self, epoch: int, weight) -> ExtraRows | None:
         if self.online or self.phases_run >= self.phases or (epoch + 1) % self.every != 0:
@@ -151,8 +165,14 @@ class MEADA(FeatureAugmenter):
         if self.perturb_generated and self.generated_x is not None:
             sources.append((self.generated_x, self.generated_y))
         b = self.run.batch_size  # chunks only bound memory: the ascent is per example
-        new_x = torch.cat([self._perturb(sx[:, s:s + b], sy[s:s + b], weight)
-                           for sx, sy in sources for s in range(0, sy.shape[0], b)], 1)
+        new_x = torch.cat(
+            [
+                self._perturb(sx[:, s : s + b], sy[s : s + b], weight)
+                for sx, sy in sources
+                for s in range(0, sy.shape[0], b)
+            ],
+            1,
+        )
         sources_y = torch.cat([sy for _, sy in sources])
         self.phases_run += 1
         if self.perturb_generated and self.phases_run < self.phases:  # keep them for the next phase

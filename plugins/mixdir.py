@@ -1,20 +1,18 @@
-"""MixDir: manifold mixup as a direction, the variant of the SeA paper's Fig. 4 ablation (methods.md 8A).
+"""MixDir: manifold mixup as a direction, the variant of the SeA paper's Fig. 4 ablation (SeA paper Fig. 4).
 
 "A random semantic direction indicated by an example": for every row i draw j(i) uniformly among the
 *other* rows of the batch, ``D_i = x_j(i)``, ``X~ = normalize(X + eta D)``, hard label y_i, replacement.
 This equals ``normalize(lam x_i + (1 - lam) x_j(i))`` with ``lam = 1 / (1 + eta)`` >= 1/2 (verified in the
 tests). j(i) comes from the shared stream (it does not depend on hyper-parameters).
 
-JUDGMENT (methods.md 8A, 16.4): reading "manifold mixup" in Fig. 4 as a one-hot random q in SeA's Eq. 6
+JUDGMENT (SeA paper Fig. 4): reading "manifold mixup" in Fig. 4 as a one-hot random q in SeA's Eq. 6
 with the shared eta grid is inferred from the paper's wording; the faithful soft-label mixup is ``mixup``.
 """
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import Augmented, Batch, FeatureAugmenter, Targets, per_head
+from featbench.api import STEP_SIZE, Augmented, Batch, FeatureAugmenter, Targets, hookimpl, per_head, push_along
 from featbench.plugins.draws import other_index
-from featbench.plugins.sea import STEP_SIZE, push_along
 
 
 class MixDir(FeatureAugmenter):

@@ -2,10 +2,10 @@
 
 Per step and per example, ``q_i ~ Dirichlet(1, ..., 1)`` over the b - 1 indices j != i (q_ii = 0), then
 ``D = normalize(Q X)``, ``X~ = normalize(X + eta D)``, hard labels, replacement; no gradient pass
-(methods.md 6). Q is drawn from the shared stream (it does not depend on hyper-parameters), so every head
+(SeA paper §4.1). Q is drawn from the shared stream (it does not depend on hyper-parameters), so every head
 of a stack uses the same Q and only its own eta.
 
-JUDGMENT (methods.md 6, 16.3): ``coeffs=dirichlet`` (default) draws q uniformly on the feasible set of
+JUDGMENT (SeA paper §4.1): ``coeffs=dirichlet`` (default) draws q uniformly on the feasible set of
 SeA's Eq. 6; ``coeffs=signed`` uses i.i.d. N(0, 1) coefficients instead (a random direction in the linear
 span, not on the simplex). With b = 256 non-negative features a Dirichlet(1) combination is almost the
 batch mean, which is why the paper finds Rand close to the baseline.
@@ -13,10 +13,19 @@ batch mean, which is why the paper finds Rand close to the baseline.
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import Augmented, Batch, FeatureAugmenter, HParam, Targets, per_head
+from featbench.api import (
+    STEP_SIZE,
+    Augmented,
+    Batch,
+    FeatureAugmenter,
+    HParam,
+    Targets,
+    hookimpl,
+    per_head,
+    push_along,
+    span_direction,
+)
 from featbench.plugins.draws import dirichlet_off_diagonal, gaussian_off_diagonal
-from featbench.plugins.sea import STEP_SIZE, push_along, span_direction
 
 COEFFS = {"dirichlet": dirichlet_off_diagonal, "signed": gaussian_off_diagonal}
 

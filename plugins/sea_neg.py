@@ -3,18 +3,18 @@
 The gradient of the loss w.r.t. a feature is ``sum_c p_c w_c - w_y`` (SeA Prop. 4). SeA_Neg keeps only
 ``g_neg = sum_c p_c w_c`` (rows of ``P W``, with the training loss' own p, i.e. the same lamda and delta)
 and then does exactly what SeA does: ``U = normalize(G_neg)``, ``q_i = softmax_{j != i}(<u_i, x_j> / alpha)``,
-``D = normalize(Q X)``, ``X~ = normalize(X + eta D)``, train on ``X~`` with the hard labels (methods.md 5).
+``D = normalize(Q X)``, ``X~ = normalize(X + eta D)``, train on ``X~`` with the hard labels (SeA paper
+§4.1, "Effect of directions").
 
-JUDGMENT (methods.md 5, 16.2): the sum includes the target class with weight p_y (the paper's literal
-wording; option ``include_target=true``, the default); ``include_target=false`` drops it.
+JUDGMENT: the sum includes the target class with weight p_y (the paper's literal wording; option
+``include_target=true``, the default); ``include_target=false`` drops it.
 The paper reports SeA_Neg about 1 % below SeA on CIFAR-100 (8192-d features).
 """
 
 from __future__ import annotations
 
-from featbench import hookimpl
-from featbench.api import FLAG_CHOICES, Augmented, Batch, FeatureAugmenter, HParam, Targets
-from featbench.plugins.sea import SeA, sea_augment
+from featbench.api import FLAG_CHOICES, Augmented, Batch, FeatureAugmenter, HParam, Targets, hookimpl, sea_augment
+from featbench.plugins.sea import SeA
 
 
 def predictive_distribution(grad_logits, y, include_target: bool = True):
@@ -39,8 +39,12 @@ class SeANeg(FeatureAugmenter):
 
     hparams = (
         *SeA.hparams,
-        HParam("include_target", "true", "include the target class in sum_c p_c w_c (true: paper wording)",
-               choices=FLAG_CHOICES),
+        HParam(
+            "include_target",
+            "true",
+            "include the target class in sum_c p_c w_c (true: paper wording)",
+            choices=FLAG_CHOICES,
+        ),
     )
     min_batch = 2
 

@@ -12,9 +12,9 @@ import torch
 from conftest import make_blobs
 
 from featbench.api import AugRNG, Batch, BoundLoss, RunInfo, seed_stream
-from featbench.training.grid import expand_grid, hparams_for
 from featbench.plugins.baseline import NoAugmentation
 from featbench.plugins.losses import CrossEntropy, SmoothedHinge
+from featbench.training.grid import expand_grid, hparams_for
 from featbench.training.trainer import AUGMENT_STREAM, TrainSettings, hp_options, hp_tensors, train_heads
 
 

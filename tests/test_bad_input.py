@@ -15,7 +15,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from cli_util import assert_clean_error, cache_debris, cli_env, featbench, files_under
 from conftest import make_blobs
 
@@ -308,8 +307,8 @@ def test_a_read_only_output_directory(bad, tmp_path):
 def test_a_damaged_cache_file_is_detected_and_recomputed(tmp_path, capsys, damage):
     """A flipped bit in x.npy or a truncated y.npy fails its SHA-256: one warning line, the entry is
     recomputed, and the features are the same as before."""
-    from featbench.inputs.cache import FeatureCache
     from featbench.cli import main
+    from featbench.inputs.cache import FeatureCache
 
     cache = tmp_path / "cache"
     args = ["extract", "--quiet", "--backbones", "timm:test_resnet", "--dataset", "digits", "--image-size", "32",

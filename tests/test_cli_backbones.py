@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pickle
 
+import bbdata
 import numpy as np
 import pytest
 import torch
 
-import bbdata
 from featbench.cli import main
 
 
@@ -39,8 +39,8 @@ def test_mocov3_checkpoint_through_weights_flag_gives_the_source_features(tmp_pa
     yields exactly the source model's features (before the float16 cache rounding)."""
     import torchvision
 
-    from featbench.manager import load_plugins
     from featbench.inputs.sources import feature_set_for
+    from featbench.manager import load_plugins
 
     torch.manual_seed(11)
     src = torchvision.models.resnet50(weights=None).eval()
@@ -60,7 +60,9 @@ def test_mocov3_checkpoint_through_weights_flag_gives_the_source_features(tmp_pa
     splits = host.get_dataset(f"folder:{data}").load("")
     tf = spec.preprocess.with_size(32).transform()
     src.fc = torch.nn.Identity()
-    from featbench.inputs.extract import ExtractSettings, extract_array
+    from reference import extract_array
+
+    from featbench.inputs.extract import ExtractSettings
     from featbench.inputs.features import l2_normalize
 
     # the source model through the same extraction path: bit-identical

@@ -9,11 +9,10 @@ import sys
 import time
 
 import pytest
-
-from featbench.cli import main
-from featbench.bench.store import Store
-
 from runner_util import feature_grid, single_thread
+
+from featbench.bench.store import Store
+from featbench.cli import main
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -36,7 +35,7 @@ hp: {{lr: [0.5, 2], eta: [0.4, 0.8]}}
 epochs: {epochs}
 batch_size: 32
 seeds: 2
-max_heads: 1
+stack_size: 1
 """
 
 

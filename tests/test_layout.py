@@ -8,7 +8,6 @@ import subprocess
 import sys
 import zipfile
 
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMPORT_RE = re.compile(r"^\s*(from|import)\s+(core|plugins)(\.|\s|$)", re.M)
 

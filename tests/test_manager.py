@@ -185,3 +185,19 @@ def test_nothing_outside_the_manager_calls_pm_hook():
     root = pathlib.Path(__file__).resolve().parents[1]
     users = [p.name for d in ("core", "plugins") for p in (root / d).rglob("*.py") if "pm.hook" in p.read_text() or ".hook." in p.read_text()]
     assert users == ["manager.py"]
+
+
+def test_trace_plugins_traces_every_registration_hook_call():
+    import os
+    import subprocess
+
+    env = {**os.environ, "FEATBENCH_TRACE_PLUGINS": "1", "FEATBENCH_DISABLE_ENTRY_POINTS": "1"}
+    res = subprocess.run([sys.executable, "-c", "from featbench.manager import load_plugins; load_plugins()"],
+                         capture_output=True, text=True, env=env, cwd="/")
+    assert res.returncode == 0, res.stderr
+    calls = [line.split()[0] for line in res.stderr.splitlines() if line.endswith("[hook]") and not line.strip().startswith("finish")]
+    host = load_plugins(entry_points=[])
+    expected = sum(len(getattr(host.pm.hook, h).get_hookimpls()) for h in ("register_augmenters", "register_losses",
+                                                                           "register_backbones", "register_datasets"))
+    assert len(calls) == expected and {"register_augmenters", "register_datasets", "register_backbones"} <= set(calls)
+    assert "catalog:" in res.stderr  # the registry.yaml catalog reaches the backbone and data-set hooks as an argument

@@ -1,5 +1,11 @@
 """What to run: the :class:`RunSpec` shared by ``featbench run`` flags and suite YAML files.
 
+Every option is declared once, as a field of one of the spec's concerns: :class:`Compare` (what to
+compare), :class:`Inputs` (where features come from), :class:`Compute` (how and where jobs run, plus the
+options each executor module declares in its ``Options`` class) and :class:`Output` (what is written and
+shown). A field's declaration (:func:`featbench.bench.options.option`) holds its default, help text and
+flag; the command line's flags, the suite-file keys and the coercion of their values are generated from it.
+
 A suite file holds the same settings as the flags, with the flag names as keys (``batch-size`` or
 ``batch_size``); flags given on the command line override the file. Paths to inputs (``features``,
 ``feature_files``, ``plugins``) are relative to the suite file; ``out`` and ``cache_dir`` to the working
@@ -11,29 +17,27 @@ directory. Example (``benchmarks/cpu_small.yaml`` is a complete one)::
     combos: [raw, raw+rff]
     feature_files: {digits: {raw: data/digits_raw.npz, rff: data/digits_rff.npz}, ...}
     grid: quick
-    hp: {eta: [0.4, 0.8], sea-onehot.eta: [0.8]}   # NAME applies to every row, ROW.NAME to one row
+    hp: {eta: [0.4, 0.8], sea-onehot.eta: [0.8], cov: [full]}   # NAME applies to every row, ROW.NAME to one row
     seeds: 2
     epochs: 30
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Mapping, Sequence
 
 import attrs
 
+from ..api import METRICS
 from ..errors import ConfigError, UnknownNameError
+from .options import ALIASES, coerce, declared, option
 
-FORMATS = ("table", "markdown", "csv", "json", "latex")
-LAYOUTS = ("auto", "table5", "table4", "both")
-EXECUTORS = ("local", "ray")
 MATMULS = ("fp32", "tf32", "bf16")  # featbench.training.trainer.matmul_precision
-METRICS = ("top1", "mean_per_class")
 SEARCHES = ("grid", "halving")  # featbench.training.halving
-PROBES = ("lbfgs",)  # featbench.probe
-DEFAULT_STACK = 64  # configurations per job (one K-stack) unless max_heads says otherwise
+PROBES = ("lbfgs",)  # featbench.training.probe
 
 
 @attrs.frozen
@@ -42,61 +46,402 @@ class AugRow:
 
     label: str
     augmenter: str
-    hp: Mapping[str, tuple[float, ...]] = attrs.field(factory=dict)
+    hp: Mapping[str, tuple[float | str | bool, ...]] = attrs.field(factory=dict)
 
 
-def _tuple(v) -> tuple:
-    return tuple(v)
+def split_list(value, what: str) -> tuple[str, ...]:
+    """``"a,b"`` or ``["a", "b"]`` -> ``("a", "b")``."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(p.strip() for p in value.split(",") if p.strip())
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(v.strip() for v in value if v.strip())
+    raise ConfigError(
+        f"{what} must be a list of names or a comma-separated string, not {value!r}", f"e.g. {what}: [a, b]"
+    )
+
+
+def _parse_hp(value, base, from_flags):
+    if from_flags:  # --hp NAME=V,V ... (repeatable)
+        from ..training.grid import parse_hp_args
+
+        return {k: tuple(v) for k, v in parse_hp_args(value).items()}
+    return parse_hp_mapping(value)
+
+
+def parse_hp_mapping(value, what: str = "hp") -> dict[str, tuple[float | str | bool, ...]]:
+    """A suite file's ``hp:`` mapping (NAME or ROW.NAME -> values), read as ``--hp`` and registry.yaml grids are
+    (:func:`featbench.training.grid.hp_values`). The trainer's own hyper-parameters (lr, wd) are numbers, so a
+    word there is refused now, naming the file's key."""
+    from ..training.grid import TRAINER_HPARAMS, hp_values
+
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{what} must be a mapping NAME: [values]", f"e.g. {what}: {{lr: [0.5, 2], eta: 0.8}}")
+    numeric = {h.name for h in TRAINER_HPARAMS}
+    out = {}
+    for k, v in value.items():
+        key = f"{what}.{k}"
+        values = hp_values(v, key)
+        if str(k).rpartition(".")[2] in numeric:
+            for x in values:
+                if not isinstance(x, float):
+                    raise ConfigError(f"{key}: {x!r} is not a number", f"write {key}: [0.1, 0.2]")
+        out[str(k)] = values
+    return out
+
+
+def _parse_aug(value, base, from_flags) -> tuple:
+    if isinstance(value, str):
+        return split_list(value, "aug")
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"aug must be a list, not {value!r}", "e.g. aug: [none, sea]")
+    out: list = []
+    for item in value:
+        if isinstance(item, str):
+            out.append(item.strip())
+        elif isinstance(item, Mapping):
+            unknown = set(item) - {"label", "augmenter", "hp"}
+            if unknown or "augmenter" not in item:
+                raise ConfigError(
+                    f"aug entry {dict(item)!r} is not {{label, augmenter, hp}}",
+                    "write {label: sea-a0, augmenter: sea, hp: {alpha: 0}}",
+                )
+            out.append(
+                AugRow(
+                    str(item.get("label") or item["augmenter"]),
+                    str(item["augmenter"]),
+                    parse_hp_mapping(item.get("hp"), f"aug.{item.get('label') or item['augmenter']}.hp"),
+                )
+            )
+        else:
+            raise ConfigError(f"aug entry {item!r} is neither a name nor a mapping", "e.g. aug: [none, sea]")
+    return tuple(out)
+
+
+def _rel(base: str | None, path: str) -> str:
+    path = os.path.expanduser(str(path))
+    return path if base is None or os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
+
+
+def _parse_features(value, base, from_flags) -> tuple[tuple[str, ...], ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    cols = []
+    for item in items:
+        files = split_list(item, "features") if isinstance(item, str) else split_list(list(item), "features")
+        if not files:
+            raise ConfigError("an empty features entry", "write features: [A.npz, B.npz+C.npz] or lists of files")
+        cols.append(tuple(_rel(base, f) for f in files))
+    return tuple(cols)
+
+
+def _parse_feature_files(value, base, from_flags) -> dict[str, dict[str, str]]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+        raise ConfigError(
+            "feature_files must map data set -> backbone -> file",
+            "e.g. feature_files: {digits: {raw: data/digits_raw.npz}}",
+        )
+    return {str(ds): {str(b): _rel(base, p) for b, p in files.items()} for ds, files in value.items()}
+
+
+def _parse_weights(value, base, from_flags) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(
+            f"weights must map backbone names to files, not {value!r}", "e.g. weights: {M: ckpt/r-50-1000ep.pth.tar}"
+        )
+    out = {}
+    for item in value:
+        name, sep, path = str(item).partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ConfigError(f"malformed --weights {item!r}", "write --weights NAME=PATH")
+        out[name.strip()] = path.strip()
+    return out
+
+
+def _parse_plugins(value, base, from_flags) -> tuple[str, ...]:
+    return tuple(_rel(base, p) if str(p).endswith(".py") else str(p) for p in split_list(value, "plugins"))
+
+
+def _parse_rungs(value, base, from_flags) -> tuple[int, ...]:
+    """Rung epochs from ``10,30,90`` or a YAML list of whole numbers."""
+    if value is None:
+        return ()
+    items = split_list(value, "halving_rungs") if isinstance(value, str) else value
+    try:
+        return tuple(int(str(v)) for v in (items if isinstance(items, (list, tuple)) else [items]))
+    except ValueError:
+        raise ConfigError(
+            f"halving_rungs must be whole numbers of epochs, not {value!r}", "e.g. --halving-rungs 10,30,90"
+        ) from None
+
+
+def _names(what: str):
+    return lambda value, base, from_flags: split_list(value, what)
+
+
+# ---- the concerns ---------------------------------------------------------------------------------
 
 
 @attrs.frozen
-class RunSpec:
-    """Everything ``featbench run`` needs to know; built from flags, a suite file, or both."""
+class Compare:
+    """What to compare: the rows, the feature sources (columns), and the protocol that scores them."""
 
-    aug: tuple = ("none", "sea")  # labels / AugRow; ("all",) = every registered augmenter
-    features: tuple[tuple[str, ...], ...] = ()  # feature-file columns (each an ensemble of files)
-    datasets: tuple[str, ...] = ()
-    backbones: tuple[str, ...] = ()
-    combos: tuple[str, ...] = ()  # () = all backbones together; ("all",), ("singles",) or explicit "A+B" sets
-    feature_files: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict)  # dataset -> backbone -> .npz
-    loss: str = "hinge"
-    hp: Mapping[str, tuple[float, ...]] = attrs.field(factory=dict)  # NAME or ROW.NAME -> values
-    grid: str | None = None
-    epochs: int = 100
-    batch_size: int = 256
-    seed: int = 0
-    seeds: int = 1
-    val_fraction: float = 0.2
-    metric: str | None = None
-    device: str = "auto"
-    format: str = "table"
-    layout: str = "auto"
-    gain_of: str | None = None
-    digits: int = 2
-    out: str | None = None
-    quiet: bool = False
-    log_every: int = 0
-    max_heads: int | None = None
-    matmul: str = "fp32"  # precision of float32 matrix products (featbench.training.trainer.TrainSettings)
-    storage: str = "auto"  # dtype the training features are kept in (featbench.training.storage)
-    cuda_graphs: bool = False
-    executor: str = "local"
-    ray_address: str | None = None  # HOST:PORT of a running Ray cluster (executor ray; default: a local one)
-    threads: int | None = None  # CPU threads per job (a Ray task requests as many CPUs); None: local all, ray 1
-    ray_gpus: float = 1.0  # GPUs a Ray task requests when the device is CUDA (a fraction packs tasks on a GPU)
-    ray_retries: int = 3  # re-runs of a Ray task after its worker or node died (or an OSError)
-    cache_dir: str | None = None
-    data_root: str | None = None
-    image_size: int | None = None
-    extract_batch_size: int = 64
-    workers: int | None = None
-    weights: Mapping[str, str] = attrs.field(factory=dict)
-    plugins: tuple[str, ...] = ()
-    description: str = ""
-    search: str = "grid"  # grid (every configuration, the paper's protocol) or halving (featbench.training.halving)
-    halving_keep: float = 1.0 / 3.0  # fraction of configurations a rung passes on
-    halving_rungs: tuple[int, ...] = ()  # rung epochs; () = featbench.training.halving.default_rungs
-    probe: str | None = None  # lbfgs: an extra row, the L-BFGS logistic-regression probe (featbench.training.probe)
+    aug: tuple = option(
+        ("none", "sea"),
+        parse=_parse_aug,
+        metavar="NAME[,NAME...]|all",
+        aliases=("augmenters",),
+        help="augmenter rows (all: every registered augmenter)",
+    )
+    features: tuple[tuple[str, ...], ...] = option(
+        (),
+        parse=_parse_features,
+        repeat=True,
+        metavar="A.npz[,B.npz...]",
+        help="a feature-file column (several comma-separated files form an ensemble); "
+        "repeatable. Default without --dataset: the embedded scikit-learn digits set",
+    )
+    datasets: tuple[str, ...] = option(
+        (),
+        parse=_names("datasets"),
+        flag="--dataset",
+        aliases=("dataset",),
+        metavar="NAME[,NAME...]",
+        help="data sets (columns)",
+    )
+    backbones: tuple[str, ...] = option(
+        (),
+        parse=_names("backbones"),
+        aliases=("backbone",),
+        metavar="B[,B...]",
+        help="backbones; by default one ensemble of all of them",
+    )
+    combos: tuple[str, ...] = option(
+        (),
+        parse=_names("combos"),
+        metavar="all|singles|A+B[,...]",
+        help="backbone sets to evaluate: all non-empty subsets of --backbones (Table 4), "
+        "each alone, or a list (default: all backbones together)",
+    )
+    feature_files: Mapping[str, Mapping[str, str]] = option(
+        factory=dict,
+        flag=None,
+        parse=_parse_feature_files,
+        aliases=("feature-files",),
+        help="data set -> backbone -> .npz (suite files only)",
+    )
+    metric: str | None = option(None, help="override the sources' metric: top1 or mean_per_class")
+    loss: str = option("hinge", help="training loss")
+    hp: Mapping[str, tuple[float | str | bool, ...]] = option(
+        factory=dict,
+        parse=_parse_hp,
+        repeat=True,
+        metavar="[ROW.]KEY=V[,V2...]",
+        help="fix a hyper-parameter, or give several values to search; ROW.KEY applies to one row (repeatable)",
+    )
+    grid: str | None = option(None, metavar="NAME", help="search a named grid from registry.yaml (paper, quick)")
+    epochs: int = option(100, help="training epochs")
+    batch_size: int = option(256, help="mini-batch size")
+    seed: int = option(0, help="first seed")
+    seeds: int = option(1, help="number of seeds, seed..seed+N-1; tables show mean ± std")
+    val_fraction: float = option(0.2, help="hold-out fraction of train for the search when there is no val split")
+    search: str = option(
+        "grid",
+        help="grid (every configuration for all epochs, the paper's protocol) or halving (successive halving over "
+        "the same grid: the best --halving-keep fraction on validation goes on at every rung)",
+    )
+    halving_keep: float = option(1.0 / 3.0, metavar="F", help="fraction of configurations each rung passes on")
+    halving_rungs: tuple[int, ...] = option(
+        (),
+        parse=_parse_rungs,
+        metavar="E1,E2,...",
+        help="rung epochs (default: E/3^(m-1), ..., E/3, E with m = 1 + floor(log3 N) for N configurations)",
+    )
+    probe: str | None = option(
+        None,
+        metavar="lbfgs",
+        help="add the L-BFGS logistic-regression probe as a row (weight decay swept on validation) "
+        "and a Gain row against it",
+    )
+
+
+@attrs.frozen
+class Inputs:
+    """Where features come from when they are extracted from images (backbones × data sets)."""
+
+    weights: Mapping[str, str] = option(
+        factory=dict,
+        parse=_parse_weights,
+        repeat=True,
+        metavar="NAME=PATH",
+        help="weights for a backbone: a checkpoint file, 'random' or 'pretrained'; repeatable",
+    )
+    cache_dir: str | None = option(
+        None, metavar="DIR", help="feature and weights cache (default: $FEATBENCH_CACHE or ~/.cache/featbench)"
+    )
+    data_root: str | None = option(
+        None, metavar="DIR", help="where data sets live (default: $FEATBENCH_DATA or ~/.cache/featbench/data)"
+    )
+    image_size: int | None = option(
+        None,
+        metavar="N",
+        help="crop size N for every backbone, keeping each one's resize/crop ratio (default: each backbone's own)",
+    )
+    extract_batch_size: int = option(64, metavar="B", help="images per forward pass")
+    workers: int | None = option(None, metavar="N", help="image-decoding workers (default: by device)")
+    plugins: tuple[str, ...] = option(
+        (), flag=None, parse=_parse_plugins, help="plugin modules to load (suite files only; on the command line: -p)"
+    )
+
+
+@attrs.frozen
+class Compute:
+    """How and where jobs run. Besides these, each executor module declares its own ``Options``."""
+
+    device: str = option("auto", help="auto, cpu or cuda[:N]")
+    stack_size: int = option(
+        64,
+        aliases=("max_heads",),
+        metavar="K",
+        help="configurations of a grid trained together in one job (one K-stack); smaller stacks "
+        "resume at a finer grain",
+    )
+    executor: str = option(
+        "local",
+        help="where jobs run: local (this process) or another module of "
+        "featbench.bench.executors, e.g. ray (tasks on a Ray cluster: pip install 'featbench[ray]')",
+    )
+    threads: int | None = option(
+        None,
+        metavar="N",
+        help="CPU threads per job, and CPUs per Ray task (default: local all cores, ray 1); "
+        "the same N gives bit-identical numbers under both executors",
+    )
+    matmul: str = option(
+        "fp32",
+        help="float32 matrix products: fp32, tf32 (CUDA) or bf16 (CPUs with bf16 units); "
+        "reduced precision changes results slightly and is recorded with them",
+    )
+    storage: str = option(
+        "auto",
+        help="dtype the training features are kept in: auto (float16 caches stay half), float32, float16 or bfloat16",
+    )
+    cuda_graphs: bool = option(
+        False, help="replay each training epoch as a CUDA graph (GPU, augmenters that declare it safe)"
+    )
+
+
+@attrs.frozen
+class Output:
+    """What a run records, writes and shows."""
+
+    format: str = option("table", help="output format of the tables, e.g. table, markdown, csv, json or latex")
+    layout: str = option("auto", help="auto (Table 5, plus Table 4 with several backbone sets), table5, table4 or both")
+    gain_of: str | None = option(None, metavar="NAME", help="row of the Gain line (default: sea, else the last)")
+    digits: int = option(2, help="decimals in tables")
+    out: str | None = option(None, metavar="DIR", help="run directory: results store, results.json and the table")
+    log_every: int = option(0, metavar="N", help="record train/test accuracy every N epochs (for featbench plot)")
+    quiet: bool = option(False, help="no progress on stderr")
+    description: str = option("", flag=None, help="what the suite is for (suite files only)")
+
+
+CONCERNS = {"compare": Compare, "inputs": Inputs, "compute": Compute, "output": Output}
+
+
+@functools.cache
+def executor_options() -> dict[str, type]:
+    """Executor name -> its ``Options`` class, for the executors that declare options."""
+    from . import executors
+
+    found = {}
+    for name in executors.names():
+        cls = getattr(executors.module(name), "Options", None)
+        if cls is not None:
+            found[name] = cls
+    return found
+
+
+@functools.cache
+def option_fields() -> dict[str, tuple[str, attrs.Attribute]]:
+    """Every option's name -> (where it lives: a concern, or ``executor:NAME``, and its field), in flag order."""
+    out = {}
+    for part, cls in [*CONCERNS.items(), *((f"executor:{n}", c) for n, c in executor_options().items())]:
+        for field in declared(cls):
+            if field.name in out:
+                raise TypeError(f"option {field.name} is declared twice ({out[field.name][0]} and {part})")
+            out[field.name] = (part, field)
+    return out
+
+
+@attrs.frozen(init=False)
+class RunSpec:
+    """Everything ``featbench run`` needs to know; built from flags, a suite file, or both.
+
+    Built from its concerns, or from options by name (``RunSpec(epochs=3, executor="ray")``), and read by
+    name too (``spec.epochs``); :func:`attrs.evolve` takes option names.
+    """
+
+    compare: Compare
+    inputs: Inputs
+    compute: Compute
+    output: Output
+    executors: Mapping[str, object]  # executor name -> its Options
+
+    def __init__(
+        self,
+        compare: Compare | None = None,
+        inputs: Inputs | None = None,
+        compute: Compute | None = None,
+        output: Output | None = None,
+        executors: Mapping[str, object] | None = None,
+        **options,
+    ):
+        parts: dict[str, object] = {
+            "compare": compare or Compare(),
+            "inputs": inputs or Inputs(),
+            "compute": compute or Compute(),
+            "output": output or Output(),
+        }
+        given = dict(executors or {})
+        for name, cls in executor_options().items():
+            parts[f"executor:{name}"] = given.get(name) or cls()
+        fields = option_fields()
+        changes: dict[str, dict] = {}
+        for name, value in options.items():
+            if name not in fields:
+                raise TypeError(f"RunSpec() got an unexpected option {name!r}")
+            changes.setdefault(fields[name][0], {})[name] = value
+        for part, values in changes.items():
+            parts[part] = attrs.evolve(parts[part], **values)
+        self.__attrs_init__(
+            parts["compare"],
+            parts["inputs"],
+            parts["compute"],
+            parts["output"],
+            {k.partition(":")[2]: v for k, v in parts.items() if k.startswith("executor:")},
+        )
+
+    def __getattr__(self, name: str):
+        fields = option_fields()
+        if name not in fields:
+            raise AttributeError(name)
+        part = fields[name][0]
+        holder = (
+            self.executors[part.partition(":")[2]]
+            if part.startswith("executor:")
+            else object.__getattribute__(self, part)
+        )
+        return getattr(holder, name)
 
     @property
     def seed_list(self) -> list[int]:
@@ -113,7 +458,9 @@ class RunSpec:
         labels = [r.label for r in out]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
-            raise ConfigError(f"augmenter row(s) {', '.join(dup)} listed twice", "list each row once (give variants their own label)")
+            raise ConfigError(
+                f"augmenter row(s) {', '.join(dup)} listed twice", "list each row once (give variants their own label)"
+            )
         return out
 
     def backbone_sets(self) -> list[tuple[str, ...]]:
@@ -130,13 +477,17 @@ class RunSpec:
             parts = tuple(p.strip() for p in combo.split("+") if p.strip())
             for p in parts:
                 if p not in bb:
-                    raise UnknownNameError("backbone in --combos", p, bb, "every combination must use backbones from --backbones")
+                    raise UnknownNameError(
+                        "backbone in --combos", p, bb, "every combination must use backbones from --backbones"
+                    )
             if not parts or len(set(parts)) != len(parts):
                 raise ConfigError(f"--combos entry {combo!r} is empty or repeats a backbone", "write sets like S+M")
             out.append(parts)
         return out
 
     def to_json(self) -> dict:
+        """Every option by name (the run record's settings)."""
+
         def conv(v):
             if isinstance(v, AugRow):
                 return {"label": v.label, "augmenter": v.augmenter, "hp": {k: list(x) for k, x in v.hp.items()}}
@@ -146,14 +497,12 @@ class RunSpec:
                 return [conv(x) for x in v]
             return v
 
-        return {f.name: conv(getattr(self, f.name)) for f in attrs.fields(RunSpec)}
-
-
-FIELDS = tuple(f.name for f in attrs.fields(RunSpec))
+        return {name: conv(getattr(self, name)) for name in option_fields()}
 
 
 def check(spec: RunSpec) -> RunSpec:
-    """Reject impossible settings with a message naming the flag and the fix."""
+    """Reject impossible settings with a message naming the flag and the fix (the output format and layout
+    are checked by :func:`featbench.run.build_spec`, which knows the renderers)."""
     if spec.epochs < 1:
         raise ConfigError(f"--epochs {spec.epochs} must be at least 1", "e.g. --epochs 100")
     if spec.batch_size < 1:
@@ -164,37 +513,42 @@ def check(spec: RunSpec) -> RunSpec:
         raise ConfigError(f"--val-fraction {spec.val_fraction} must be between 0 and 1", "e.g. --val-fraction 0.2")
     if spec.log_every < 0:
         raise ConfigError(f"--log-every {spec.log_every} must be >= 0", "0 turns per-epoch logging off")
-    if spec.max_heads is not None and spec.max_heads < 1:
-        raise ConfigError(f"--max-heads {spec.max_heads} must be at least 1", "or leave it out for the memory-based default")
+    if spec.stack_size < 1:
+        raise ConfigError(f"--stack-size {spec.stack_size} must be at least 1", "e.g. --stack-size 64")
     if spec.threads is not None and spec.threads < 1:
         raise ConfigError(f"--threads {spec.threads} must be at least 1", "or leave it out for the executor's default")
-    if not spec.ray_gpus > 0:
-        raise ConfigError(f"--ray-gpus {spec.ray_gpus} must be above 0", "e.g. --ray-gpus 1, or 0.5 for two tasks per GPU")
-    if spec.ray_retries < 0:
-        raise ConfigError(f"--ray-retries {spec.ray_retries} must be >= 0", "e.g. --ray-retries 3")
-    if spec.ray_address is not None and spec.executor != "ray":
-        raise ConfigError(f"--ray-address {spec.ray_address} is given but the executor is {spec.executor}", "add --executor ray")
+    if spec.image_size is not None and spec.image_size < 8:
+        raise ConfigError(f"--image-size {spec.image_size} is too small", "e.g. --image-size 224")
+    if spec.extract_batch_size < 1:
+        raise ConfigError(
+            f"--extract-batch-size {spec.extract_batch_size} must be at least 1", "e.g. --extract-batch-size 64"
+        )
     if not 0 <= spec.digits <= 6:
         raise ConfigError(f"--digits {spec.digits} must be between 0 and 6", "e.g. --digits 2")
     from ..training.storage import STORAGE_CHOICES
+    from .executors import names as executor_names
 
-    for value, valid, what in ((spec.format, FORMATS, "output format"), (spec.layout, LAYOUTS, "table layout"),
-                               (spec.executor, EXECUTORS, "executor"), (spec.matmul, MATMULS, "matmul precision"),
-                               (spec.storage, STORAGE_CHOICES, "feature storage")):
+    for value, valid, what in (
+        (spec.executor, executor_names(), "executor"),
+        (spec.matmul, MATMULS, "matmul precision"),
+        (spec.storage, STORAGE_CHOICES, "feature storage"),
+    ):
         if value not in valid:
             raise UnknownNameError(what, value, valid)
+    for options in spec.executors.values():
+        options.check(spec)
     if spec.metric is not None and spec.metric not in METRICS:
         raise UnknownNameError("metric", spec.metric, METRICS)
     if not 0 < spec.halving_keep < 1:
         raise ConfigError(f"--halving-keep {spec.halving_keep} must be between 0 and 1", "e.g. --halving-keep 0.333")
-    if spec.halving_rungs:
-        from ..training.halving import check_rungs
-
-        spec = attrs.evolve(spec, halving_rungs=check_rungs(spec.halving_rungs, spec.epochs))  # the last rung is --epochs
     if spec.search not in SEARCHES:
         raise UnknownNameError("search", spec.search, SEARCHES)
     if spec.probe is not None and spec.probe not in PROBES:
         raise UnknownNameError("probe", spec.probe, PROBES)
+    if spec.halving_rungs:
+        from ..training.halving import check_rungs
+
+        spec = attrs.evolve(spec, halving_rungs=check_rungs(spec.halving_rungs, spec.epochs))  # the last rung is E
     if not spec.aug:
         raise ConfigError("--aug is empty", "name augmenters, e.g. --aug none,sea")
     if spec.datasets and not spec.backbones:
@@ -209,202 +563,54 @@ def check(spec: RunSpec) -> RunSpec:
             continue  # a catalog may list more data sets than this run uses
         missing = [b for b in spec.backbones if b not in files]
         if missing:
-            raise ConfigError(f"feature_files.{ds} has no file for backbone(s) {', '.join(missing)}",
-                              f"give a .npz for each of {', '.join(spec.backbones)} or drop feature_files.{ds}")
+            raise ConfigError(
+                f"feature_files.{ds} has no file for backbone(s) {', '.join(missing)}",
+                f"give a .npz for each of {', '.join(spec.backbones)} or drop feature_files.{ds}",
+            )
     return spec
 
 
-# ---- parsing ------------------------------------------------------------------------------------
+# ---- suite files and flags ------------------------------------------------------------------------
 
 
-def split_list(value, what: str) -> tuple[str, ...]:
-    """``"a,b"`` or ``["a", "b"]`` -> ``("a", "b")``."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(p.strip() for p in value.split(",") if p.strip())
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return tuple(v.strip() for v in value if v.strip())
-    raise ConfigError(f"{what} must be a list of names or a comma-separated string, not {value!r}", f"e.g. {what}: [a, b]")
-
-
-def _numbers(value, what: str) -> tuple[float, ...]:
-    values = value if isinstance(value, (list, tuple)) else [value]
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-            raise ConfigError(f"{what}: {v!r} is not a number", f"write {what}: [0.1, 0.2]")
-        try:
-            out.append(float(v))
-        except ValueError:
-            raise ConfigError(f"{what}: {v!r} is not a number", f"write {what}: [0.1, 0.2]") from None
-    if not out:
-        raise ConfigError(f"{what} has no values", f"write {what}: [0.1, 0.2]")
-    if len(set(out)) != len(out):
-        raise ConfigError(f"{what} repeats a value", "list each value once")
-    return tuple(out)
-
-
-def parse_hp_mapping(value, what: str = "hp") -> dict[str, tuple[float, ...]]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{what} must be a mapping NAME: [values]", f"e.g. {what}: {{lr: [0.5, 2], eta: 0.8}}")
-    return {str(k): _numbers(v, f"{what}.{k}") for k, v in value.items()}
-
-
-def _aug_items(value) -> tuple:
-    if isinstance(value, str):
-        return split_list(value, "aug")
-    if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"aug must be a list, not {value!r}", "e.g. aug: [none, sea]")
-    out: list = []
-    for item in value:
-        if isinstance(item, str):
-            out.append(item.strip())
-        elif isinstance(item, Mapping):
-            unknown = set(item) - {"label", "augmenter", "hp"}
-            if unknown or "augmenter" not in item:
-                raise ConfigError(f"aug entry {dict(item)!r} is not {{label, augmenter, hp}}",
-                                  "write {label: sea-a0, augmenter: sea, hp: {alpha: 0}}")
-            out.append(AugRow(str(item.get("label") or item["augmenter"]), str(item["augmenter"]),
-                              parse_hp_mapping(item.get("hp"), f"aug.{item.get('label') or item['augmenter']}.hp")))
-        else:
-            raise ConfigError(f"aug entry {item!r} is neither a name nor a mapping", "e.g. aug: [none, sea]")
-    return tuple(out)
-
-
-def _rel(base: str | None, path: str) -> str:
-    path = os.path.expanduser(str(path))
-    return path if base is None or os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
-
-
-def _feature_columns(value, base: str | None) -> tuple[tuple[str, ...], ...]:
-    if value is None:
-        return ()
-    items = [value] if isinstance(value, str) else list(value)
-    cols = []
-    for item in items:
-        files = split_list(item, "features") if isinstance(item, str) else split_list(list(item), "features")
-        if not files:
-            raise ConfigError("an empty features entry", "write features: [A.npz, B.npz+C.npz] or lists of files")
-        cols.append(tuple(_rel(base, f) for f in files))
-    return tuple(cols)
-
-
-def _feature_files(value, base: str | None) -> dict[str, dict[str, str]]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
-        raise ConfigError("feature_files must map data set -> backbone -> file",
-                          "e.g. feature_files: {digits: {raw: data/digits_raw.npz}}")
-    return {str(ds): {str(b): _rel(base, p) for b, p in files.items()} for ds, files in value.items()}
-
-
-def _weights(value) -> dict[str, str]:
-    if value is None:
-        return {}
-    if isinstance(value, Mapping):
-        return {str(k): str(v) for k, v in value.items()}
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise ConfigError(f"weights must map backbone names to files, not {value!r}", "e.g. weights: {M: ckpt/r-50-1000ep.pth.tar}")
+def suite_keys() -> dict[str, str]:
+    """Every key a suite file may use (names, dashed names and aliases) -> the option's name."""
     out = {}
-    for item in value:
-        name, sep, path = str(item).partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise ConfigError(f"malformed --weights {item!r}", "write --weights NAME=PATH")
-        out[name.strip()] = path.strip()
+    for name, (_, field) in option_fields().items():
+        for key in (name, *field.metadata[ALIASES]):
+            out[key] = out[key.replace("_", "-")] = name
     return out
 
 
-_INT = {"epochs", "batch_size", "seed", "seeds", "digits", "log_every", "max_heads", "image_size", "extract_batch_size", "workers",
-        "threads", "ray_retries"}
-_FLOAT = {"val_fraction", "ray_gpus", "halving_keep"}
-_BOOL = {"quiet", "cuda_graphs"}
-_STR = {"loss", "grid", "metric", "device", "format", "layout", "gain_of", "out", "executor", "ray_address", "cache_dir", "data_root",
-        "description", "matmul", "storage", "search", "probe"}
-
-
-def _coerce(name: str, value, base: str | None, from_flags: bool = False):
-    """Turn one raw value (from YAML, or argparse when ``from_flags``) into the RunSpec field's type."""
-    if name == "aug":
-        return _aug_items(value)
-    if name == "features":
-        return _feature_columns(value, base)
-    if name in ("datasets", "backbones", "combos"):
-        return split_list(value, name)
-    if name == "feature_files":
-        return _feature_files(value, base)
-    if name == "hp":
-        if from_flags:  # --hp NAME=V,V ...
-            from ..training.grid import parse_hp_args
-
-            return {k: tuple(v) for k, v in parse_hp_args(value).items()}
-        return parse_hp_mapping(value)
-    if name == "weights":
-        return _weights(value)
-    if name == "halving_rungs":
-        return _epoch_list(value)
-    if name == "plugins":
-        return tuple(_rel(base, p) if str(p).endswith(".py") else str(p) for p in split_list(value, "plugins"))
-    if value is None:
-        return None
-    if name in _BOOL:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, not {value!r}", f"write {name}: true")
-        return value
-    if name in _INT:
-        if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
-            raise ConfigError(f"{name} must be a whole number, not {value!r}", f"e.g. {name}: 2")
-        return int(value)
-    if name in _FLOAT:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number, not {value!r}", f"e.g. {name}: 0.2") from None
-    if name in _STR:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{name} must be a string, not {value!r}", f"e.g. {name}: ...")
-        return str(value)
-    raise AssertionError(name)
-
-
-def _epoch_list(value) -> tuple[int, ...]:
-    """Rung epochs from ``10,30,90`` or a YAML list of whole numbers."""
-    items = split_list(value, "halving_rungs") if isinstance(value, str) else value
-    try:
-        return tuple(int(str(v)) for v in (items if isinstance(items, (list, tuple)) else [items]))
-    except ValueError:
-        raise ConfigError(f"halving_rungs must be whole numbers of epochs, not {value!r}", "e.g. --halving-rungs 10,30,90") from None
-
-
-ALIASES = {"dataset": "datasets", "backbone": "backbones", "augmenters": "aug", "feature-files": "feature_files"}
-
-
 def load_suite(path: str) -> dict:
-    """Read a suite YAML file into raw RunSpec fields (unknown keys are an error)."""
+    """Read a suite YAML file into option values (unknown keys are an error)."""
     from ..config import read_yaml
 
     data = read_yaml(path, "suite file", "pass --config PATH.yaml")
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{path} does not hold a mapping of settings", "write one setting per line, e.g. aug: [none, sea]")
+        raise ConfigError(
+            f"{path} does not hold a mapping of settings", "write one setting per line, e.g. aug: [none, sea]"
+        )
     base = os.path.dirname(os.path.abspath(path))
+    keys, fields = suite_keys(), option_fields()
     out = {}
     for key, value in data.items():
-        name = ALIASES.get(str(key), str(key).replace("-", "_"))
-        if name not in FIELDS:
-            raise UnknownNameError(f"setting in {path}", str(key), FIELDS)
-        out[name] = _coerce(name, value, base)
+        name = keys.get(str(key))
+        if name is None:
+            raise UnknownNameError(f"setting in {path}", str(key), list(fields))
+        out[name] = coerce(fields[name][1], value, base)
     return out
 
 
 def build_spec(flags: Mapping[str, object], config: str | None = None) -> RunSpec:
-    """Defaults, overridden by the suite file ``config``, overridden by ``flags`` (only the flags given)."""
+    """Defaults, overridden by the suite file ``config``, overridden by ``flags`` (only the flags given, by option
+    name), checked."""
     values = load_suite(config) if config else {}
+    fields = option_fields()
     for name, value in flags.items():
-        if name not in FIELDS:
-            raise AssertionError(f"flag {name} has no RunSpec field")
-        values[name] = _coerce(name, value, None, from_flags=True)
+        if name not in fields:
+            raise AssertionError(f"flag {name} has no option")
+        values[name] = coerce(fields[name][1], value, None, from_flags=True)
     return check(RunSpec(**{k: v for k, v in values.items() if v is not None}))

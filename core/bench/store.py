@@ -24,7 +24,7 @@ import attrs
 import numpy as np
 
 from ..errors import ConfigError, DataError, StorageError, storage_hint
-from .records import REFIT, CellRecord, ConfigRecord, EpochLog, RunRecord
+from ..records import REFIT, CellRecord, ConfigRecord, EpochLog, RunRecord
 
 DB_NAME = "featbench.sqlite"
 SCHEMA_VERSION = 2  # 2: configs.rung_epoch and head_states (successive halving)
@@ -60,13 +60,33 @@ CREATE TABLE IF NOT EXISTS cells (
 CREATE TABLE IF NOT EXISTS head_states (
     config_key TEXT PRIMARY KEY REFERENCES configs(key), state BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS cell_configs (
-    cell_key TEXT NOT NULL REFERENCES cells(key), position INTEGER NOT NULL, config_key TEXT NOT NULL REFERENCES configs(key),
+    cell_key TEXT NOT NULL REFERENCES cells(key), position INTEGER NOT NULL,
+    config_key TEXT NOT NULL REFERENCES configs(key),
     PRIMARY KEY (cell_key, position));
 """
 
-_CONFIG_COLUMNS = ("key", "run_id", "source_id", "augmenter", "loss", "seed", "phase", "hp", "val", "test", "top1",
-                   "mean_per_class", "diverged", "seconds", "stack_size", "device", "unaugmented_batches", "correct", "created",
-                   "rung_epoch")
+_CONFIG_COLUMNS = (
+    "key",
+    "run_id",
+    "source_id",
+    "augmenter",
+    "loss",
+    "seed",
+    "phase",
+    "hp",
+    "val",
+    "test",
+    "top1",
+    "mean_per_class",
+    "diverged",
+    "seconds",
+    "stack_size",
+    "device",
+    "unaugmented_batches",
+    "correct",
+    "created",
+    "rung_epoch",
+)
 
 
 def db_path(directory: str) -> str:
@@ -100,8 +120,10 @@ class Store:
         else:
             path = db_path(directory)
             if not create and not os.path.isfile(path):
-                raise DataError(f"no featbench results store in {directory} (expected {DB_NAME})",
-                                "pass the --out directory of a featbench run")
+                raise DataError(
+                    f"no featbench results store in {directory} (expected {DB_NAME})",
+                    "pass the --out directory of a featbench run",
+                )
             if create:
                 os.makedirs(directory, exist_ok=True)
         try:
@@ -115,14 +137,18 @@ class Store:
         except sqlite3.DatabaseError as exc:
             if _storage_problem(exc):
                 raise _storage_error(exc, path) from None
-            raise DataError(f"{path} is not a readable featbench results store ({exc})",
-                            "point at another directory, or move the damaged file away") from None
+            raise DataError(
+                f"{path} is not a readable featbench results store ({exc})",
+                "point at another directory, or move the damaged file away",
+            ) from None
 
     def _init_schema(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise ConfigError(f"the results store was written by a newer featbench (schema {version} > {SCHEMA_VERSION})",
-                              "upgrade featbench to read it")
+            raise ConfigError(
+                f"the results store was written by a newer featbench (schema {version} > {SCHEMA_VERSION})",
+                "upgrade featbench to read it",
+            )
         if version == SCHEMA_VERSION:
             return
         with self.transaction():
@@ -156,18 +182,29 @@ class Store:
         with self.transaction():
             cur = self.conn.execute(
                 "INSERT INTO runs (started, status, spec, versions, host, pid) VALUES (?, 'running', ?, ?, ?, ?)",
-                (time.time(), json.dumps(spec, sort_keys=True, default=str), json.dumps(versions, sort_keys=True),
-                 socket.gethostname(), os.getpid()))
+                (
+                    time.time(),
+                    json.dumps(spec, sort_keys=True, default=str),
+                    json.dumps(versions, sort_keys=True),
+                    socket.gethostname(),
+                    os.getpid(),
+                ),
+            )
             run_id = int(cur.lastrowid)
-            self.conn.executemany("INSERT INTO run_cells (run_id, position, cell_key) VALUES (?, ?, ?)",
-                                  [(run_id, i, k) for i, k in enumerate(cell_keys)])
+            self.conn.executemany(
+                "INSERT INTO run_cells (run_id, position, cell_key) VALUES (?, ?, ?)",
+                [(run_id, i, k) for i, k in enumerate(cell_keys)],
+            )
         return run_id
 
     def discard_run(self, run_id: int) -> bool:
         """Delete run ``run_id`` and its plan if it recorded nothing (it failed on bad input); True if deleted."""
         with self.transaction():
-            used = self.conn.execute("SELECT EXISTS (SELECT 1 FROM configs WHERE run_id = ?) OR "
-                                     "EXISTS (SELECT 1 FROM cells WHERE run_id = ?)", (run_id, run_id)).fetchone()[0]
+            used = self.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM configs WHERE run_id = ?) OR "
+                "EXISTS (SELECT 1 FROM cells WHERE run_id = ?)",
+                (run_id, run_id),
+            ).fetchone()[0]
             if used:
                 return False
             self.conn.execute("DELETE FROM run_cells WHERE run_id = ?", (run_id,))
@@ -185,9 +222,20 @@ class Store:
     def runs(self) -> list[RunRecord]:
         rows = self.conn.execute(
             "SELECT r.id, r.started, r.finished, r.status, r.spec, r.versions, COUNT(c.cell_key) FROM runs r "
-            "LEFT JOIN run_cells c ON c.run_id = r.id GROUP BY r.id ORDER BY r.id").fetchall()
-        return [RunRecord(id=r[0], started=r[1], finished=r[2], status=r[3], spec=json.loads(r[4]),
-                          versions=json.loads(r[5]), cells_planned=r[6]) for r in rows]
+            "LEFT JOIN run_cells c ON c.run_id = r.id GROUP BY r.id ORDER BY r.id"
+        ).fetchall()
+        return [
+            RunRecord(
+                id=r[0],
+                started=r[1],
+                finished=r[2],
+                status=r[3],
+                spec=json.loads(r[4]),
+                versions=json.loads(r[5]),
+                cells_planned=r[6],
+            )
+            for r in rows
+        ]
 
     def run(self, run_id: int | None = None) -> RunRecord:
         """The run ``run_id``, or the latest one."""
@@ -199,21 +247,46 @@ class Store:
         for r in runs:
             if r.id == run_id:
                 return r
-        raise DataError(f"no run {run_id} in {self.directory} (runs: {', '.join(str(r.id) for r in runs)})",
-                        "pass one of those ids to --run")
+        raise DataError(
+            f"no run {run_id} in {self.directory} (runs: {', '.join(str(r.id) for r in runs)})",
+            "pass one of those ids to --run",
+        )
 
     def planned_cells(self, run_id: int) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT cell_key FROM run_cells WHERE run_id = ? ORDER BY position", (run_id,))]
+        return [
+            r[0]
+            for r in self.conn.execute("SELECT cell_key FROM run_cells WHERE run_id = ? ORDER BY position", (run_id,))
+        ]
 
     # ---- sources -----------------------------------------------------------------------------
 
-    def record_source(self, source_id: str, dataset: str, backbones: str, metric: str, num_classes: int,
-                      test_y: np.ndarray, cache_keys: Sequence[str], files: Sequence[str]) -> None:
+    def record_source(
+        self,
+        source_id: str,
+        dataset: str,
+        backbones: str,
+        metric: str,
+        num_classes: int,
+        test_y: np.ndarray,
+        cache_keys: Sequence[str],
+        files: Sequence[str],
+    ) -> None:
         y = np.asarray(test_y, dtype=np.int32)
         with self.transaction():
-            self.conn.execute("INSERT OR IGNORE INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                              (source_id, dataset, backbones, metric, int(num_classes), int(y.size), y.tobytes(),
-                               json.dumps(list(cache_keys)), json.dumps(list(files))))
+            self.conn.execute(
+                "INSERT OR IGNORE INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    source_id,
+                    dataset,
+                    backbones,
+                    metric,
+                    int(num_classes),
+                    int(y.size),
+                    y.tobytes(),
+                    json.dumps(list(cache_keys)),
+                    json.dumps(list(files)),
+                ),
+            )
 
     def source_metric(self, source_id: str) -> str:
         row = self.conn.execute("SELECT metric FROM sources WHERE id = ?", (source_id,)).fetchone()
@@ -230,17 +303,39 @@ class Store:
         with self.transaction():
             for r in records:
                 cur = self.conn.execute(
-                    f"INSERT OR IGNORE INTO configs ({', '.join(_CONFIG_COLUMNS)}) VALUES ({', '.join('?' * len(_CONFIG_COLUMNS))})",
-                    (r.key, run_id, r.source_id, r.augmenter, r.loss, r.seed, r.phase, json.dumps(dict(r.hp), sort_keys=True),
-                     _opt(r.val), _opt(r.test), _opt(r.top1), _opt(r.mean_per_class), int(r.diverged), float(r.seconds),
-                     int(r.stack_size), r.device, int(r.unaugmented_batches),
-                     pack_bools(r.correct) if r.correct is not None else None, now, r.rung_epoch))
+                    f"INSERT OR IGNORE INTO configs ({', '.join(_CONFIG_COLUMNS)}) VALUES "
+                    f"({', '.join('?' * len(_CONFIG_COLUMNS))})",
+                    (
+                        r.key,
+                        run_id,
+                        r.source_id,
+                        r.augmenter,
+                        r.loss,
+                        r.seed,
+                        r.phase,
+                        json.dumps(dict(r.hp), sort_keys=True),
+                        _opt(r.val),
+                        _opt(r.test),
+                        _opt(r.top1),
+                        _opt(r.mean_per_class),
+                        int(r.diverged),
+                        float(r.seconds),
+                        int(r.stack_size),
+                        r.device,
+                        int(r.unaugmented_batches),
+                        pack_bools(r.correct) if r.correct is not None else None,
+                        now,
+                        r.rung_epoch,
+                    ),
+                )
                 if cur.rowcount:
                     new += 1
                     if r.state is not None:
                         self.conn.execute("INSERT OR IGNORE INTO head_states VALUES (?, ?)", (r.key, r.state))
-                    self.conn.executemany("INSERT OR IGNORE INTO epochs VALUES (?, ?, ?, ?)",
-                                          [(r.key, e.epoch, _opt(e.train), _opt(e.test)) for e in r.epochs])
+                    self.conn.executemany(
+                        "INSERT OR IGNORE INTO epochs VALUES (?, ?, ?, ?)",
+                        [(r.key, e.epoch, _opt(e.train), _opt(e.test)) for e in r.epochs],
+                    )
         return new
 
     def configs(self, keys: Iterable[str], with_epochs: bool = False) -> dict[str, ConfigRecord]:
@@ -248,10 +343,13 @@ class Store:
         keys = list(keys)
         out: dict[str, ConfigRecord] = {}
         for start in range(0, len(keys), 500):
-            part = keys[start:start + 500]
+            part = keys[start : start + 500]
             rows = self.conn.execute(
-                f"SELECT c.{', c.'.join(_CONFIG_COLUMNS)}, s.n_test FROM configs c JOIN sources s ON s.id = c.source_id "
-                f"WHERE c.key IN ({', '.join('?' * len(part))})", part).fetchall()
+                f"SELECT c.{', c.'.join(_CONFIG_COLUMNS)}, s.n_test FROM configs c JOIN sources s ON s.id = "
+                "c.source_id "
+                f"WHERE c.key IN ({', '.join('?' * len(part))})",
+                part,
+            ).fetchall()
             for row in rows:
                 rec = self._config(row)
                 out[rec.key] = rec
@@ -259,10 +357,13 @@ class Store:
             logs: dict[str, list[EpochLog]] = {}
             keys_found = list(out)
             for start in range(0, len(keys_found), 500):
-                part = keys_found[start:start + 500]
+                part = keys_found[start : start + 500]
                 for k, ep, tr, te in self.conn.execute(
-                        f"SELECT config_key, epoch, train, test FROM epochs WHERE config_key IN ({', '.join('?' * len(part))}) "
-                        "ORDER BY config_key, epoch", part):
+                    "SELECT config_key, epoch, train, test FROM epochs WHERE config_key IN "
+                    f"({', '.join('?' * len(part))}) "
+                    "ORDER BY config_key, epoch",
+                    part,
+                ):
                     logs.setdefault(k, []).append(EpochLog(ep, _nan(tr), _nan(te)))
             out = {k: attrs.evolve(r, epochs=tuple(logs.get(k, ()))) for k, r in out.items()}
         return out
@@ -271,29 +372,44 @@ class Store:
     def _config(row) -> ConfigRecord:
         d = dict(zip(_CONFIG_COLUMNS, row[:-1]))
         n_test = row[-1]
-        return ConfigRecord(key=d["key"], source_id=d["source_id"], augmenter=d["augmenter"], loss=d["loss"], seed=d["seed"],
-                            phase=d["phase"], hp=json.loads(d["hp"]), val=None if d["phase"] == REFIT else _nan(d["val"]),
-                            test=_nan(d["test"]), top1=_nan(d["top1"]), mean_per_class=_nan(d["mean_per_class"]),
-                            diverged=bool(d["diverged"]), seconds=d["seconds"], stack_size=d["stack_size"], device=d["device"],
-                            unaugmented_batches=d["unaugmented_batches"],
-                            correct=unpack_bools(d["correct"], n_test) if d["correct"] is not None else None,
-                            rung_epoch=d["rung_epoch"])
+        return ConfigRecord(
+            key=d["key"],
+            source_id=d["source_id"],
+            augmenter=d["augmenter"],
+            loss=d["loss"],
+            seed=d["seed"],
+            phase=d["phase"],
+            hp=json.loads(d["hp"]),
+            val=None if d["phase"] == REFIT else _nan(d["val"]),
+            test=_nan(d["test"]),
+            top1=_nan(d["top1"]),
+            mean_per_class=_nan(d["mean_per_class"]),
+            diverged=bool(d["diverged"]),
+            seconds=d["seconds"],
+            stack_size=d["stack_size"],
+            device=d["device"],
+            unaugmented_batches=d["unaugmented_batches"],
+            correct=unpack_bools(d["correct"], n_test) if d["correct"] is not None else None,
+            rung_epoch=d["rung_epoch"],
+        )
 
     def head_states(self, keys: Sequence[str]) -> dict[str, bytes]:
         """The halving continuation states recorded for ``keys`` (those not dropped yet)."""
         out: dict[str, bytes] = {}
         for start in range(0, len(keys), 500):
-            part = list(keys[start:start + 500])
-            out.update(self.conn.execute(
-                f"SELECT config_key, state FROM head_states WHERE config_key IN ({', '.join('?' * len(part))})", part).fetchall())
+            part = list(keys[start : start + 500])
+            marks = ", ".join("?" * len(part))
+            query = f"SELECT config_key, state FROM head_states WHERE config_key IN ({marks})"
+            out.update(self.conn.execute(query, part))
         return out
 
     def drop_head_states(self, keys: Sequence[str]) -> None:
         """Forget continuation states no rung needs any more (the scores stay in ``configs``)."""
         with self.transaction():
             for start in range(0, len(keys), 500):
-                part = list(keys[start:start + 500])
-                self.conn.execute(f"DELETE FROM head_states WHERE config_key IN ({', '.join('?' * len(part))})", part)
+                part = list(keys[start : start + 500])
+                marks = ", ".join("?" * len(part))
+                self.conn.execute(f"DELETE FROM head_states WHERE config_key IN ({marks})", part)
 
     def count_configs(self, run_id: int | None = None) -> int:
         if run_id is None:
@@ -307,47 +423,94 @@ class Store:
         with self.transaction():
             cur = self.conn.execute(
                 "INSERT OR IGNORE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (cell.key, run_id, cell.source_id, cell.dataset, cell.backbones, cell.row, cell.augmenter, cell.loss,
-                 cell.seed, cell.metric, _opt(cell.value), _opt(cell.top1), _opt(cell.mean_per_class),
-                 json.dumps(dict(cell.hp), sort_keys=True), _opt(cell.val_value), cell.grid_size, cell.diverged_configs,
-                 float(cell.seconds), cell.refit_key, time.time()))
+                (
+                    cell.key,
+                    run_id,
+                    cell.source_id,
+                    cell.dataset,
+                    cell.backbones,
+                    cell.row,
+                    cell.augmenter,
+                    cell.loss,
+                    cell.seed,
+                    cell.metric,
+                    _opt(cell.value),
+                    _opt(cell.top1),
+                    _opt(cell.mean_per_class),
+                    json.dumps(dict(cell.hp), sort_keys=True),
+                    _opt(cell.val_value),
+                    cell.grid_size,
+                    cell.diverged_configs,
+                    float(cell.seconds),
+                    cell.refit_key,
+                    time.time(),
+                ),
+            )
             if not cur.rowcount:
                 return False
-            self.conn.executemany("INSERT INTO cell_configs VALUES (?, ?, ?)",
-                                  [(cell.key, i, k) for i, k in enumerate(config_keys)])
+            self.conn.executemany(
+                "INSERT INTO cell_configs VALUES (?, ?, ?)", [(cell.key, i, k) for i, k in enumerate(config_keys)]
+            )
         return True
 
     def done_cells(self, keys: Iterable[str]) -> set[str]:
         keys = list(keys)
         done: set[str] = set()
         for start in range(0, len(keys), 500):
-            part = keys[start:start + 500]
-            done.update(r[0] for r in self.conn.execute(f"SELECT key FROM cells WHERE key IN ({', '.join('?' * len(part))})", part))
+            part = keys[start : start + 500]
+            done.update(
+                r[0]
+                for r in self.conn.execute(f"SELECT key FROM cells WHERE key IN ({', '.join('?' * len(part))})", part)
+            )
         return done
 
     def cells(self, keys: Sequence[str]) -> list[CellRecord]:
         """The finished cells among ``keys``, in the order of ``keys``, with correctness and test labels."""
         found: dict[str, CellRecord] = {}
         for start in range(0, len(keys), 500):
-            part = list(keys[start:start + 500])
+            part = list(keys[start : start + 500])
             rows = self.conn.execute(
-                "SELECT c.key, c.source_id, c.dataset, c.backbones, c.row, c.augmenter, c.loss, c.seed, c.metric, c.value, "
+                "SELECT c.key, c.source_id, c.dataset, c.backbones, c.row, c.augmenter, c.loss, c.seed, c.metric, "
+                "c.value, "
                 "c.top1, c.mean_per_class, c.hp, c.val_value, c.grid_size, c.diverged_configs, c.seconds, c.refit_key, "
                 "s.cache_keys, s.test_y, s.n_test, f.correct FROM cells c JOIN sources s ON s.id = c.source_id "
-                f"JOIN configs f ON f.key = c.refit_key WHERE c.key IN ({', '.join('?' * len(part))})", part).fetchall()
+                f"JOIN configs f ON f.key = c.refit_key WHERE c.key IN ({', '.join('?' * len(part))})",
+                part,
+            ).fetchall()
             for r in rows:
                 n = r[20]
                 found[r[0]] = CellRecord(
-                    key=r[0], source_id=r[1], dataset=r[2], backbones=r[3], row=r[4], augmenter=r[5], loss=r[6], seed=r[7],
-                    metric=r[8], value=_nan(r[9]), top1=_nan(r[10]), mean_per_class=_nan(r[11]), hp=json.loads(r[12]),
-                    val_value=_opt(r[13]), grid_size=r[14], diverged_configs=r[15], seconds=r[16], refit_key=r[17],
-                    cache_keys=tuple(json.loads(r[18])), test_y=np.frombuffer(r[19], dtype=np.int32).astype(np.int64),
-                    correct=unpack_bools(r[21], n) if r[21] is not None else None)
+                    key=r[0],
+                    source_id=r[1],
+                    dataset=r[2],
+                    backbones=r[3],
+                    row=r[4],
+                    augmenter=r[5],
+                    loss=r[6],
+                    seed=r[7],
+                    metric=r[8],
+                    value=_nan(r[9]),
+                    top1=_nan(r[10]),
+                    mean_per_class=_nan(r[11]),
+                    hp=json.loads(r[12]),
+                    val_value=_opt(r[13]),
+                    grid_size=r[14],
+                    diverged_configs=r[15],
+                    seconds=r[16],
+                    refit_key=r[17],
+                    cache_keys=tuple(json.loads(r[18])),
+                    test_y=np.frombuffer(r[19], dtype=np.int32).astype(np.int64),
+                    correct=unpack_bools(r[21], n) if r[21] is not None else None,
+                )
         return [found[k] for k in keys if k in found]
 
     def cell_config_keys(self, cell_key: str) -> list[str]:
-        return [r[0] for r in self.conn.execute(
-            "SELECT config_key FROM cell_configs WHERE cell_key = ? ORDER BY position", (cell_key,))]
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT config_key FROM cell_configs WHERE cell_key = ? ORDER BY position", (cell_key,)
+            )
+        ]
 
 
 def _storage_problem(exc: sqlite3.Error) -> bool:

@@ -46,7 +46,9 @@ def default_cache_dir() -> str:
 
 def cache_key(fields: Mapping) -> str:
     """SHA-256 of the canonical JSON of ``fields`` (order-independent), plus the feature version."""
-    text = json.dumps({"featbench_feature_version": FEATURE_VERSION, **fields}, sort_keys=True, separators=(",", ":"), default=str)
+    text = json.dumps(
+        {"featbench_feature_version": FEATURE_VERSION, **fields}, sort_keys=True, separators=(",", ":"), default=str
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -141,7 +143,11 @@ class FeatureCache:
             if x.shape != (meta["n"], meta["d"]) or y.shape != (meta["n"],):
                 raise ValueError(f"shape {x.shape} / {y.shape} != meta ({meta['n']}, {meta['d']})")
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            warnings.warn(f"feature cache entry {d} is corrupt ({exc}); deleting it and recomputing", CacheCorruptWarning, stacklevel=2)
+            warnings.warn(
+                f"feature cache entry {d} is corrupt ({exc}); deleting it and recomputing",
+                CacheCorruptWarning,
+                stacklevel=2,
+            )
             shutil.rmtree(d, ignore_errors=True)
             return None
         return CachedFeatures(key=key, x=x, y=y, meta=meta, path=d)
@@ -217,7 +223,7 @@ class ChunkWriter:
             return
         good = []
         for i, sha in enumerate(prog["chunks"]):
-            if _chunk_sha(mm[i * self.chunk_rows:(i + 1) * self.chunk_rows]) != sha:
+            if _chunk_sha(mm[i * self.chunk_rows : (i + 1) * self.chunk_rows]) != sha:
                 break
             good.append(sha)
         self.d, self.chunks, self._mm = prog["d"], good, mm
@@ -229,10 +235,15 @@ class ChunkWriter:
         if x.ndim != 2 or x.shape[0] != hi - lo:
             raise ValueError(f"expected a chunk of {hi - lo} rows, got shape {x.shape}")
         if not np.all(np.isfinite(x)):
-            raise DataError(f"the backbone produced NaN/Inf features (rows {lo}..{hi - 1})", "check the weights and the preprocessing")
+            raise DataError(
+                f"the backbone produced NaN/Inf features (rows {lo}..{hi - 1})",
+                "check the weights and the preprocessing",
+            )
         if np.abs(x).max(initial=0.0) > FP16_MAX:
-            raise DataError(f"features exceed the float16 range (max |x| = {np.abs(x).max():.3g})",
-                            "this backbone's pooled features are too large to cache in float16; report it")
+            raise DataError(
+                f"features exceed the float16 range (max |x| = {np.abs(x).max():.3g})",
+                "this backbone's pooled features are too large to cache in float16; report it",
+            )
         if self._mm is not None and x.shape[1] != self.d:
             raise ValueError(f"chunk has {x.shape[1]} features, the entry {self.d}")
         try:
@@ -241,8 +252,17 @@ class ChunkWriter:
             self._mm[lo:hi] = x.astype(np.float16)
             self._mm.flush()
             chunks = [*self.chunks, _chunk_sha(self._mm[lo:hi])]
-            _write_json(self.progress_path, {"key": self.key, "n": self.n, "d": self.d, "chunk_rows": self.chunk_rows,
-                                             "labels_sha256": _chunk_sha(self.labels), "chunks": chunks})
+            _write_json(
+                self.progress_path,
+                {
+                    "key": self.key,
+                    "n": self.n,
+                    "d": self.d,
+                    "chunk_rows": self.chunk_rows,
+                    "labels_sha256": _chunk_sha(self.labels),
+                    "chunks": chunks,
+                },
+            )
         except OSError as exc:  # the chunks recorded in progress.json so far stay valid for a resume
             raise storage_error(exc, "the feature cache entry", self.dir) from None
         self.chunks = chunks
@@ -274,8 +294,14 @@ class ChunkWriter:
                 del self._mm
                 self._mm = None
                 os.replace(self.partial, x_path)
-            meta = {"key": self.key, "n": self.n, "d": self.d, "dtype": "float16", "fields": self.fields,
-                    "sha256": {"x": file_sha256(x_path), "y": file_sha256(y_path)}}
+            meta = {
+                "key": self.key,
+                "n": self.n,
+                "d": self.d,
+                "dtype": "float16",
+                "fields": self.fields,
+                "sha256": {"x": file_sha256(x_path), "y": file_sha256(y_path)},
+            }
             try:
                 _write_json(os.path.join(self.dir, "meta.json"), meta)
             except OSError:

@@ -54,7 +54,9 @@ def torch_module_name(haiku_name: str) -> str | None:
 
 def _array(value, where: str) -> np.ndarray:
     if not isinstance(value, np.ndarray):
-        raise DataError(f"BYOL checkpoint: {where} is a {type(value).__name__}, not an array", "is it BYOL's pretrain_*.pkl?")
+        raise DataError(
+            f"BYOL checkpoint: {where} is a {type(value).__name__}, not an array", "is it BYOL's pretrain_*.pkl?"
+        )
     return value
 
 
@@ -91,7 +93,9 @@ def _plain(obj, where: str):
     """Haiku containers come back from safe_pickle as dicts; anything else is not a BYOL checkpoint."""
     if isinstance(obj, Mapping):
         return {k: _plain(v, f"{where}/{k}") if isinstance(v, Mapping) else v for k, v in obj.items()}
-    raise DataError(f"BYOL checkpoint: {where} is a {type(obj).__name__}, not a mapping", "is it BYOL's pretrain_*.pkl?")
+    raise DataError(
+        f"BYOL checkpoint: {where} is a {type(obj).__name__}, not a mapping", "is it BYOL's pretrain_*.pkl?"
+    )
 
 
 def read_byol_pickle(path: str) -> tuple[dict, dict]:
@@ -100,8 +104,11 @@ def read_byol_pickle(path: str) -> tuple[dict, dict]:
 
     data = safe_pickle.load(path, encoding="latin1")
     if not isinstance(data, Mapping) or "experiment_state" not in data:
-        raise DataError(f"{path}: no 'experiment_state' (keys: {sorted(data)[:5] if isinstance(data, Mapping) else type(data).__name__})",
-                        "pass BYOL's pretrain_res50x1.pkl")
+        raise DataError(
+            f"{path}: no 'experiment_state' (keys: "
+            f"{sorted(data)[:5] if isinstance(data, Mapping) else type(data).__name__})",
+            "pass BYOL's pretrain_res50x1.pkl",
+        )
     es = data["experiment_state"]
     if isinstance(es, Mapping):
         params, state = es.get("online_params"), es.get("online_state")
@@ -119,14 +126,22 @@ def convert_byol(pkl: str, out: str) -> dict:
 
     params, state = read_byol_pickle(pkl)
     sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in haiku_to_torchvision(params, state).items()}
-    ref = {k: v for k, v in torchvision.models.resnet50(weights=None).state_dict().items() if not k.endswith("num_batches_tracked")}
+    ref = {
+        k: v
+        for k, v in torchvision.models.resnet50(weights=None).state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     missing, extra = sorted(set(ref) - set(sd)), sorted(set(sd) - set(ref))
     if missing or extra:
-        raise DataError(f"{pkl}: converted keys do not match torchvision resnet50 (missing {missing[:4]}, unexpected {extra[:4]})",
-                        "only the ResNet-50 (1x) checkpoint pretrain_res50x1.pkl is supported")
+        raise DataError(
+            f"{pkl}: converted keys do not match torchvision resnet50 (missing {missing[:4]}, unexpected {extra[:4]})",
+            "only the ResNet-50 (1x) checkpoint pretrain_res50x1.pkl is supported",
+        )
     wrong = [k for k in ref if tuple(sd[k].shape) != tuple(ref[k].shape)]
     if wrong:
-        raise DataError(f"{pkl}: shapes differ from torchvision resnet50 at {wrong[:4]}", "only pretrain_res50x1.pkl is supported")
+        raise DataError(
+            f"{pkl}: shapes differ from torchvision resnet50 at {wrong[:4]}", "only pretrain_res50x1.pkl is supported"
+        )
     sd = {k: sd[k].to(ref[k].dtype) for k in ref}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with replacing(out) as tmp:

@@ -112,7 +112,9 @@ class Splits:
     val: ImageSource | None = None
 
     def items(self) -> list[tuple[str, ImageSource]]:
-        return [(s, src) for s, src in (("train", self.train), ("val", self.val), ("test", self.test)) if src is not None]
+        return [
+            (s, src) for s, src in (("train", self.train), ("val", self.val), ("test", self.test)) if src is not None
+        ]
 
     def check(self, name: str) -> Splits:
         """Every split non-empty, labels in 0..C-1, every class present in train; returns self."""
@@ -124,15 +126,30 @@ class Splits:
                 raise DataError(f"{name}: {split} labels fall outside 0..{C - 1}", "check the label files")
         missing = sorted(set(range(C)) - set(np.unique(self.train.labels).tolist()))
         if missing:
-            raise DataError(f"{name}: classes {[self.classes[i] for i in missing[:5]]} have no training image",
-                            "every class needs training images")
+            raise DataError(
+                f"{name}: classes {[self.classes[i] for i in missing[:5]]} have no training image",
+                "every class needs training images",
+            )
         return self
+
+
+def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) with about ``fraction`` of every class held out (at least one row per class
+    with >= 2 rows stays in each part)."""
+    rng = np.random.default_rng(seed)
+    train_idx, val_idx = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        k = int(round(fraction * len(idx)))
+        k = min(max(k, 1 if len(idx) >= 2 else 0), len(idx) - 1)
+        val_idx.append(idx[:k])
+        train_idx.append(idx[k:])
+    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
 
 
 def holdout_val(train: ImageSource, fraction: float, seed: int = SPLIT_SEED) -> tuple[ImageSource, ImageSource]:
     """Split ``train`` into (train, val) with ``fraction`` of every class in val (seeded, stratified)."""
-    from ..training.protocol import stratified_holdout
-
     tr, va = stratified_holdout(train.labels, fraction, seed)
     return train.subset(tr), train.subset(va)
 
@@ -148,7 +165,7 @@ def per_class_split(labels: np.ndarray, counts: Sequence[int], seed: int = SPLIT
         idx = rng.permutation(np.flatnonzero(labels == c))
         start = 0
         for j, k in enumerate(counts):
-            parts[j].append(idx[start:start + k])
+            parts[j].append(idx[start : start + k])
             start += k
         parts[-1].append(idx[start:])
     return [np.sort(np.concatenate(p)) for p in parts]
@@ -157,8 +174,10 @@ def per_class_split(labels: np.ndarray, counts: Sequence[int], seed: int = SPLIT
 def missing_data(name: str, path: str, what: str, url: str | None) -> DataError:
     """The error for data that is not where we look: what to download and where to put it."""
     fetch = f"download {url} and unpack it" if url else "obtain the files"
-    return DataError(f"data set {name!r}: {what} not found at {path}",
-                     f"{fetch} so that {path} exists, or point --data-root / $FEATBENCH_DATA at the folder that holds it")
+    return DataError(
+        f"data set {name!r}: {what} not found at {path}",
+        f"{fetch} so that {path} exists, or point --data-root / $FEATBENCH_DATA at the folder that holds it",
+    )
 
 
 def read_lines(path: str, name: str, url: str | None) -> list[str]:
@@ -179,7 +198,7 @@ def read_idx(path: str) -> np.ndarray:
     if data[2] not in dtypes:
         raise DataError(f"{path}: unknown IDX type code {data[2]:#x}", "use the original *-ubyte(.gz) files")
     ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(dtypes[data[2]])
     body = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):

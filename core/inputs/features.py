@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
+from ..api import METRICS
 from ..errors import DataError
 
 SPLITS = ("train", "val", "test")
-METRICS = ("top1", "mean_per_class")
 _KNOWN_KEYS = {f"{s}_{k}" for s in SPLITS for k in "xy"} | {"metric", "classes"}
 
 
@@ -53,7 +53,9 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 def _check_labels(y: np.ndarray, where: str) -> np.ndarray:
     if y.ndim != 1:
-        raise DataError(f"{where} has shape {y.shape}, expected a 1-D label vector", "store labels as integers of shape (n,)")
+        raise DataError(
+            f"{where} has shape {y.shape}, expected a 1-D label vector", "store labels as integers of shape (n,)"
+        )
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
             raise DataError(f"{where} holds non-integer labels", "store class indices 0..C-1 as integers")
@@ -114,7 +116,9 @@ def _not_npz(path: str) -> DataError | None:
     if head.startswith(b"\x93NUMPY"):
         return DataError(f"{path} holds a single .npy array, not an .npz feature file", fix)
     if head[:1] == b"\x80":
-        return DataError(f"{path} is a Python pickle, not an .npz feature file (featbench never unpickles data files)", fix)
+        return DataError(
+            f"{path} is a Python pickle, not an .npz feature file (featbench never unpickles data files)", fix
+        )
     return DataError(f"{path} is not an .npz feature file (no zip signature)", fix)
 
 
@@ -125,7 +129,9 @@ def load_feature_file(path: str, headers_only: bool = False) -> dict[str, np.nda
     everything is checked except that their values are finite.
     """
     if not os.path.isfile(path):
-        raise DataError(f"feature file not found: {path}", "pass --features PATH.npz with train_x/train_y/test_x/test_y")
+        raise DataError(
+            f"feature file not found: {path}", "pass --features PATH.npz with train_x/train_y/test_x/test_y"
+        )
     problem = _not_npz(path)
     if problem is not None:
         raise problem
@@ -133,14 +139,20 @@ def load_feature_file(path: str, headers_only: bool = False) -> dict[str, np.nda
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: (headers_only and k.endswith("_x") and _header(f, k)) or f[k] for k in f.files}
     except ValueError as exc:
-        raise DataError(f"{path}: cannot read ({exc})", "store plain numeric arrays with numpy.savez (no object arrays)") from None
+        raise DataError(
+            f"{path}: cannot read ({exc})", "store plain numeric arrays with numpy.savez (no object arrays)"
+        ) from None
     except Exception as exc:
-        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})",
-                        "the file is damaged or truncated: write it again with numpy.savez") from None
+        raise DataError(
+            f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})",
+            "the file is damaged or truncated: write it again with numpy.savez",
+        ) from None
     missing = [k for k in ("train_x", "train_y", "test_x", "test_y") if k not in arrays]
     if missing:
-        raise DataError(f"{path}: missing key(s) {', '.join(missing)} (has {', '.join(sorted(arrays)) or 'nothing'})",
-                        "a feature file needs train_x, train_y, test_x, test_y (val_x, val_y optional)")
+        raise DataError(
+            f"{path}: missing key(s) {', '.join(missing)} (has {', '.join(sorted(arrays)) or 'nothing'})",
+            "a feature file needs train_x, train_y, test_x, test_y (val_x, val_y optional)",
+        )
     if ("val_x" in arrays) != ("val_y" in arrays):
         raise DataError(f"{path}: has only one of val_x / val_y", "store both or neither")
     for split in SPLITS:
@@ -150,12 +162,17 @@ def load_feature_file(path: str, headers_only: bool = False) -> dict[str, np.nda
         _check_x(x, f"{path}: {split}_x")
         arrays[f"{split}_y"] = _check_labels(y, f"{path}: {split}_y")
         if x.shape[0] != y.shape[0]:
-            raise DataError(f"{path}: {split}_x has {x.shape[0]} rows but {split}_y has {y.shape[0]}", "x and y must have one label per row")
+            raise DataError(
+                f"{path}: {split}_x has {x.shape[0]} rows but {split}_y has {y.shape[0]}",
+                "x and y must have one label per row",
+            )
     d = arrays["train_x"].shape[1]
     for split in ("val", "test"):
         if f"{split}_x" in arrays and arrays[f"{split}_x"].shape[1] != d:
-            raise DataError(f"{path}: {split}_x has {arrays[f'{split}_x'].shape[1]} features but train_x has {d}",
-                            "extract all splits with the same backbone")
+            raise DataError(
+                f"{path}: {split}_x has {arrays[f'{split}_x'].shape[1]} features but train_x has {d}",
+                "extract all splits with the same backbone",
+            )
     return arrays
 
 
@@ -174,14 +191,19 @@ def check_classes(train_y: np.ndarray, others: dict[str, np.ndarray], name: str)
     C = int(classes[-1]) + 1
     if len(classes) != C:
         missing = sorted(set(range(C)) - set(classes.tolist()))
-        raise DataError(f"{name}: training labels are not contiguous 0..{C - 1} (missing {missing[:5]}{'...' if len(missing) > 5 else ''})",
-                        "remap labels to 0..C-1, e.g. with numpy.unique(y, return_inverse=True)")
+        raise DataError(
+            f"{name}: training labels are not contiguous 0..{C - 1} (missing "
+            f"{missing[:5]}{'...' if len(missing) > 5 else ''})",
+            "remap labels to 0..C-1, e.g. with numpy.unique(y, return_inverse=True)",
+        )
     if C < 2:
         raise DataError(f"{name}: the training set has a single class", "a classifier needs at least 2 classes")
     for split, y in others.items():
         if y.size and y.max() >= C:
-            raise DataError(f"{name}: {split} has class {int(y.max())}, never seen in training (C = {C})",
-                            "every test/val class must appear in train_y")
+            raise DataError(
+                f"{name}: {split} has class {int(y.max())}, never seen in training (C = {C})",
+                "every test/val class must appear in train_y",
+            )
     return C
 
 
@@ -199,8 +221,18 @@ def load_features(paths: Sequence[str], name: str | None = None, metric: str | N
         blocks = [l2_normalize(f[f"{s}_x"]) for f in files]
         out[f"{s}_x"] = l2_normalize(np.concatenate(blocks, axis=1)) if len(blocks) > 1 else blocks[0]
         out[f"{s}_y"] = files[0][f"{s}_y"]
-    return FeatureSet(name=label, train_x=out["train_x"], train_y=out["train_y"], test_x=out["test_x"], test_y=out["test_y"],
-                      val_x=out.get("val_x"), val_y=out.get("val_y"), num_classes=C, metric=metric, sources=tuple(paths))
+    return FeatureSet(
+        name=label,
+        train_x=out["train_x"],
+        train_y=out["train_y"],
+        test_x=out["test_x"],
+        test_y=out["test_y"],
+        val_x=out.get("val_x"),
+        val_y=out.get("val_y"),
+        num_classes=C,
+        metric=metric,
+        sources=tuple(paths),
+    )
 
 
 def _load_checked(paths: Sequence[str], name: str | None, metric: str | None, headers_only: bool):
@@ -215,10 +247,16 @@ def _load_checked(paths: Sequence[str], name: str | None, metric: str | None, he
             raise DataError(f"ensemble members disagree on splits: {ref} and {p}", "give every member the same splits")
         for s in splits:
             if f[f"{s}_x"].shape[0] != first[f"{s}_x"].shape[0]:
-                raise DataError(f"ensemble members disagree on the number of {s} rows: {ref} has {first[f'{s}_x'].shape[0]}, {p} has {f[f'{s}_x'].shape[0]}",
-                                "extract every backbone on the same images in the same order")
+                raise DataError(
+                    f"ensemble members disagree on the number of {s} rows: {ref} has {first[f'{s}_x'].shape[0]}, {p} "
+                    f"has {f[f'{s}_x'].shape[0]}",
+                    "extract every backbone on the same images in the same order",
+                )
             if not np.array_equal(f[f"{s}_y"], first[f"{s}_y"]):
-                raise DataError(f"ensemble members disagree on {s} labels: {ref} vs {p}", "extract every backbone on the same images in the same order")
+                raise DataError(
+                    f"ensemble members disagree on {s} labels: {ref} vs {p}",
+                    "extract every backbone on the same images in the same order",
+                )
     metrics = {m for m in (_metric_of(f, p) for p, f in zip(paths, files)) if m}
     if metric is None:
         if len(metrics) > 1:
@@ -227,21 +265,3 @@ def _load_checked(paths: Sequence[str], name: str | None, metric: str | None, he
     label = name or "+".join(os.path.splitext(os.path.basename(p))[0] for p in paths)
     C = check_classes(first["train_y"], {s: first[f"{s}_y"] for s in splits if s != "train"}, label)
     return files, splits, metric, label, C
-
-
-def ensemble(sets: Sequence[FeatureSet], name: str | None = None) -> FeatureSet:
-    """Combine feature sets of the same images (normalise each block, concatenate, normalise)."""
-    if len(sets) == 1:
-        return sets[0]
-    first = sets[0]
-    for s in sets[1:]:
-        if not (np.array_equal(s.train_y, first.train_y) and np.array_equal(s.test_y, first.test_y)):
-            raise DataError(f"cannot ensemble {first.name} and {s.name}: labels differ", "use features of the same images in the same order")
-
-    def cat(arrs):
-        return l2_normalize(np.concatenate([l2_normalize(a) for a in arrs], axis=1))
-
-    val_x = cat([s.val_x for s in sets]) if first.has_val else None
-    return attrs.evolve(first, name=name or "+".join(s.name for s in sets), train_x=cat([s.train_x for s in sets]),
-                        test_x=cat([s.test_x for s in sets]), val_x=val_x,
-                        sources=tuple(p for s in sets for p in s.sources), cache_keys=tuple(k for s in sets for k in s.cache_keys))

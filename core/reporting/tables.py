@@ -8,7 +8,7 @@
 
 Every format (``table``, ``markdown``, ``csv``, ``json``, ``latex``) is rendered from the same
 :class:`Report`; JSON is its plain-data image, with the p-value of every gain. Reports are built from
-:class:`~featbench.bench.records.CellRecord` s only, so ``featbench report DIR`` rebuilds them from the store.
+:class:`~featbench.records.CellRecord` s only, so ``featbench report DIR`` rebuilds them from the store.
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ from collections.abc import Mapping, Sequence
 import attrs
 import numpy as np
 
-from . import significance as sig
-from ..bench.records import PROBE_ROW, CellRecord
-from ..bench.spec import FORMATS, LAYOUTS
 from ..errors import UnknownNameError
+from ..records import PROBE_ROW, CellRecord
+from . import significance as sig
 
+#: Output formats -> the extension of a run directory's table file.
+FORMATS = {"table": "txt", "markdown": "md", "csv": "csv", "json": "json", "latex": "tex"}
+LAYOUTS = ("auto", "table5", "table4", "both")
 BASELINE = "none"
-BEST, GROUP_BEST, SIGNIFICANT = "best", "group_best", "significant"
+BEST, GROUP_BEST = "best", "group_best"
 AVG = "Avg"
 
 
@@ -73,7 +75,7 @@ class Table:
     marks: Mapping[tuple[int, str], frozenset]  # (line index, column or Avg) -> {BEST, GROUP_BEST}
     gain_of: str | None = None  # Table 5: the row of the Gain line
     gain: Mapping[str, sig.GainTest] = attrs.field(factory=dict)  # column or Avg -> test
-    probe_gain: Mapping[str, sig.GainTest] = attrs.field(factory=dict)  # the Gain row's augmenter minus the L-BFGS probe
+    probe_gain: Mapping[str, sig.GainTest] = attrs.field(factory=dict)  # the Gain row's augmenter minus the probe
 
 
 @attrs.frozen
@@ -102,10 +104,22 @@ def _aggregate(cells: Sequence[CellRecord]) -> Aggregate:
     c0 = cells[0]
     by_seed = {c.seed: c.value for c in cells}
     vals = list(by_seed.values())
-    return Aggregate(row=c0.row, augmenter=c0.augmenter, dataset=c0.dataset, backbones=c0.backbones, metric=c0.metric,
-                     value=float(np.mean(vals)), std=float(np.std(vals, ddof=1)) if len(vals) > 1 else None, by_seed=by_seed,
-                     hp=tuple(c.hp for c in cells), seconds=float(sum(c.seconds for c in cells)), grid_size=c0.grid_size,
-                     diverged_configs=sum(c.diverged_configs for c in cells), loss=c0.loss, cells=tuple(cells))
+    return Aggregate(
+        row=c0.row,
+        augmenter=c0.augmenter,
+        dataset=c0.dataset,
+        backbones=c0.backbones,
+        metric=c0.metric,
+        value=float(np.mean(vals)),
+        std=float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+        by_seed=by_seed,
+        hp=tuple(c.hp for c in cells),
+        seconds=float(sum(c.seconds for c in cells)),
+        grid_size=c0.grid_size,
+        diverged_configs=sum(c.diverged_configs for c in cells),
+        loss=c0.loss,
+        cells=tuple(cells),
+    )
 
 
 def _line(label: str, group: str, entries: dict[str, Aggregate], columns: Sequence[str]) -> Line:
@@ -141,7 +155,7 @@ def _marks(lines: Sequence[Line], columns: Sequence[str], grouped: bool) -> dict
         for i in _best(lines, all_idx, col):
             marks.setdefault((i, col), set()).add(BEST)
         if grouped:
-            for g in _ordered(l.group for l in lines):
+            for g in _ordered(ln.group for ln in lines):
                 for i in _best(lines, [j for j in all_idx if lines[j].group == g], col):
                     marks.setdefault((i, col), set()).add(GROUP_BEST)
     return {k: frozenset(v) for k, v in marks.items()}
@@ -167,8 +181,12 @@ def gain_tests(row: Line, base: Line, columns: Sequence[str]) -> dict[str, sig.G
     out = {}
     for col in columns:
         a, b = row.entries.get(col), base.entries.get(col)
-        out[col] = sig.gain_test(a.by_seed, b.by_seed, _samples(a, b)) if a and b else sig.GainTest(float("nan"), None, None)
-    per_col = [_samples(row.entries[c], base.entries[c]) if c in row.entries and c in base.entries else None for c in columns]
+        out[col] = (
+            sig.gain_test(a.by_seed, b.by_seed, _samples(a, b)) if a and b else sig.GainTest(float("nan"), None, None)
+        )
+    per_col = [
+        _samples(row.entries[c], base.entries[c]) if c in row.entries and c in base.entries else None for c in columns
+    ]
     samples = [s[0] for s in per_col if s] if per_col and all(per_col) else None
     if math.isfinite(row.avg) and math.isfinite(base.avg):
         t = sig.gain_test(row.avg_by_seed, base.avg_by_seed, samples)
@@ -179,8 +197,13 @@ def gain_tests(row: Line, base: Line, columns: Sequence[str]) -> dict[str, sig.G
     return out
 
 
-def build(cells: Sequence[CellRecord], *, gain_of: str | None = None, layout: str = "auto",
-          meta: Mapping[str, object] | None = None) -> Report:
+def build(
+    cells: Sequence[CellRecord],
+    *,
+    gain_of: str | None = None,
+    layout: str = "auto",
+    meta: Mapping[str, object] | None = None,
+) -> Report:
     """Aggregate finished cells (in table order) over seeds and lay them out."""
     if layout not in LAYOUTS:
         raise UnknownNameError("table layout", layout, LAYOUTS)
@@ -206,37 +229,77 @@ def build(cells: Sequence[CellRecord], *, gain_of: str | None = None, layout: st
     show4 = layout in ("both", "table4") or (layout == "auto" and len(dataset_bsets) > 1)
     for bset in bsets:
         cols = _ordered(c.dataset for c in cells if c.backbones == bset)
-        lines = [_line(r, "", {d: entries[(r, d, bset)] for d in cols if (r, d, bset) in entries}, cols) for r in rows
-                 if any((r, d, bset) in entries for d in cols)]
+        lines = [
+            _line(r, "", {d: entries[(r, d, bset)] for d in cols if (r, d, bset) in entries}, cols)
+            for r in rows
+            if any((r, d, bset) in entries for d in cols)
+        ]
         maps: dict[str, dict[str, sig.GainTest]] = {BASELINE: {}, PROBE_ROW: {}}
         for vs in maps:
-            base = next((l for l in lines if l.label == vs), None)
+            base = next((ln for ln in lines if ln.label == vs), None)
             if base is None:
                 continue
-            for l in lines:
-                if l.label in (BASELINE, PROBE_ROW):
+            for ln in lines:
+                if ln.label in (BASELINE, PROBE_ROW):
                     continue
-                tests = gain_tests(l, base, cols)
+                tests = gain_tests(ln, base, cols)
                 tests_used.update(t.test for t in tests.values() if t.test)
                 for col, t in tests.items():
-                    gains.append({"backbones": bset, "augmenter": l.label, "vs": vs, "column": col, "gain": t.gain,
-                                  "p": t.p, "test": t.test, "significant": t.significant})
-                if l.label == gain_of:
+                    gains.append(
+                        {
+                            "backbones": bset,
+                            "augmenter": ln.label,
+                            "vs": vs,
+                            "column": col,
+                            "gain": t.gain,
+                            "p": t.p,
+                            "test": t.test,
+                            "significant": t.significant,
+                        }
+                    )
+                if ln.label == gain_of:
                     maps[vs] = tests
         if show5:
             title = f"backbones {bset}" if bset else "feature files"
-            shown = gain_of if maps[BASELINE] or maps[PROBE_ROW] else None
-            tables.append(Table("table5", title, tuple(cols), tuple(lines), _marks(lines, cols, False),
-                                shown, maps[BASELINE], maps[PROBE_ROW]))
+            tables.append(
+                Table(
+                    "table5",
+                    title,
+                    tuple(cols),
+                    tuple(lines),
+                    _marks(lines, cols, False),
+                    gain_of if maps[BASELINE] or maps[PROBE_ROW] else None,
+                    maps[BASELINE],
+                    maps[PROBE_ROW],
+                )
+            )
     if show4 and dataset_bsets:
         cols = _ordered(c.dataset for c in cells if c.backbones)
-        lines = [_line(b, r, {d: entries[(r, d, b)] for d in cols if (r, d, b) in entries}, cols)
-                 for r in rows for b in dataset_bsets if any((r, d, b) in entries for d in cols)]
-        tables.append(Table("table4", "backbone combinations", tuple(cols), tuple(lines),
-                            _marks(lines, cols, len({l.group for l in lines}) > 1)))
+        lines = [
+            _line(b, r, {d: entries[(r, d, b)] for d in cols if (r, d, b) in entries}, cols)
+            for r in rows
+            for b in dataset_bsets
+            if any((r, d, b) in entries for d in cols)
+        ]
+        tables.append(
+            Table(
+                "table4",
+                "backbone combinations",
+                tuple(cols),
+                tuple(lines),
+                _marks(lines, cols, len({ln.group for ln in lines}) > 1),
+            )
+        )
     ordered = [entries[k] for k in entries]
-    return Report(tuple(tables), tuple(ordered), tuple(gains), max((len(e.by_seed) for e in ordered), default=0),
-                  tuple(sorted({e.metric for e in ordered})), tuple(sorted(tests_used)), dict(meta or {}))
+    return Report(
+        tuple(tables),
+        tuple(ordered),
+        tuple(gains),
+        max((len(e.by_seed) for e in ordered), default=0),
+        tuple(sorted({e.metric for e in ordered})),
+        tuple(sorted(tests_used)),
+        dict(meta or {}),
+    )
 
 
 # ---- rendering ----------------------------------------------------------------------------------
@@ -269,8 +332,18 @@ def _cell_text(text: str, marks: frozenset, fmt: str, grouped: bool) -> str:
     return text
 
 
-_LATEX_SPECIAL = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
-                  "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}"}
+_LATEX_SPECIAL = {
+    "\\": "\\textbackslash{}",
+    "&": "\\&",
+    "%": "\\%",
+    "$": "\\$",
+    "#": "\\#",
+    "_": "\\_",
+    "{": "\\{",
+    "}": "\\}",
+    "~": "\\textasciitilde{}",
+    "^": "\\textasciicircum{}",
+}
 
 
 def _latex_escape(s: str) -> str:
@@ -281,7 +354,7 @@ def _grid(table: Table, fmt: str, digits: int) -> tuple[list[str], list[tuple[st
     """Header and body lines ``(kind, cells)`` with kind ``group`` | ``row`` | ``gain``."""
     pm = _STYLE[fmt][3]
     esc = _latex_escape if fmt == "latex" else (lambda s: s)
-    grouped = table.layout == "table4" and len({l.group for l in table.lines}) > 1
+    grouped = table.layout == "table4" and len({ln.group for ln in table.lines}) > 1
     first = "augmenter" if table.layout == "table5" else "backbones"
     header = [first, *map(esc, table.columns), AVG]
     body: list[tuple[str, list[str]]] = []
@@ -297,7 +370,9 @@ def _grid(table: Table, fmt: str, digits: int) -> tuple[list[str], list[tuple[st
             if e and not math.isfinite(e.value) and e.diverged_configs:
                 text = DIVERGED  # the chosen configuration diverged: there is no number to show
             cells.append(_cell_text(text, table.marks.get((i, col), frozenset()), fmt, grouped) if e else "")
-        cells.append(_cell_text(_num(line.avg, line.avg_std, digits, pm), table.marks.get((i, AVG), frozenset()), fmt, grouped))
+        cells.append(
+            _cell_text(_num(line.avg, line.avg_std, digits, pm), table.marks.get((i, AVG), frozenset()), fmt, grouped)
+        )
         body.append(("row", cells))
     for vs, tests in ((BASELINE, table.gain), (PROBE_ROW, table.probe_gain)):
         if not table.gain_of or not tests:
@@ -315,24 +390,31 @@ def _grid(table: Table, fmt: str, digits: int) -> tuple[list[str], list[tuple[st
 def _legend(report: Report, fmt: str) -> str:
     seeds = f"mean ± std over {report.seeds} seeds" if report.seeds > 1 else "one seed"
     metric = ", ".join(report.metrics) or "metric"
-    bold, under, dagger = {"markdown": ("**x**", "<u>x</u>", "x†"), "latex": ("bold", "underlined", "dagger")}.get(fmt, ("*x*", "_x_", "x†"))
+    bold, under, dagger = {"markdown": ("**x**", "<u>x</u>", "x†"), "latex": ("bold", "underlined", "dagger")}.get(
+        fmt, ("*x*", "_x_", "x†")
+    )
     tests = "; ".join(report.tests) if report.tests else "no test applicable"
     text = f"test {metric} in %, {seeds}; {bold} = best in its column"
-    if any(t.layout == "table4" and len({l.group for l in t.lines}) > 1 for t in report.tables):
+    if any(t.layout == "table4" and len({ln.group for ln in t.lines}) > 1 for t in report.tables):
         text += f", {under} = best within its augmenter group"
     if any(t.gain_of for t in report.tables):
-        versus = " or ".join(vs for vs, used in ((BASELINE, any(t.gain for t in report.tables)),
-                                                 (PROBE_ROW, any(t.probe_gain for t in report.tables))) if used)
+        used = ((BASELINE, any(t.gain for t in report.tables)), (PROBE_ROW, any(t.probe_gain for t in report.tables)))
+        versus = " or ".join(vs for vs, present in used if present)
         text += f"; {dagger} = gain over {versus} significant at p < {sig.ALPHA} ({tests})"
     if any(t.probe_gain for t in report.tables):
-        text += (f"; {PROBE_ROW} = L-BFGS logistic regression, weight decay swept on validation (coarse decades, "
-                 "then quarter decades), refit on train+val")
+        text += (
+            f"; {PROBE_ROW} = L-BFGS logistic regression, weight decay swept on validation (coarse decades, "
+            "then quarter decades), refit on train+val"
+        )
     settings = report.meta.get("settings")
     if isinstance(settings, Mapping) and settings.get("search") == "halving":
         rungs = settings.get("halving_rungs") or "E/3^k (featbench.training.halving.default_rungs)"
         rungs = ",".join(map(str, rungs)) if isinstance(rungs, (list, tuple)) else rungs
-        text += (f"; configurations chosen by successive halving (keep {settings.get('halving_keep', 1 / 3):.3g} per rung, "
-                 f"rungs at epochs {rungs}), not the full grid")
+        keep = settings.get("halving_keep", 1 / 3)
+        text += (
+            f"; configurations chosen by successive halving (keep {keep:.3g} per rung, rungs at epochs {rungs}), "
+            "not the full grid"
+        )
     diverged = sum(e.diverged_configs for e in report.entries)
     if diverged:
         text += f"; {diverged} configuration(s) diverged (NaN/Inf weights), see results.json"
@@ -344,8 +426,13 @@ def _legend(report: Report, fmt: str) -> str:
 
 def _render_latex(table: Table, header: list[str], body: list[tuple[str, list[str]]]) -> str:
     ncol = len(header)
-    out = [f"% {table.layout} layout: {table.title}", "\\begin{tabular}{l" + "r" * (ncol - 1) + "}", "\\toprule",
-           " & ".join(header) + " \\\\", "\\midrule"]
+    out = [
+        f"% {table.layout} layout: {table.title}",
+        "\\begin{tabular}{l" + "r" * (ncol - 1) + "}",
+        "\\toprule",
+        " & ".join(header) + " \\\\",
+        "\\midrule",
+    ]
     for kind, cells in body:
         if kind == "group":
             out.append(f"\\multicolumn{{{ncol}}}{{l}}{{\\textit{{{cells[0]}}}}} \\\\")
@@ -383,8 +470,13 @@ def render(report: Report, fmt: str, digits: int = 2) -> str:
             parts.append(_render_latex(table, header, body))
         else:
             style = "simple" if fmt == "table" else "github"
-            text = tabulate(rows, headers=header, tablefmt=style, disable_numparse=True,
-                            colalign=("left",) + ("right",) * (len(header) - 1))
+            text = tabulate(
+                rows,
+                headers=header,
+                tablefmt=style,
+                disable_numparse=True,
+                colalign=("left",) + ("right",) * (len(header) - 1),
+            )
             heading = (f"### {title}\n\n" if fmt == "markdown" else f"[{title}]\n") if titled else ""
             parts.append(heading + text)
     legend = _legend(report, fmt)
@@ -401,28 +493,57 @@ def to_json_data(report: Report) -> dict:
     results = []
     for a in report.entries:
         hps = [dict(h) for h in a.hp]
-        results.append({
-            "augmenter": a.row, "plugin": a.augmenter, "features": a.dataset, "dataset": a.dataset, "backbones": a.backbones,
-            "metric": a.metric, "value": a.value, "std": a.std, "values": list(a.by_seed.values()), "seeds": list(a.by_seed),
-            "hp": hps[0] if all(h == hps[0] for h in hps) else hps, "seconds": a.seconds, "grid_size": a.grid_size,
-            "diverged_configs": a.diverged_configs, "loss": a.loss,
-        })
+        results.append(
+            {
+                "augmenter": a.row,
+                "plugin": a.augmenter,
+                "features": a.dataset,
+                "dataset": a.dataset,
+                "backbones": a.backbones,
+                "metric": a.metric,
+                "value": a.value,
+                "std": a.std,
+                "values": list(a.by_seed.values()),
+                "seeds": list(a.by_seed),
+                "hp": hps[0] if all(h == hps[0] for h in hps) else hps,
+                "seconds": a.seconds,
+                "grid_size": a.grid_size,
+                "diverged_configs": a.diverged_configs,
+                "loss": a.loss,
+            }
+        )
     tables = []
     for t in report.tables:
         lines = []
-        for i, l in enumerate(t.lines):
-            vals = {c: {"value": l.entries[c].value, "std": l.entries[c].std,
-                        "best": BEST in t.marks.get((i, c), ()), "group_best": GROUP_BEST in t.marks.get((i, c), ())}
-                    for c in t.columns if c in l.entries}
-            vals[AVG] = {"value": l.avg, "std": l.avg_std, "best": BEST in t.marks.get((i, AVG), ()),
-                         "group_best": GROUP_BEST in t.marks.get((i, AVG), ())}
-            lines.append({"label": l.label, "group": l.group or None, "values": vals})
+        for i, ln in enumerate(t.lines):
+            vals = {
+                c: {
+                    "value": ln.entries[c].value,
+                    "std": ln.entries[c].std,
+                    "best": BEST in t.marks.get((i, c), ()),
+                    "group_best": GROUP_BEST in t.marks.get((i, c), ()),
+                }
+                for c in t.columns
+                if c in ln.entries
+            }
+            vals[AVG] = {
+                "value": ln.avg,
+                "std": ln.avg_std,
+                "best": BEST in t.marks.get((i, AVG), ()),
+                "group_best": GROUP_BEST in t.marks.get((i, AVG), ()),
+            }
+            lines.append({"label": ln.label, "group": ln.group or None, "values": vals})
         item = {"layout": t.layout, "title": t.title, "columns": list(t.columns), "rows": lines}
         for name, vs, tests in (("gain", BASELINE, t.gain), ("gain_vs_probe", PROBE_ROW, t.probe_gain)):
             if t.gain_of and tests:
-                item[name] = {"of": t.gain_of, "vs": vs,
-                              "cells": {c: {"gain": g.gain, "p": g.p, "test": g.test, "significant": g.significant}
-                                        for c, g in tests.items()}}
+                item[name] = {
+                    "of": t.gain_of,
+                    "vs": vs,
+                    "cells": {
+                        c: {"gain": g.gain, "p": g.p, "test": g.test, "significant": g.significant}
+                        for c, g in tests.items()
+                    },
+                }
         tables.append(item)
     return {"results": results, "tables": tables, "gains": list(report.gains), "alpha": sig.ALPHA, **report.meta}
 
@@ -444,16 +565,3 @@ def _json_default(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-# ---- compatibility: reports straight from protocol.run_cell results -----------------------------
-
-
-def aggregate(results: Sequence, gain_of: str | None = None, meta: Mapping | None = None, layout: str = "auto") -> Report:
-    """A report from in-memory :class:`~featbench.training.protocol.CellResult` s (one column per feature set)."""
-    cells = [CellRecord(key=f"{r.augmenter}/{r.features}/{r.seed}", source_id=r.features, dataset=r.features, backbones="",
-                        row=r.augmenter, augmenter=r.augmenter, loss=r.loss, seed=r.seed, metric=r.metric, value=r.value,
-                        top1=r.top1, mean_per_class=r.mean_per_class, hp=r.hp, val_value=r.val_value, grid_size=r.grid_size,
-                        diverged_configs=sum(r.diverged), seconds=r.seconds, refit_key="", correct=r.correct)
-             for r in results]
-    return build(cells, gain_of=gain_of, layout=layout, meta=meta)

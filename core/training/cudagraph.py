@@ -5,7 +5,7 @@ the epoch. With ``TrainSettings(cuda_graphs=True)`` the trainer runs the first e
 captures the second epoch of every chunk of heads in a CUDA graph whose only input that changes is a static
 permutation buffer, and replays it for every later epoch after copying that epoch's permutation in.
 
-Only augmenters that declare ``cuda_graph_safe = True`` (featbench.training.fastpath.FusedAugmenter) are captured:
+Only augmenters that declare ``cuda_graph_safe = True`` (declared on featbench.api.FeatureAugmenter) are captured:
 their step must not synchronise with the host, draw host-side randomness, depend on ``batch.epoch`` /
 ``batch.step`` (frozen at capture) or add rows between epochs. Anything else runs eagerly.
 
@@ -24,7 +24,7 @@ from ..errors import ConfigError
 def graph_safe(augmenter: FeatureAugmenter) -> bool:
     """True when the augmenter promises a capturable epoch and never adds rows between epochs."""
     cls = type(augmenter)
-    return bool(getattr(cls, "cuda_graph_safe", False)) and cls.on_epoch_start is FeatureAugmenter.on_epoch_start
+    return cls.cuda_graph_safe and cls.on_epoch_start is FeatureAugmenter.on_epoch_start
 
 
 def epoch_graphs(stacks, settings, device):

@@ -1,129 +1,37 @@
-"""Exact algebraic shortcuts for K bias-free linear heads that share one mini-batch.
+"""The trainer's closed-form step for K bias-free linear heads that share one mini-batch (notation and the
+identities in :mod:`featbench.directions`, tested in float64 in tests/training/test_fast_identities.py):
 
-Notation: ``X`` (b, d) the shared batch rows, ``W`` (K, C, d) the heads, ``Z = X W^T`` (K, b, C) the
-logits, ``E = dL/dZ`` (K, b, C) the logit gradient (for SeA's losses ``P - Y``). Every identity below is
-exact in real arithmetic and is tested against the direct computation in float64 (tests/training/test_fast_*.py):
-
-1. **Weight gradient of a linear head** (no autograd): ``dL/dW = E^T X``. With a shared ``X`` the K
-   heads' logits and gradients are each one GEMM over the stacked ``(K*C, d)`` weights
-   (:func:`stacked_logits`, :func:`linear_weight_grad`).
-2. **Feature gradients never formed**: ``G = E W`` (K, b, d) is what SeA normalises and projects, but only
-   ``<g_i, x_j> = [E Z^T]_ij`` (:func:`gradient_similarities`, b*b*C instead of b*b*d work) and
-   ``||g_i||^2 = [E (W W^T) E^T]_ii`` (:func:`gradient_sq_norms`, C*C*d instead of b*C*d) are needed.
-3. **Shared Gram matrix** ``A = X X^T`` (:func:`batch_gram`): computed once per step for all K heads; for
-   rows ``M X`` that are combinations of batch rows, ``||(M X)_i||^2 = [M A M^T]_ii`` and
-   ``<x_i, (M X)_i> = [M A]_ii``.
-4. **Row-mixing augmentations**: when the augmented batch is ``X~ = M X`` with ``M`` (K, b, b), its logits
-   are ``M Z`` (:func:`row_mix_logits`, b*b*C instead of b*d*C, and ``X~`` is never formed) and its weight
-   gradient is ``(M^T E~)^T X`` (:func:`row_mix_weight_grad`).
-5. **Normalised pushes are row mixes**: ``normalize(X + eta * normalize(Q X)) = M X`` with
-   ``M = diag(c) + diag(e) Q``, where ``c`` and ``e`` come from ``A`` and ``Q`` alone
-   (:func:`push_mix`). SeA, Rand and mixdir are of this form; mixup (``lam X + (1 - lam) X[pi]``) is a
-   row mix too.
-
-6. **Factored momentum update**: a gradient ``E^T X`` is never materialised; :func:`sgd_momentum_`
+1. **Closed-form weight gradients** (:func:`closed_form_gradients`): for every augmented batch whose loss is a
+   function of the logits only (no ``logit_adjust`` / ``extra_loss`` / ``row_loss`` / loss ``batch_term``),
+   ``dL/dW = (w * dL/dZ)^T X`` without autograd.
+2. **Factored momentum update**: a gradient ``E^T X`` is never materialised; :func:`sgd_momentum_`
    accumulates it into the momentum buffer with one GEMM (``buf = momentum * buf + E^T X``).
 
-A fast path is an optional capability: the trainer uses :func:`closed_form_gradients` for every
-augmented batch whose loss is a function of the logits only (no ``logit_adjust`` / ``extra_loss``), and an
-augmenter may offer a fully fused step through :class:`FusedAugmenter`. The generic autograd path
-(``featbench.training.trainer.head_gradients``) stays the reference every fast path is tested against.
-
-Where they apply: ``none`` and every augmenter whose batch loss depends on the logits only get 1 and 6
-from the trainer (ME-ADA's appended rows and Core-tuning's concatenated rows included); ``sea`` uses 1-6
-(``plugins/sea.py``). Not wired here but of the same form: SeA_Neg (2-5 with ``E`` replaced by ``P``),
-Rand and mixdir (3-5 with a drawn ``Q``), mixup (4 with ``M = lam I + (1 - lam) Pi``) and Adv
-(``X~ = normalize(X + eta normalize(E W))``: logits ``c (Z + eta / ||g|| E W W^T)``, norms from
-``diag(E Z^T)`` and ``A``, weight gradient through a C x C product). ISDA's differentiable logit
-adjustment takes the autograd path.
+An augmenter may offer a whole fused step instead (``FeatureAugmenter.fused_gradients``, declared and documented
+in :mod:`featbench.api`). The generic autograd path (``featbench.training.trainer.head_gradients``) stays the
+reference every fast path is tested against. ``none`` and every augmenter whose batch loss depends on the
+logits only get 1 and 2 (ME-ADA's appended rows and Core-tuning's concatenated rows included); ``sea``
+fuses its whole step (``plugins/sea.py``). ISDA's differentiable logit adjustment takes the autograd path.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
-import attrs
+from ..directions import LinearGrad, per_row_loss, row_weights, stacked_logits
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
-    from ..api import Augmented, Batch, BoundLoss
-
-#: ``F.normalize``'s epsilon; every norm below is clamped the same way so that fused == direct.
-NORM_EPS = 1e-12
-
-#: :func:`softmax_without_subnormals` keeps probabilities down to ``tiny * exp(SUBNORMAL_MARGIN)``.
-SUBNORMAL_MARGIN = 30.0
+    from ..api import Augmented, BoundLoss
 
 _GENERIC_ONLY_FIELDS = ("logit_adjust", "extra_loss", "row_loss")  # Augmented fields that need autograd
-
-
-# --------------------------------------------------------------------------------------------------
-# Identity 1: logits and weight gradients of stacked linear heads
-
-
-def stacked_logits(x: Tensor, weight: Tensor) -> Tensor:
-    """``x W_k^T`` for every head, (K, r, C). A shared ``x`` (r, d) costs one GEMM over (K*C, d)."""
-    K, C, d = weight.shape
-    if x.dim() == 3:
-        return x @ weight.transpose(1, 2)
-    return (weight.reshape(K * C, d) @ x.T).view(K, C, -1).transpose(1, 2)
-
-
-def linear_weight_grad(dz: Tensor, x: Tensor) -> Tensor:
-    """``dL/dW_k = dz_k^T x`` (K, C, d) for logits ``x W_k^T`` with gradient ``dz`` (K, r, C)."""
-    K, r, C = dz.shape
-    if x.dim() == 3:
-        return dz.transpose(1, 2) @ x
-    return (dz.transpose(1, 2).reshape(K * C, r) @ x).view(K, C, -1)
-
-
-def row_weights(dz: Tensor, row_weight: Tensor | None) -> Tensor:
-    """Scale per-row logit gradients by the rows' loss weights (default: the mean, 1/r each)."""
-    if row_weight is None:
-        return dz / dz.shape[1]
-    w = row_weight.to(dz.dtype)
-    return dz * (w.unsqueeze(-1) if w.dim() == 2 else w.view(1, -1, 1))
-
-
-def select_heads(loss: BoundLoss, heads: Tensor) -> BoundLoss:
-    """The loss bound to a subset of the heads (every per-head hyper-parameter indexed by ``heads``)."""
-    from ..api import BoundLoss
-
-    K = max((v.shape[0] for v in loss.hp.values() if getattr(v, "dim", lambda: 0)() == 1), default=0)
-    hp = {k: v.index_select(0, heads) if getattr(v, "dim", lambda: 0)() == 1 and v.shape[0] == K else v
-          for k, v in loss.hp.items()}
-    return BoundLoss(loss.loss, hp)
-
-
-def per_row_loss(loss: BoundLoss) -> bool:
-    """True when the loss adds no batch-level term to its per-row losses (``Loss.batch_term`` not overridden)."""
-    from ..api import Loss
-
-    return getattr(type(loss.loss), "batch_term", None) is getattr(Loss, "batch_term", None)
 
 
 def closed_form_eligible(aug: Augmented, loss: BoundLoss) -> bool:
     """True when the batch loss is ``sum_i row_weight_i * per_row(x_i W^T)``: no term that needs autograd
     through ``W`` (ISDA's ``logit_adjust``, an ``extra_loss``, a custom ``row_loss`` or a loss ``batch_term``)."""
     return per_row_loss(loss) and all(getattr(aug, name, None) is None for name in _GENERIC_ONLY_FIELDS)
-
-
-@attrs.frozen
-class LinearGrad:
-    """A weight gradient ``dz^T x`` (K, C, d) kept as its factors, so the trainer can accumulate it straight
-    into the momentum buffer with one GEMM (``addmm``) instead of materialising it."""
-
-    dz: Tensor  # (K, r, C) row-weighted logit gradient
-    x: Tensor  # (r, d) shared or (K, r, d) per head
-
-    def dense(self) -> Tensor:
-        return linear_weight_grad(self.dz, self.x)
-
-
-def dense_grad(grad: Tensor | LinearGrad) -> Tensor:
-    """The (K, C, d) gradient whichever form it comes in."""
-    return grad.dense() if isinstance(grad, LinearGrad) else grad
 
 
 def closed_form_gradients(aug: Augmented, weight: Tensor, loss: BoundLoss) -> LinearGrad:
@@ -136,7 +44,9 @@ def closed_form_gradients(aug: Augmented, weight: Tensor, loss: BoundLoss) -> Li
     return LinearGrad(row_weights(dz, aug.row_weight), x)
 
 
-def sgd_momentum_(weight: Tensor, buf: Tensor, grad: Tensor | LinearGrad, lr: Tensor, wd: Tensor, momentum: float) -> None:
+def sgd_momentum_(
+    weight: Tensor, buf: Tensor, grad: Tensor | LinearGrad, lr: Tensor, wd: Tensor, momentum: float
+) -> None:
     """One SGD step in place, as ``torch.optim.SGD`` (dampening 0, no Nesterov) with per-head ``lr``, ``wd``
     (K, 1, 1): ``buf = momentum * buf + grad + wd * W``; ``W -= lr * buf``.
 
@@ -155,115 +65,3 @@ def sgd_momentum_(weight: Tensor, buf: Tensor, grad: Tensor | LinearGrad, lr: Te
         grad.addcmul_(wd, weight)
         buf.mul_(momentum).add_(grad)
     weight.addcmul_(lr, buf, value=-1)
-
-
-# --------------------------------------------------------------------------------------------------
-# Identities 2 and 3: feature-gradient geometry without forming G
-
-
-def gradient_similarities(dz: Tensor, logits: Tensor) -> Tensor:
-    """``<g_i, x_j>`` for ``G = dz W`` and logits ``Z = X W^T``: ``dz Z^T`` (K, b, b)."""
-    return dz @ logits.transpose(1, 2)
-
-
-def gradient_sq_norms(dz: Tensor, weight: Tensor, via_gram: bool | None = None) -> Tensor:
-    """``||g_i||^2`` for ``G = dz W`` (K, b), clamped at 0.
-
-    ``via_gram`` (default: when C < b) uses ``[dz (W W^T) dz^T]_ii`` (2*C*C*d + 2*b*C*C flops per head);
-    otherwise ``G`` is formed (2*b*C*d).
-    """
-    C = weight.shape[1]
-    if via_gram is None:
-        via_gram = C < dz.shape[1]
-    if via_gram:
-        sq = ((dz @ (weight @ weight.transpose(1, 2))) * dz).sum(-1)
-    else:
-        sq = (dz @ weight).square().sum(-1)
-    return sq.clamp_min(0)
-
-
-def softmax_without_subnormals(scores: Tensor, dim: int = -1) -> Tensor:
-    """``softmax(scores)`` with every probability below ``exp(-tail)`` times the row's largest set to exactly 0.
-
-    ``tail = -log(tiny) - SUBNORMAL_MARGIN`` (57 in float32, 678 in float64), so no output over a row of n, nor
-    any product of an output with a factor above ``n * exp(-SUBNORMAL_MARGIN)``, is subnormal. A sharp softmax (SeA's
-    ``alpha = 0.01``, a loss' ``lamda = 0.1``) otherwise fills a fifth of its output with subnormal floats,
-    on which x86 CPUs take a microcode assist per operation: a (24*256, 256) x (256, 256) product runs 40x
-    slower, and every elementwise pass about 15x. The dropped mass is below ``n * exp(-tail)`` of the row's
-    total (``4e-23`` for n = 256 in float32), far under one rounding unit, so the result equals
-    ``torch.softmax`` to rounding (tested). Rows must contain a finite entry.
-    """
-    import math
-
-    import torch
-
-    tail = -math.log(torch.finfo(scores.dtype).tiny) - SUBNORMAL_MARGIN
-    shifted = scores - scores.amax(dim, keepdim=True)
-    return torch.softmax(shifted.masked_fill_(shifted < -tail, float("-inf")), dim)
-
-
-def batch_gram(x: Tensor) -> Tensor:
-    """``A = X X^T`` (b, b), shared by every head."""
-    return x @ x.T
-
-
-def clamp_norm(sq: Tensor) -> Tensor:
-    """``max(sqrt(sq), eps)``: the denominator ``F.normalize`` uses, from a squared norm."""
-    return sq.clamp_min(0).sqrt().clamp_min(NORM_EPS)
-
-
-# --------------------------------------------------------------------------------------------------
-# Identities 4 and 5: augmentations that mix batch rows
-
-
-def row_mix_logits(mix: Tensor, logits: Tensor) -> Tensor:
-    """Logits of ``X~ = M X`` from the clean logits: ``M Z`` (K, b, C)."""
-    return mix @ logits
-
-
-def row_mix_weight_grad(mix: Tensor, dz: Tensor, x: Tensor) -> Tensor:
-    """Weight gradient for rows ``X~ = M X`` with logit gradient ``dz``: ``(M^T dz)^T X`` (K, C, d)."""
-    return linear_weight_grad(mix.transpose(1, 2) @ dz, x)
-
-
-def push_mix(q: Tensor, gram: Tensor, eta: Tensor) -> Tensor:
-    """``M`` (K, b, b) with ``M X = normalize(X + eta * normalize(Q X))`` row by row, from ``A = X X^T``.
-
-    With ``s = Q X``: ``||s_i||^2 = [Q A Q^T]_ii``, ``<x_i, s_i> = [Q A]_ii``, ``||x_i||^2 = A_ii``; the
-    direction is ``s_i / n_s`` with ``n_s = max(||s_i||, eps)``, and the pushed row's norm is
-    ``n = max(||x_i + eta s_i / n_s||, eps)``, so ``M = diag(1 / n) + diag(eta / (n_s n)) Q``. Heads with
-    ``eta = 0`` get the identity (the push keeps ``x`` bit for bit).
-    """
-    import torch
-
-    qa = q @ gram  # (K, b, b); one GEMM over (K*b, b) rows
-    s_sq = (qa * q).sum(-1)  # ||Q X||^2 per row
-    xs = torch.diagonal(qa, dim1=-2, dim2=-1)  # <x_i, (Q X)_i>
-    xx = torch.diagonal(gram)  # ||x_i||^2
-    n_s = clamp_norm(s_sq)
-    e = eta.to(q.dtype).view(-1, 1)
-    n = clamp_norm(xx + 2 * e * xs / n_s + e * e * s_sq / (n_s * n_s))
-    mix = q * (e / (n_s * n)).unsqueeze(-1)  # exactly 0 where eta = 0
-    mix.diagonal(dim1=-2, dim2=-1).add_(torch.where(e == 0, torch.ones_like(n), 1 / n))
-    return mix
-
-
-# --------------------------------------------------------------------------------------------------
-# The optional fused-step capability
-
-
-@runtime_checkable
-class FusedAugmenter(Protocol):
-    """An augmenter that can compute a whole training step's weight gradient in one fused pass.
-
-    ``fused_gradients(batch)`` returns, for every head, the gradient of its **mean** training loss on
-    the augmented batch w.r.t. its weights, as a (K, C, d) tensor or a :class:`LinearGrad` — exactly what the trainer would get from
-    ``head_gradients(augment(batch), ...)`` (weight decay is added by the trainer) — or ``None`` to let the
-    trainer take the generic path for this batch. Providers must prove the equality with a test.
-
-    ``cuda_graph_safe = True`` (class attribute, optional) promises that a training epoch with this
-    augmenter performs no host synchronisation, draws no host-side randomness and does not depend on
-    ``batch.epoch`` / ``batch.step``, so the trainer may capture it in a CUDA graph.
-    """
-
-    def fused_gradients(self, batch: Batch) -> Tensor | LinearGrad | None: ...

@@ -8,54 +8,83 @@ from collections.abc import Iterable, Mapping, Sequence
 from ..api import HParam
 from ..errors import ConfigError, UnknownNameError
 
-#: Hyper-parameters of the trainer itself (methods.md 1.4); every run has them.
+#: Hyper-parameters of the trainer itself (SeA paper §4 and its official code); every run has them.
 TRAINER_HPARAMS: tuple[HParam, ...] = (
     HParam("lr", 1.6, "learning rate of SGD (momentum 0.9, constant), > 0", low=0.0, low_open=True),
     HParam("wd", 1e-6, "weight decay added to the gradient of the mean batch loss, >= 0", low=0.0),
 )
 
 
-def parse_hp_args(items: Iterable[str]) -> dict[str, list[float | str]]:
-    """``["lr=1.6", "eta=0,0.4,0.8", "cov=full"]`` -> ``{"lr": [1.6], "eta": [0, 0.4, 0.8], "cov": ["full"]}``.
+def hp_value(value, what: str) -> float | str | bool:
+    """One hyper-parameter value, from a flag, a suite file or registry.yaml alike: a number (or a string
+    that reads as one) becomes a float, a boolean stays one, any other string stays a string (a
+    choice-valued option, checked later by its :class:`~featbench.api.HParam`)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and value.strip():
+        try:
+            return float(value)
+        except ValueError:
+            return value.strip()
+    raise ConfigError(
+        f"{what} holds {value!r}, which is neither a number nor a name", f"write {what}: [0.1, 0.2] or [name, ...]"
+    )
 
-    Numbers become floats; anything else stays a string (a choice-valued option, checked later by its HParam).
-    """
-    out: dict[str, list[float | str]] = {}
+
+def hp_values(values, what: str) -> tuple[float | str | bool, ...]:
+    """A value or a list of them (:func:`hp_value` each): at least one, none repeated."""
+    items = list(values) if isinstance(values, (list, tuple)) else [values]
+    if not items:
+        raise ConfigError(f"{what} has no values", f"write {what}: [0.1, 0.2]")
+    out = tuple(hp_value(v, what) for v in items)
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{what} repeats a value", "list each value once")
+    return out
+
+
+def parse_hp_args(items: Iterable[str]) -> dict[str, list[float | str | bool]]:
+    """``["lr=1.6", "eta=0,0.4,0.8", "cov=full"]`` -> ``{"lr": [1.6], "eta": [0, 0.4, 0.8], "cov": ["full"]}``
+    (values as :func:`hp_values` reads them)."""
+    out: dict[str, list[float | str | bool]] = {}
     for item in items:
         name, sep, values = item.partition("=")
         name = name.strip()
         if not sep or not name or not values.strip():
             raise ConfigError(f"malformed --hp {item!r}", "write --hp NAME=VALUE[,VALUE...], e.g. --hp eta=0,0.4,0.8")
-        parsed: list[float | str] = []
-        for v in values.split(","):
-            v = v.strip()
-            if not v:
-                raise ConfigError(f"malformed --hp {item!r}: an empty value", "write --hp NAME=VALUE[,VALUE...] without empty items")
-            try:
-                parsed.append(float(v))
-            except ValueError:
-                parsed.append(v)
+        pieces = [v.strip() for v in values.split(",")]
+        if not all(pieces):
+            raise ConfigError(
+                f"malformed --hp {item!r}: an empty value", "write --hp NAME=VALUE[,VALUE...] without empty items"
+            )
         if name in out:
             raise ConfigError(f"--hp {name} is given twice", "give all values in one --hp NAME=V1,V2")
-        if len(set(parsed)) != len(parsed):
-            raise ConfigError(f"--hp {item!r} repeats a value", "list each value once")
-        out[name] = parsed
+        out[name] = list(hp_values(pieces, f"--hp {item!r}"))
     return out
 
 
 def hparams_for(loss_cls: type, aug_cls: type) -> dict[str, HParam]:
     """All hyper-parameters of a (loss, augmenter) pair, trainer's included; a name clash is an error."""
     out: dict[str, HParam] = {}
-    for owner, params in (("trainer", TRAINER_HPARAMS), (loss_cls.__name__, loss_cls.hparams), (aug_cls.__name__, aug_cls.hparams)):
+    for owner, params in (
+        ("trainer", TRAINER_HPARAMS),
+        (loss_cls.__name__, loss_cls.hparams),
+        (aug_cls.__name__, aug_cls.hparams),
+    ):
         for h in params:
             if h.name in out:
-                raise ConfigError(f"hyper-parameter {h.name!r} is declared by both the {owner} and another component",
-                                  "rename one of them in its plugin")
+                raise ConfigError(
+                    f"hyper-parameter {h.name!r} is declared by both the {owner} and another component",
+                    "rename one of them in its plugin",
+                )
             out[h.name] = h
     return out
 
 
-def expand_grid(params: Mapping[str, HParam], values: Mapping[str, Sequence[float | str]]) -> list[dict[str, float | str]]:
+def expand_grid(
+    params: Mapping[str, HParam], values: Mapping[str, Sequence[float | str]]
+) -> list[dict[str, float | str]]:
     """Cartesian product of ``values`` (checked against ``params``) with defaults for the rest.
 
     The order is deterministic: the first named parameter varies slowest.
@@ -75,3 +104,30 @@ def structural_groups(params: Mapping[str, HParam], configs: Sequence[Mapping[st
     for i, cfg in enumerate(configs):
         groups.setdefault(tuple(cfg[n] for n in fixed), []).append(i)
     return list(groups.values())
+
+
+def grid_values(registry: Mapping, grid: str, components: list[str]) -> dict[str, list[float | str | bool]]:
+    """The hyper-parameter lists of ``grid`` for the named components (trainer, loss, augmenter).
+
+    Values are read by :func:`hp_values`, as ``--hp`` and suite files read them.
+    """
+    grids = registry.get("grids") or {}
+    if not isinstance(grids, Mapping):
+        raise ConfigError(
+            "grids: in the registry is not a mapping of grid names", "write grids: {NAME: {trainer: {lr: [...]}}}"
+        )
+    if grid not in grids:
+        raise UnknownNameError("grid", grid, grids)
+    if not isinstance(grids[grid] or {}, Mapping):
+        raise ConfigError(
+            f"grids.{grid} in the registry is not a mapping",
+            "write grids.NAME: {trainer: {lr: [...]}, COMPONENT: {...}}",
+        )
+    out: dict[str, list[float]] = {}
+    for comp in components:
+        entry = (grids[grid] or {}).get(comp) or {}
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"grids.{grid}.{comp} in the registry is not a mapping", "write NAME: [values]")
+        for name, values in entry.items():
+            out[name] = list(hp_values(values, f"grids.{grid}.{comp}.{name} in the registry"))
+    return out

@@ -41,7 +41,7 @@ def default_rungs(epochs: int, n_configs: int, keep: float = DEFAULT_KEEP) -> tu
     m = 1 + math.floor(math.log(max(n_configs, 1)) / math.log(eta) + 1e-9)
     out: list[int] = []
     for j in range(m - 1, -1, -1):
-        e = max(1, round(epochs / eta ** j))
+        e = max(1, round(epochs / eta**j))
         if not out or e > out[-1]:
             out.append(e)
     if out[-1] != epochs:
@@ -55,8 +55,10 @@ def check_rungs(rungs: Sequence[int], epochs: int) -> tuple[int, ...]:
 
     r = tuple(int(v) for v in rungs)
     if any(v < 1 or v > epochs for v in r) or any(b <= a for a, b in itertools.pairwise(r)):
-        raise ConfigError(f"--halving-rungs {','.join(map(str, r))} must be increasing epochs between 1 and --epochs {epochs}",
-                          f"e.g. --halving-rungs {max(1, epochs // 9)},{max(1, epochs // 3)},{epochs}")
+        raise ConfigError(
+            f"--halving-rungs {','.join(map(str, r))} must be increasing epochs between 1 and --epochs {epochs}",
+            f"e.g. --halving-rungs {max(1, epochs // 9)},{max(1, epochs // 3)},{epochs}",
+        )
     return r if r and r[-1] == epochs else (*r, epochs)
 
 
@@ -80,14 +82,23 @@ def head_states(run: HeadRun) -> list[dict]:
         rng = st.augmenter.run.rng
         for k in range(st.weight.shape[0]):
             extra_x = None if st.pool.extra_x is None else st.pool.extra_x[k].cpu().clone()
-            out.append({
-                "epoch": run.epoch, "step": run.step, "unaugmented": run.unaugmented, "order": run.order.get_state(),
-                "weight": st.weight[k].detach().cpu().clone(), "momentum": st.momentum_buf[k].detach().cpu().clone(),
-                "lr": st.lr[k].detach().cpu().clone(), "alive": bool(st.alive[k]),
-                "rng_shared": rng.shared.get_state(), "rng_head": rng.for_head(k).get_state(),
-                "extra_x": extra_x, "extra_y": None if st.pool.extra_y is None else st.pool.extra_y.cpu().clone(),
-                "augmenter": st.augmenter.head_state(k),
-            })
+            out.append(
+                {
+                    "epoch": run.epoch,
+                    "step": run.step,
+                    "unaugmented": run.unaugmented,
+                    "order": run.order.get_state(),
+                    "weight": st.weight[k].detach().cpu().clone(),
+                    "momentum": st.momentum_buf[k].detach().cpu().clone(),
+                    "lr": st.lr[k].detach().cpu().clone(),
+                    "alive": bool(st.alive[k]),
+                    "rng_shared": rng.shared.get_state(),
+                    "rng_head": rng.for_head(k).get_state(),
+                    "extra_x": extra_x,
+                    "extra_y": None if st.pool.extra_y is None else st.pool.extra_y.cpu().clone(),
+                    "augmenter": st.augmenter.head_state(k),
+                }
+            )
     return out
 
 
@@ -97,16 +108,29 @@ def _same(states: Sequence[dict], name: str):
     first = states[0][name]
     for s in states[1:]:
         v = s[name]
-        same = (v is None and first is None) or (v is not None and first is not None and (
-            torch.equal(v, first) if isinstance(v, torch.Tensor) else v == first))
+        same = (v is None and first is None) or (
+            v is not None
+            and first is not None
+            and (torch.equal(v, first) if isinstance(v, torch.Tensor) else v == first)
+        )
         if not same:
-            raise RuntimeError(f"heads continued in one stack disagree on their shared {name}; "
-                               "only configurations of one structural group and one seed can share a stack")
+            raise RuntimeError(
+                f"heads continued in one stack disagree on their shared {name}; "
+                "only configurations of one structural group and one seed can share a stack"
+            )
     return first
 
 
-def resume(train_x, train_y, num_classes: int, augmenter_cls: type[FeatureAugmenter], loss: Loss,
-           configs: Sequence[Mapping[str, float | str]], settings: TrainSettings, states: Sequence[dict]) -> HeadRun:
+def resume(
+    train_x,
+    train_y,
+    num_classes: int,
+    augmenter_cls: type[FeatureAugmenter],
+    loss: Loss,
+    configs: Sequence[Mapping[str, float | str]],
+    settings: TrainSettings,
+    states: Sequence[dict],
+) -> HeadRun:
     """A :class:`HeadRun` of ``configs`` that goes on from ``states`` (one per configuration, from
     :func:`head_states` of runs with the same data, seed and settings)."""
     import torch
@@ -117,7 +141,7 @@ def resume(train_x, train_y, num_classes: int, augmenter_cls: type[FeatureAugmen
     start = 0
     with torch.no_grad():
         for st in run.stacks:
-            part = states[start:start + st.weight.shape[0]]
+            part = states[start : start + st.weight.shape[0]]
             start += len(part)
             rng = st.augmenter.run.rng
             rng.shared.set_state(_same(part, "rng_shared"))

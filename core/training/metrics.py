@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-METRIC_NAMES = {"top1": "top-1 accuracy", "mean_per_class": "mean per-class accuracy"}
+from ..api import METRICS
 
 
 def top1(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -23,8 +23,7 @@ def mean_per_class(pred: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndar
 
 
 def score(metric: str, pred: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
-    if metric == "top1":
-        return top1(pred, y)
-    if metric == "mean_per_class":
-        return mean_per_class(pred, y, num_classes)
-    raise ValueError(f"unknown metric {metric!r}")
+    """``metric`` (one of :data:`featbench.api.METRICS`, each named after its function here) of ``pred``."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}")
+    return mean_per_class(pred, y, num_classes) if metric == "mean_per_class" else top1(pred, y)

@@ -25,13 +25,13 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
-from . import metrics
 from ..inputs.features import FeatureSet
+from ..records import PROBE_ROW, REFIT, SEARCH
+from . import metrics
 from .protocol import ConfigOutcome, fit_split, search_split
-from ..bench.records import PROBE_ROW, REFIT, SEARCH
 
 NAME = PROBE_ROW
-COARSE = tuple(10.0 ** k for k in range(-7, 2))
+COARSE = tuple(10.0**k for k in range(-7, 2))
 REFINE_PER_DECADE = 4
 MAX_ITER = 500
 TOLERANCE_GRAD = 1e-6  # on the largest gradient entry of the mean objective
@@ -45,11 +45,14 @@ class ProbeFit:
     seconds: float
 
 
-def fit(x, y, num_classes: int, wd: float, device: str = "cpu", dtype: str = "float32", max_iter: int = MAX_ITER) -> ProbeFit:
+def fit(
+    x, y, num_classes: int, wd: float, device: str = "cpu", dtype: str = "float32", max_iter: int = MAX_ITER
+) -> ProbeFit:
     """The L-BFGS solution of the probe's objective for one weight decay ``wd``."""
     import torch
 
-    from .trainer import math_dtype, resolve_device
+    from ..device import resolve_device
+    from .trainer import math_dtype
 
     start = time.perf_counter()
     dev = torch.device(resolve_device(device))
@@ -57,8 +60,16 @@ def fit(x, y, num_classes: int, wd: float, device: str = "cpu", dtype: str = "fl
     xt = torch.as_tensor(np.asarray(x), device=dev).to(dt)
     yt = torch.as_tensor(np.asarray(y, dtype=np.int64), device=dev)
     w = torch.zeros(num_classes, xt.shape[1], dtype=dt, device=dev, requires_grad=True)
-    opt = torch.optim.LBFGS([w], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter, history_size=20,
-                            tolerance_grad=TOLERANCE_GRAD, tolerance_change=TOLERANCE_CHANGE, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=2 * max_iter,
+        history_size=20,
+        tolerance_grad=TOLERANCE_GRAD,
+        tolerance_change=TOLERANCE_CHANGE,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()
@@ -85,8 +96,16 @@ def candidates() -> list[float]:
 
 def identity() -> dict:
     """What makes the probe's numbers what they are (part of its cells' keys)."""
-    return {"name": NAME, "coarse": list(COARSE), "refine_per_decade": REFINE_PER_DECADE, "max_iter": MAX_ITER,
-            "tolerance_grad": TOLERANCE_GRAD, "tolerance_change": TOLERANCE_CHANGE, "init": "zeros", "history": 20}
+    return {
+        "name": NAME,
+        "coarse": list(COARSE),
+        "refine_per_decade": REFINE_PER_DECADE,
+        "max_iter": MAX_ITER,
+        "tolerance_grad": TOLERANCE_GRAD,
+        "tolerance_change": TOLERANCE_CHANGE,
+        "init": "zeros",
+        "history": 20,
+    }
 
 
 def _predict(weight, x) -> np.ndarray:
@@ -95,8 +114,14 @@ def _predict(weight, x) -> np.ndarray:
     return predict(weight.unsqueeze(0).float(), x)[0]
 
 
-def run(fs: FeatureSet, seed: int, val_fraction: float = 0.2, device: str = "cpu", dtype: str = "float32",
-        coarse: Sequence[float] = COARSE) -> list[ConfigOutcome]:
+def run(
+    fs: FeatureSet,
+    seed: int,
+    val_fraction: float = 0.2,
+    device: str = "cpu",
+    dtype: str = "float32",
+    coarse: Sequence[float] = COARSE,
+) -> list[ConfigOutcome]:
     """The whole probe on one feature set: the sweep on validation (one SEARCH outcome per ``wd``,
     in the order tried) and the refit (the last outcome, REFIT, with per-example correctness)."""
     x, y, vx, vy = search_split(fs, val_fraction, seed)
@@ -127,7 +152,15 @@ def _outcome(fs: FeatureSet, f: ProbeFit, hp: dict, phase: str, val_pred, vy) ->
     diverged = not bool(np.isfinite(f.weight.numpy()).all())
     val = None if phase == REFIT else float(metrics.score(fs.metric, val_pred[None], vy, fs.num_classes)[0])
     nan = float("nan")
-    return ConfigOutcome(hp=dict(hp), val=nan if diverged and val is not None else val,
-                         test=nan if diverged else (t1 if fs.metric == "top1" else mpc), top1=t1, mean_per_class=mpc,
-                         diverged=diverged, seconds=f.seconds, stack_size=1, unaugmented_batches=0,
-                         correct=pred == fs.test_y if phase == REFIT else None)
+    return ConfigOutcome(
+        hp=dict(hp),
+        val=nan if diverged and val is not None else val,
+        test=nan if diverged else (t1 if fs.metric == "top1" else mpc),
+        top1=t1,
+        mean_per_class=mpc,
+        diverged=diverged,
+        seconds=f.seconds,
+        stack_size=1,
+        unaugmented_batches=0,
+        correct=pred == fs.test_y if phase == REFIT else None,
+    )

@@ -1,8 +1,9 @@
 """The evaluation protocol of one cell: select hyper-parameters on validation, refit, score test.
 
 The pieces are separate so that a scheduler can record (and resume) every K-stack on its own:
-:func:`train_configs` trains one stack in the SEARCH or REFIT phase, :func:`select_best` chooses, and
-:func:`run_cell` composes them for a single process.
+:func:`train_configs` trains one stack in the SEARCH or REFIT phase and
+:func:`featbench.records.select_best` chooses; the driver (:mod:`featbench.bench.driver`) composes them
+(tests/reference.py holds the single-process composition the driver is tested against).
 
 With several configurations: train them all (one K-stack per structural group) on the training split,
 score the validation split (``val_x`` if the feature set has one, else a seeded stratified hold-out of the
@@ -17,49 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 import numpy as np
 
-from . import metrics
 from ..api import FeatureAugmenter, HParam, Loss
+from ..inputs.datasets import stratified_holdout
 from ..inputs.features import FeatureSet
+from ..records import REFIT, SEARCH, EpochLog
+from . import metrics
 from .grid import structural_groups
-from ..bench.records import REFIT, SEARCH, EpochLog
 from .trainer import HeadRun, TrainSettings, predict, train_heads
-
-
-@attrs.frozen
-class CellResult:
-    """The outcome of one (feature set, augmenter, seed) cell."""
-
-    augmenter: str
-    loss: str
-    features: str
-    metric: str
-    value: float  # the feature set's metric on test, percent
-    top1: float
-    mean_per_class: float
-    hp: dict  # the chosen configuration
-    seed: int
-    seconds: float
-    grid_size: int
-    val_value: float | None  # the chosen configuration's validation score (None without a search)
-    val_scores: tuple  # validation score per configuration, grid order (NaN for diverged)
-    diverged: tuple  # configurations whose training diverged
-    correct: np.ndarray = attrs.field(eq=False, repr=False)  # per-test-example correctness of the final head
-    unaugmented_batches: int = 0
-
-
-def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val) with about ``fraction`` of every class held out (at least one row per class
-    with >= 2 rows stays in each part)."""
-    rng = np.random.default_rng(seed)
-    train_idx, val_idx = [], []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        rng.shuffle(idx)
-        k = int(round(fraction * len(idx)))
-        k = min(max(k, 1 if len(idx) >= 2 else 0), len(idx) - 1)
-        val_idx.append(idx[:k])
-        train_idx.append(idx[k:])
-    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
 
 
 @attrs.frozen
@@ -81,7 +46,9 @@ class ConfigOutcome:
     state: bytes | None = attrs.field(default=None, eq=False, repr=False)  # continuation state at ``rung_epoch``
 
 
-def search_split(fs: FeatureSet, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def search_split(
+    fs: FeatureSet, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train_x, train_y, val_x, val_y) for the search: the provided val split, else a seeded stratified hold-out."""
     if fs.has_val:
         return fs.train_x, fs.train_y, fs.val_x, fs.val_y
@@ -96,16 +63,17 @@ def fit_split(fs: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
     return fs.train_x, fs.train_y
 
 
-def default_max_heads(num_classes: int, dim: int, budget_bytes: int = 1 << 30) -> int:
-    """Heads per K-stack so that the stack's weights, momentum and gradients (about 4 copies) fit the budget."""
+def heads_within_budget(num_classes: int, dim: int, budget_bytes: int = 1 << 30) -> int:
+    """Heads trained by one call of the trainer so that their weights, momentum and gradients (about 4 copies)
+    fit the budget (a job of more configurations is trained in several such calls)."""
     return max(1, budget_bytes // (4 * 4 * num_classes * dim))
 
 
-def stacks(params: Mapping[str, HParam], configs: Sequence[Mapping[str, float]], max_heads: int) -> list[list[int]]:
-    """Indices of ``configs`` grouped into K-stacks: structural groups, each cut into chunks of ``max_heads``."""
+def stacks(params: Mapping[str, HParam], configs: Sequence[Mapping[str, float]], stack_size: int) -> list[list[int]]:
+    """Indices of ``configs`` grouped into K-stacks: structural groups, each cut into chunks of ``stack_size``."""
     out = []
     for group in structural_groups(params, configs):
-        out.extend(group[i:i + max_heads] for i in range(0, len(group), max_heads))
+        out.extend(group[i : i + stack_size] for i in range(0, len(group), stack_size))
     return out
 
 
@@ -131,8 +99,8 @@ def train_configs(
     ``phase`` SEARCH trains on the search split and scores validation and test; REFIT trains on
     train+val and scores test, keeping the per-example correctness. ``log_every`` > 0 records train and
     test accuracy every that many epochs (and after the last). ``on_epoch(epoch)`` reports progress.
-    A rung of successive halving (featbench.training.halving) passes ``stop``: train up to that epoch of the
-    ``settings.epochs``-epoch run, from the heads' ``states`` (None: from the start), and return each
+    A rung of successive halving (featbench.training.halving) passes ``stop``: train up to that epoch of
+    the ``settings.epochs``-epoch run, from the heads' ``states`` (None: from the start), and return each
     head's continuation state with its scores.
     """
     if phase == SEARCH:
@@ -159,8 +127,11 @@ def train_configs(
     else:
         from . import halving
 
-        run = (halving.resume(x, y, fs.num_classes, aug_cls, loss, configs, settings, states) if states
-               else HeadRun(x, y, fs.num_classes, aug_cls, loss, configs, settings))
+        run = (
+            halving.resume(x, y, fs.num_classes, aug_cls, loss, configs, settings, states)
+            if states
+            else HeadRun(x, y, fs.num_classes, aug_cls, loss, configs, settings)
+        )
         run.advance(stop, epoch_end)
         res = run.result()
         blobs = [halving.encode(s) for s in halving.head_states(run)]
@@ -173,53 +144,21 @@ def train_configs(
     out = []
     for k, cfg in enumerate(configs):
         dv = res.diverged[k]
-        out.append(ConfigOutcome(
-            hp=dict(cfg), val=None if val is None else (nan if dv else float(val[k])), test=nan if dv else float(test[k]),
-            top1=float(t1[k]), mean_per_class=float(mpc[k]), diverged=dv, seconds=res.seconds / K, stack_size=K,
-            unaugmented_batches=res.unaugmented_batches, correct=pred[k] == fs.test_y if phase == REFIT else None,
-            epochs=tuple(logs[k]), rung_epoch=stop, state=blobs[k]))
+        out.append(
+            ConfigOutcome(
+                hp=dict(cfg),
+                val=None if val is None else (nan if dv else float(val[k])),
+                test=nan if dv else float(test[k]),
+                top1=float(t1[k]),
+                mean_per_class=float(mpc[k]),
+                diverged=dv,
+                seconds=res.seconds / K,
+                stack_size=K,
+                unaugmented_batches=res.unaugmented_batches,
+                correct=pred[k] == fs.test_y if phase == REFIT else None,
+                epochs=tuple(logs[k]),
+                rung_epoch=stop,
+                state=blobs[k],
+            )
+        )
     return out
-
-
-def select_best(val_scores: Sequence[float]) -> int:
-    """Index of the best validation score (the first on ties; NaN = diverged never wins unless all are)."""
-    finite = [i for i, s in enumerate(val_scores) if s is not None and not np.isnan(s)]
-    return max(finite, key=lambda i: (val_scores[i], -i)) if finite else 0
-
-
-def run_cell(
-    fs: FeatureSet,
-    aug_name: str,
-    aug_cls: type[FeatureAugmenter],
-    loss_name: str,
-    loss: Loss,
-    params: Mapping[str, HParam],
-    configs: Sequence[Mapping[str, float]],
-    settings: TrainSettings,
-    val_fraction: float = 0.2,
-) -> CellResult:
-    """One whole cell in this process: search (if several configurations), select, refit, test."""
-    import time
-
-    start = time.perf_counter()
-    val_scores: tuple = ()
-    val_value = None
-    diverged: tuple = ()
-    if len(configs) > 1:
-        search: list[ConfigOutcome | None] = [None] * len(configs)
-        for idx in stacks(params, configs, default_max_heads(fs.num_classes, fs.dim)):
-            for i, o in zip(idx, train_configs(fs, aug_cls, loss, [configs[i] for i in idx], settings, SEARCH, val_fraction)):
-                search[i] = o
-        val_scores = tuple(o.val for o in search)
-        diverged = tuple(o.diverged for o in search)
-        best = select_best(val_scores)
-        val_value = val_scores[best]
-        chosen = dict(configs[best])
-    else:
-        chosen = dict(configs[0])
-    (final,) = train_configs(fs, aug_cls, loss, [chosen], settings, REFIT)
-    return CellResult(augmenter=aug_name, loss=loss_name, features=fs.name, metric=fs.metric, value=final.test,
-                      top1=final.top1, mean_per_class=final.mean_per_class, hp=chosen, seed=settings.seed,
-                      seconds=time.perf_counter() - start, grid_size=len(configs), val_value=val_value,
-                      val_scores=val_scores, diverged=diverged or (final.diverged,), correct=final.correct,
-                      unaugmented_batches=final.unaugmented_batches)

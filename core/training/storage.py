@@ -29,7 +29,9 @@ _CHUNK_ROWS = 8192  # rows converted / copied at a time
 def _torch_dtype(name: str):
     import torch
 
-    return {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+    return {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}[
+        name
+    ]
 
 
 def storage_dtype(train_x, storage: str, math_dtype: str):
@@ -79,7 +81,7 @@ def place_features(train_x, device, math_dtype: str = "float32", storage: str = 
         return src
     out = torch.empty(src.shape, dtype=dt, device=dev)
     for s in range(0, src.shape[0], _CHUNK_ROWS):
-        out[s:s + _CHUNK_ROWS] = src[s:s + _CHUNK_ROWS].to(device=dev, dtype=dt)
+        out[s : s + _CHUNK_ROWS] = src[s : s + _CHUNK_ROWS].to(device=dev, dtype=dt)
     return out
 
 

@@ -1,7 +1,8 @@
 """The K-head trainer: K bias-free linear heads trained together on shared mini-batches.
 
-Protocol (methods.md 1.3-1.5): unit-normalised features; ``W`` initialised like ``nn.Linear`` (U(-1/sqrt(d),
-1/sqrt(d)), the same draw for every head); plain SGD with momentum 0.9 and a constant learning rate;
+Protocol (SeA paper §4 and its official code): unit-normalised features; ``W`` initialised like
+``nn.Linear`` (U(-1/sqrt(d), 1/sqrt(d)), the same draw for every head); plain SGD with momentum 0.9 and a
+constant learning rate;
 weight decay added to the gradient of the mean batch loss; a fresh permutation per epoch from a seeded
 data-order generator, walked in chunks of ``batch_size`` with the last partial chunk kept.
 
@@ -22,7 +23,20 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 import numpy as np
 
-from ..api import AugRNG, Augmented, Batch, BoundLoss, ExtraRows, FeatureAugmenter, Loss, RunInfo, Targets, seed_stream
+from ..api import (
+    Augmented,
+    AugRNG,
+    Batch,
+    BoundLoss,
+    ExtraRows,
+    FeatureAugmenter,
+    Loss,
+    RunInfo,
+    Targets,
+    has_fused_step,
+    seed_stream,
+)
+from ..device import resolve_device
 from .cudagraph import epoch_graphs
 from .fastpath import closed_form_eligible, closed_form_gradients, sgd_momentum_
 from .storage import CPU_CHUNK_BYTES, head_bytes, memory_budget, place_features, plan_chunk
@@ -42,7 +56,7 @@ class TrainSettings:
     math (float32, or float64 for exactness checks); ``storage`` the dtype the features are kept in
     (featbench.training.storage: ``auto`` keeps float16 inputs such as memmaps half); ``matmul`` the precision of
     float32 matrix products: ``fp32``, ``tf32`` (CUDA) or ``bf16`` (oneDNN on CPUs with bf16 units);
-    ``max_heads`` the most heads stepped at a time (0: as many as fit the device memory, and on the CPU
+    ``heads_per_chunk`` the most heads stepped at a time (0: as many as fit the device memory, and on the CPU
     at most ``storage.CPU_CHUNK_BYTES`` of weights and momentum per chunk); ``cuda_graphs``
     replays each epoch as a CUDA graph for augmenters that declare ``cuda_graph_safe``.
     """
@@ -56,7 +70,7 @@ class TrainSettings:
     dtype: str = "float32"
     storage: str = "auto"
     matmul: str = "fp32"
-    max_heads: int = 0
+    heads_per_chunk: int = 0
     cuda_graphs: bool = False
 
 
@@ -68,19 +82,6 @@ class TrainResult:
     diverged: tuple[bool, ...]  # heads whose weights became non-finite (frozen at zero from then on)
     unaugmented_batches: int  # batches too small for the augmenter (trained on clean rows)
     seconds: float
-    epochs_run: int
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from ..errors import ConfigError
-
-        raise ConfigError("--device cuda was asked for but no CUDA device is available", "use --device cpu or auto")
-    return name
 
 
 def init_weight(num_classes: int, dim: int, seed: int):
@@ -96,8 +97,11 @@ def hp_tensors(configs: Sequence[Mapping[str, float | str]], device) -> dict[str
     """The numeric hyper-parameters of K configurations as (K,) float32 tensors."""
     import torch
 
-    return {name: torch.tensor([c[name] for c in configs], dtype=torch.float32, device=device)
-            for name, value in configs[0].items() if not isinstance(value, str)}
+    return {
+        name: torch.tensor([c[name] for c in configs], dtype=torch.float32, device=device)
+        for name, value in configs[0].items()
+        if not isinstance(value, str)
+    }
 
 
 def hp_options(configs: Sequence[Mapping[str, float | str]]) -> dict[str, str]:
@@ -109,8 +113,10 @@ def hp_options(configs: Sequence[Mapping[str, float | str]]) -> dict[str, str]:
             if len(differing) > 1:
                 from ..errors import ConfigError
 
-                raise ConfigError(f"configurations of one stack differ in the option {name} ({', '.join(differing)})",
-                                  "train configurations that differ in an option in separate stacks (grid.structural_groups)")
+                raise ConfigError(
+                    f"configurations of one stack differ in the option {name} ({', '.join(differing)})",
+                    "train configurations that differ in an option in separate stacks (grid.structural_groups)",
+                )
             out[name] = value
     return out
 
@@ -142,8 +148,10 @@ class _Pool:
 
     def _base(self, idx):
         idx = idx.to(self.x.device, non_blocking=True)
-        return (self.x.index_select(0, idx).to(self.device, self.dtype, non_blocking=True),
-                self.y.index_select(0, idx).to(self.device, non_blocking=True))
+        return (
+            self.x.index_select(0, idx).to(self.device, self.dtype, non_blocking=True),
+            self.y.index_select(0, idx).to(self.device, non_blocking=True),
+        )
 
     def gather(self, idx):
         import torch
@@ -181,15 +189,26 @@ class _Stack:
         self.loss = BoundLoss(loss, {**hp, **options})
         self.settings = settings
         b = settings.batch_size
-        run = RunInfo(train_x=x, train_y=y, num_classes=num_classes, hp=hp, num_heads=K, epochs=settings.epochs,
-                      batch_size=b, steps_per_epoch=math.ceil(n / b), loss=self.loss,
-                      rng=AugRNG(seed_stream(settings.seed, AUGMENT_STREAM), K), device=device, options=options)
+        run = RunInfo(
+            train_x=x,
+            train_y=y,
+            num_classes=num_classes,
+            hp=hp,
+            num_heads=K,
+            epochs=settings.epochs,
+            batch_size=b,
+            steps_per_epoch=math.ceil(n / b),
+            loss=self.loss,
+            rng=AugRNG(seed_stream(settings.seed, AUGMENT_STREAM), K),
+            device=device,
+            options=options,
+        )
         self.augmenter = augmenter_cls(run)
         self.weight = init_weight(num_classes, d, settings.seed).to(device, dtype).expand(K, num_classes, d).clone()
         self.momentum_buf = torch.zeros_like(self.weight)
         self.alive = torch.ones(K, dtype=torch.bool, device=device)
         self.pool = _Pool(x, y, device, dtype)
-        self.fused = getattr(self.augmenter, "fused_gradients", None) if settings.fast else None
+        self.fused = self.augmenter.fused_gradients if settings.fast and has_fused_step(augmenter_cls) else None
 
     def start_epoch(self, epoch: int) -> None:
         rows = self.augmenter.on_epoch_start(epoch, self.weight.detach())
@@ -202,7 +221,7 @@ class _Stack:
 
         b = self.settings.batch_size
         for s in range(0, perm.shape[0], b):
-            bx, by = self.pool.gather(perm[s:s + b])
+            bx, by = self.pool.gather(perm[s : s + b])
             grad = self.gradient(Batch(x=bx, y=by, weight=self.weight, epoch=epoch, step=step + s // b))
             with torch.no_grad():
                 sgd_momentum_(self.weight, self.momentum_buf, grad, self.lr, self.wd, self.settings.momentum)
@@ -235,12 +254,12 @@ class _Stack:
 
 
 def _chunks(K: int, x, num_classes: int, augmenter_cls, settings: TrainSettings, device, dtype) -> list[range]:
-    """Split the K heads into chunks that fit the device memory (or ``settings.max_heads``)."""
+    """Split the K heads into chunks that fit the device memory (or ``settings.heads_per_chunk``)."""
     import torch
 
-    size = settings.max_heads
+    size = settings.heads_per_chunk
     if size <= 0:
-        fused = settings.fast and hasattr(augmenter_cls, "fused_gradients")
+        fused = settings.fast and has_fused_step(augmenter_cls)
         elem = torch.empty((), dtype=dtype).element_size()
         persistent, transient = head_bytes(num_classes, x.shape[1], settings.batch_size, elem, fused)
         cap = CPU_CHUNK_BYTES if device.type == "cpu" else None
@@ -256,8 +275,16 @@ class HeadRun:
     persist on the object). ``featbench.training.halving`` snapshots and restores the heads between pieces.
     """
 
-    def __init__(self, train_x, train_y, num_classes: int, augmenter_cls: type[FeatureAugmenter], loss: Loss,
-                 configs: Sequence[Mapping[str, float | str]], settings: TrainSettings):
+    def __init__(
+        self,
+        train_x,
+        train_y,
+        num_classes: int,
+        augmenter_cls: type[FeatureAugmenter],
+        loss: Loss,
+        configs: Sequence[Mapping[str, float | str]],
+        settings: TrainSettings,
+    ):
         import torch
 
         self.start_time = time.perf_counter()
@@ -266,10 +293,11 @@ class HeadRun:
         self.dtype = math_dtype(settings.dtype)
         x = place_features(train_x, self.device, settings.dtype, settings.storage)
         y = torch.as_tensor(np.asarray(train_y, dtype=np.int64), device=self.device)
-        K = len(configs)
-        chunks = _chunks(K, x, num_classes, augmenter_cls, settings, self.device, self.dtype)
-        self.stacks = [_Stack(x, y, num_classes, augmenter_cls, loss, [configs[k] for k in c], settings, self.device, self.dtype)
-                       for c in chunks]
+        chunks = _chunks(len(configs), x, num_classes, augmenter_cls, settings, self.device, self.dtype)
+        self.stacks = [
+            _Stack(x, y, num_classes, augmenter_cls, loss, [configs[k] for k in c], settings, self.device, self.dtype)
+            for c in chunks
+        ]
         self.graphs = epoch_graphs(self.stacks, settings, self.device)
         self.order = torch.Generator().manual_seed(seed_stream(settings.seed, DATA_ORDER_STREAM))
         self.epoch = 0  # epochs done
@@ -287,7 +315,9 @@ class HeadRun:
                     st.start_epoch(epoch)
                 n = len(stacks[0].pool)
                 if any(len(st.pool) != n for st in stacks):
-                    raise RuntimeError("chunks of heads disagree on the number of training rows; train them with max_heads=K")
+                    raise RuntimeError(
+                        "chunks of heads disagree on the number of training rows; train them with heads_per_chunk=K"
+                    )
                 perm = torch.randperm(n, generator=self.order)
                 for i, st in enumerate(stacks):
                     p = to_device(perm, st.pool.x.device)
@@ -313,8 +343,12 @@ class HeadRun:
 
         weight = torch.cat([st.weight.detach().cpu() for st in self.stacks])
         alive = torch.cat([st.alive.cpu() for st in self.stacks])
-        return TrainResult(weight=weight, diverged=tuple(bool(v) for v in ~alive), unaugmented_batches=self.unaugmented,
-                           seconds=time.perf_counter() - self.start_time, epochs_run=self.epoch)
+        return TrainResult(
+            weight=weight,
+            diverged=tuple(bool(v) for v in ~alive),
+            unaugmented_batches=self.unaugmented,
+            seconds=time.perf_counter() - self.start_time,
+        )
 
 
 def train_heads(
@@ -331,7 +365,7 @@ def train_heads(
     choice-valued ones are strings and must agree across the configurations).
 
     ``train_x`` may be any (n, d) array, including a float16 ``np.memmap`` (featbench.training.storage). The heads
-    are stepped in chunks that fit the device (``settings.max_heads``); every chunk sees the same batches,
+    are stepped in chunks that fit the device (``settings.heads_per_chunk``); every chunk sees the same batches,
     so chunking does not change the result.
     """
     run = HeadRun(train_x, train_y, num_classes, augmenter_cls, loss, configs, settings)
@@ -368,8 +402,10 @@ def check_matmul(mode: str, device) -> None:
         return
     from ..errors import ConfigError
 
-    raise ConfigError(f"matmul precision {mode!r} is not available on {kind}",
-                      "use fp32 anywhere, tf32 on CUDA, bf16 on a CPU with bf16 units")
+    raise ConfigError(
+        f"matmul precision {mode!r} is not available on {kind}",
+        "use fp32 anywhere, tf32 on CUDA, bf16 on a CPU with bf16 units",
+    )
 
 
 @contextlib.contextmanager
@@ -425,6 +461,6 @@ def predict(weight, x: np.ndarray, device: str = "cpu", chunk: int = 8192):
     out = []
     with torch.inference_mode():
         for s in range(0, x.shape[0], chunk):
-            xb = torch.as_tensor(np.asarray(x[s:s + chunk], dtype=np.float32), device=dev)
+            xb = torch.as_tensor(np.asarray(x[s : s + chunk], dtype=np.float32), device=dev)
             out.append((xb @ w.transpose(1, 2)).argmax(-1).cpu())
     return torch.cat(out, 1).numpy()

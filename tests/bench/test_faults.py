@@ -17,12 +17,12 @@ import time
 
 import numpy as np
 import pytest
-
 from cli_util import assert_clean_error, cache_debris, cli_env, featbench, files_under
-from featbench.inputs.cache import FeatureCache
-from featbench.cli import main
-from featbench.bench.store import Store
 from runner_util import make_features
+
+from featbench.bench.store import Store
+from featbench.cli import main
+from featbench.inputs.cache import FeatureCache
 
 EXTRACT = ["extract", "--backbones", "timm:test_resnet", "--dataset", "digits", "--workers", "0"]
 
@@ -162,7 +162,7 @@ def test_full_disk_under_the_results_store(tmp_path, capsys, monkeypatch):
     """SQLITE_FULL (what SQLite reports on a full disk), injected by capping the database at 2 more pages."""
     feats = make_features(str(tmp_path / "f.npz"), seed=0, n_train=120, n_test=60, dim=8)
     out = str(tmp_path / "run")
-    base = ["run", "--features", feats, "--epochs", "3", "--quiet", "--max-heads", "1"]
+    base = ["run", "--features", feats, "--epochs", "3", "--quiet", "--stack-size", "1"]
     assert _main(capsys, *base, "--aug", "none", "--out", out).returncode == 0
     first = _rows(out)
     grid = [*base, "--aug", "none,sea", "--hp", "lr=0.5,1,2,4", "--hp", "wd=0,1e-5,1e-4", "--log-every", "1"]

@@ -25,8 +25,16 @@ def files(tmp_path_factory):
 def _spec(files, **kw):
     from featbench.bench.spec import RunSpec, check
 
-    base = {"aug": ("sea",), "datasets": ("d1",), "backbones": ("A",), "feature_files": files,
-            "hp": {"lr": (0.5, 1.0, 2.0), "eta": (0.2, 0.4, 0.8)}, "epochs": 9, "batch_size": 32, "search": "halving"}
+    base = {
+        "aug": ("sea",),
+        "datasets": ("d1",),
+        "backbones": ("A",),
+        "feature_files": files,
+        "hp": {"lr": (0.5, 1.0, 2.0), "eta": (0.2, 0.4, 0.8)},
+        "epochs": 9,
+        "batch_size": 32,
+        "search": "halving",
+    }
     return check(RunSpec(**{**base, **kw}))
 
 
@@ -42,7 +50,7 @@ def _recorded(directory, cells):
 def test_halving_records_each_rung_and_its_survivors_score_like_the_grid(files, plugin_host, tmp_path):
     from test_runner import _run
 
-    from featbench.bench.records import REFIT
+    from featbench.records import REFIT
 
     _, (cell,), _ = _run(_spec(files), plugin_host, str(tmp_path / "h"))
     recs, states = _recorded(str(tmp_path / "h"), [cell])
@@ -67,7 +75,7 @@ def test_an_interrupted_halving_run_resumes_at_the_rung(files, plugin_host, tmp_
 
     from featbench.bench.store import Store
 
-    spec = _spec(files, max_heads=3)  # 3 stacks in the first rung, 1 in the second
+    spec = _spec(files, stack_size=3)  # 3 stacks in the first rung, 1 in the second
     _, (full,), _ = _run(spec, plugin_host, str(tmp_path / "full"))
     full_recs, _ = _recorded(str(tmp_path / "full"), [full])
     d = str(tmp_path / "run")

@@ -22,14 +22,15 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need Ray: pip install 'featbench[ray]'")
 
+from runner_util import feature_grid, single_thread  # noqa: E402
+
+from featbench.bench.driver import Runner  # noqa: E402
+from featbench.bench.progress import Listener  # noqa: E402
+from featbench.bench.spec import RunSpec, check  # noqa: E402
+from featbench.bench.store import Store  # noqa: E402
 from featbench.cli import main  # noqa: E402
 from featbench.manager import load_plugins  # noqa: E402
 from featbench.reporting.tables import build, render  # noqa: E402
-from featbench.bench.driver import Listener, Runner  # noqa: E402
-from featbench.bench.store import Store  # noqa: E402
-from featbench.bench.spec import RunSpec, check  # noqa: E402
-
-from runner_util import feature_grid, single_thread  # noqa: E402
 
 PLUGIN = '''"""Test augmenters: the clean baseline, except that building one may kill its process or raise."""
 import os
@@ -103,7 +104,7 @@ def env(tmp_path_factory):
 
 def _spec(env, **kw) -> RunSpec:
     base = dict(aug=("none", "sea"), datasets=("d1", "d2"), backbones=("A", "B"), combos=("A+B",), feature_files=env["files"],
-                hp={"lr": (0.5, 2.0), "eta": (0.4, 0.8)}, epochs=3, batch_size=32, seeds=2, max_heads=2, threads=1)
+                hp={"lr": (0.5, 2.0), "eta": (0.4, 0.8)}, epochs=3, batch_size=32, seeds=2, stack_size=2, threads=1)
     base.update(kw)
     return check(RunSpec(**base))
 
@@ -133,7 +134,7 @@ def _contents(directory):
 
 
 def test_ray_gives_the_local_executor_numbers(cluster, env, tmp_path):
-    """2 sources x 2 rows x 2 seeds, with grid chunks (max_heads 2) and refits after them."""
+    """2 sources x 2 rows x 2 seeds, with grid chunks (stack_size 2) and refits after them."""
     local = _run(env, tmp_path / "local")
     remote = _run(env, tmp_path / "ray", executor="ray")
     assert not local.failures and not remote.failures
@@ -248,9 +249,9 @@ def test_cli_names_an_unreachable_address_in_one_line(tmp_path):
 
 
 def test_tasks_no_node_can_hold_are_refused(cluster, env):
-    from featbench.errors import ConfigError
     from featbench.bench.executors.ray import RayConfig, RayExecutor
-    from featbench.bench.driver import LoadOptions
+    from featbench.bench.jobs import LoadOptions
+    from featbench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--threads 3: no node of the Ray cluster has that many CPUs \\(largest: 2\\)"):
         RayExecutor(env["host"], LoadOptions(device="cpu"), RayConfig(cpus=3))
@@ -260,7 +261,7 @@ def test_results_travel_as_plain_picklable_values(env):
     """What crosses the process boundary: jobs and feature sets to workers, results and plugin recipes back."""
     import pickle
 
-    from featbench.bench.driver import execute_job, load_source
+    from featbench.bench.jobs import execute_job, load_source
 
     with Store(None) as store:
         runner = Runner(_spec(env, datasets=("d1",), seeds=1), env["host"], store, device="cpu")
@@ -304,7 +305,7 @@ def test_image_sources_are_extracted_once_per_backbone_and_shared(cluster, tmp_p
     """Data set x backbone sources: A, B and A+B share (data set, backbone) pairs, so A+B is loaded only
     once A and B are in the cache (even with room to load all three at once); same numbers as local."""
     from featbench.bench.executors.ray import RayConfig, RayExecutor
-    from featbench.bench.driver import LoadOptions
+    from featbench.bench.jobs import LoadOptions
 
     cache, log = tmp_path / "cache", tmp_path / "loads.txt"
     plugin = tmp_path / "logged_digits.py"

@@ -9,16 +9,18 @@ from collections import deque
 import attrs
 import numpy as np
 import pytest
+from runner_util import feature_grid, host, make_features, single_thread
 
+from featbench.bench.driver import Runner
+from featbench.bench.executors.local import LocalExecutor
+from featbench.bench.jobs import execute_job, load_source
+from featbench.bench.progress import Listener
+from featbench.bench.spec import AugRow, RunSpec, check
+from featbench.bench.store import Store
 from featbench.errors import UnknownNameError
 from featbench.inputs.features import load_features
-from featbench.bench.records import REFIT, SEARCH
+from featbench.records import REFIT, SEARCH
 from featbench.reporting.tables import build, render, to_json_data
-from featbench.bench.driver import Listener, LocalExecutor, Runner, execute_job, load_source
-from featbench.bench.store import Store
-from featbench.bench.spec import AugRow, RunSpec, check
-
-from runner_util import feature_grid, host, make_features, single_thread
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +75,9 @@ def test_cells_follow_the_protocol(files, plugin_host, tmp_path):
 
 
 def test_runner_matches_run_cell(files, plugin_host):
+    from reference import run_cell
+
     from featbench.training.grid import expand_grid, hparams_for
-    from featbench.training.protocol import run_cell
     from featbench.training.trainer import TrainSettings
 
     spec = _spec(files, aug=("sea",), datasets=("d1",), combos=("A+B",), seeds=1)
@@ -148,8 +151,8 @@ def test_results_do_not_depend_on_the_executor(files, plugin_host):
     assert _values(other) == _values(local)
 
 
-def test_stacks_respect_max_heads(files, plugin_host):
-    spec = _spec(files, aug=("sea",), datasets=("d1",), combos=("A",), seeds=1, max_heads=3)
+def test_stacks_respect_stack_size(files, plugin_host):
+    spec = _spec(files, aug=("sea",), datasets=("d1",), combos=("A",), seeds=1, stack_size=3)
     jobs = []
 
     class Count(Listener):

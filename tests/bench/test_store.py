@@ -15,9 +15,9 @@ import time
 import numpy as np
 import pytest
 
-from featbench.errors import ConfigError, DataError
-from featbench.bench.records import REFIT, SEARCH, CellRecord, ConfigRecord, EpochLog
 from featbench.bench.store import DB_NAME, Store
+from featbench.errors import ConfigError, DataError
+from featbench.records import REFIT, SEARCH, CellRecord, ConfigRecord, EpochLog
 
 
 def _config(key: str, phase: str = SEARCH, val: float | None = 80.0, correct=None, epochs=()) -> ConfigRecord:

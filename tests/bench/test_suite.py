@@ -7,8 +7,9 @@ import os
 
 import pytest
 
+from featbench.bench.spec import AugRow, RunSpec, check, load_suite
 from featbench.errors import ConfigError, UnknownNameError
-from featbench.bench.spec import AugRow, RunSpec, build_spec, check, load_suite
+from featbench.run import build_spec
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks")
 

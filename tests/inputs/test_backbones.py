@@ -13,9 +13,15 @@ import torch
 
 from featbench.api import ConversionRule, WeightsSource
 from featbench.errors import ConfigError, DataError, UnknownNameError
+from featbench.inputs.weights import (
+    WeightsUnavailableError,
+    build_backbone,
+    convert_checkpoint,
+    load_checkpoint,
+    locate,
+    resolve_weights,
+)
 from featbench.manager import load_plugins
-from featbench.inputs.weights import (WeightsUnavailableError, build_backbone, convert_checkpoint, load_checkpoint, locate,
-                               resolve_weights)
 
 
 @pytest.fixture(scope="module")

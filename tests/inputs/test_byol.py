@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from featbench.errors import DataError
 from featbench.inputs import safe_pickle
 from featbench.inputs.convert import convert_byol, torch_module_name
-from featbench.errors import DataError
 from featbench.plugins.backbones_resnet import same_pad, tf_same_padding
 
 

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from featbench.inputs.cache import CacheCorruptWarning, FeatureCache, cache_key
 from featbench.errors import DataError
+from featbench.inputs.cache import CacheCorruptWarning, FeatureCache, cache_key
 
 
 def rows(n, d, seed=0):

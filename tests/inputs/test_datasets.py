@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
+import bbdata
 import numpy as np
 import pytest
 
-import bbdata
-from featbench.inputs.datasets import ArrayImages, FileImages, per_class_split, read_idx
 from featbench.errors import DataError, UnknownNameError
+from featbench.inputs.datasets import ArrayImages, FileImages, per_class_split, read_idx
 from featbench.manager import load_plugins
 
 

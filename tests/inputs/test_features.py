@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import make_blobs
+from reference import ensemble
+
 from featbench.errors import ConfigError, DataError, UnknownNameError
-from featbench.inputs.features import ensemble, load_features
-from featbench.training.grid import expand_grid, hparams_for, parse_hp_args
+from featbench.inputs.features import load_features
 from featbench.plugins.losses import SmoothedHinge
 from featbench.plugins.sea import SeA
+from featbench.training.grid import expand_grid, hparams_for, parse_hp_args
 
 
 def save(tmp_path, name, **arrays):

@@ -12,8 +12,8 @@ import os
 import pytest
 import torch
 
-from featbench.manager import load_plugins
 from featbench.inputs.weights import build_backbone, load_checkpoint, resolve_weights
+from featbench.manager import load_plugins
 
 
 @pytest.fixture(scope="module")

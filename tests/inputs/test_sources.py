@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference import ensemble, extract_array
 
 from featbench.inputs.cache import FeatureCache
-from featbench.inputs.extract import ExtractSettings, extract_array, extract_into
-from featbench.inputs.features import ensemble, l2_normalize
-from featbench.manager import load_plugins
+from featbench.inputs.extract import ExtractSettings, extract_into
+from featbench.inputs.features import l2_normalize
 from featbench.inputs.sources import assemble, feature_set_for
 from featbench.inputs.weights import build_backbone, resolve_weights
+from featbench.manager import load_plugins
 
 SIZE = 32  # --image-size for every test here: tiny images keep them fast
 
@@ -136,3 +137,39 @@ def test_missing_weights_fail_before_any_extraction(host, tmp_path, monkeypatch)
     monkeypatch.setattr("featbench.inputs.sources.build_backbone", no_build)
     with pytest.raises(WeightsUnavailableError, match="--weights C=FILE"):
         feature_set_for("digits", ["timm:test_resnet", "C"], host=host, cache_dir=str(tmp_path), progress=False, preprocess=SIZE)
+
+
+class Recorder:
+    """An ExtractListener that keeps what it is told."""
+
+    def __init__(self):
+        self.messages, self.images = [], []
+
+    def message(self, text):
+        self.messages.append(text)
+
+    def images_started(self, desc, total, done):
+        self.images.append([desc, total, done, 0])
+
+    def images_done(self, n):
+        self.images[-1][3] += n
+
+    def images_finished(self):
+        pass
+
+
+def test_progress_goes_to_the_listener_and_nothing_is_printed(host, tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    kw = dict(host=host, cache_dir=str(tmp_path / "c"), device="cpu", preprocess=SIZE)
+    silent = Recorder()
+    feature_set_for("digits", ["timm:test_resnet"], progress=False, listener=silent, **kw)
+    assert silent.messages == [] and silent.images == []
+    told = Recorder()
+    fs = feature_set_for("digits", ["timm:test_resnet"], progress=True, listener=told, **kw)
+    assert told.messages == ["timm:test_resnet: digits features loaded from the cache"] and told.images == []
+    fresh = Recorder()
+    feature_set_for("digits", ["timm:test_resnet"], progress=True, listener=fresh, **{**kw, "cache_dir": str(tmp_path / "d")})
+    assert fresh.messages[0].startswith("timm:test_resnet: building the model")
+    sizes = [len(y) for y in (fs.train_y, fs.val_y, fs.test_y)]
+    assert [(total, done, seen) for _, total, done, seen in fresh.images] == [(n, 0, n) for n in sizes]
+    assert capsys.readouterr() == ("", "")

@@ -49,15 +49,15 @@ def test_disabling_the_distribution_hides_it(installed):
 
 
 def test_jitter_with_sigma_zero_is_the_baseline(installed):
-    import numpy as np
+    from importlib.metadata import entry_points
 
+    import numpy as np
     from conftest import make_blobs
+
     from featbench.manager import load_plugins
     from featbench.plugins.baseline import NoAugmentation
     from featbench.plugins.losses import SmoothedHinge
     from featbench.training.trainer import TrainSettings, train_heads
-
-    from importlib.metadata import entry_points
 
     host = load_plugins(entry_points=[ep for ep in entry_points(group="featbench") if ep.name == "jitter"])
     Jitter = host.get_augmenter("jitter")

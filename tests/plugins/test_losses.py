@@ -1,4 +1,4 @@
-"""The smoothed hinge (SeA Eq. 15) and cross-entropy losses (methods.md 2.6)."""
+"""The smoothed hinge (SeA Eq. 15) and cross-entropy losses (SeA paper §3.2, Eqs. 12-16)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import torch
 
 from featbench.api import Targets
 from featbench.plugins.losses import CrossEntropy, SmoothedHinge
-
 
 
 @pytest.fixture(autouse=True)
@@ -126,7 +125,7 @@ def test_pair_targets_are_the_convex_combination_of_two_hard_losses():
 
 
 def test_reparametrisation_identity_of_the_hinge_with_delta_0():
-    """methods.md 2.3: hinge with (lr, wd, W0) == CE on V = W / lamda with (lr / lamda, wd * lamda, W0 / lamda)."""
+    """SeA paper §3.2, Eqs. 12-16: hinge with (lr, wd, W0) == CE on V = W / lamda with (lr / lamda, wd * lamda, W0 / lamda)."""
     g = torch.Generator().manual_seed(7)
     X, y = torch.nn.functional.normalize(torch.randn(64, 10, generator=g), dim=1), torch.randint(0, 3, (64,), generator=g)
     lamda, lr, wd = 0.1, 0.5, 1e-3

@@ -1,10 +1,9 @@
-"""Adv (methods.md 7): the normalised loss gradient as the direction, or raw Eq. 5."""
+"""Adv (SeA paper Eq. 5, §4.1): the normalised loss gradient as the direction, or raw Eq. 5."""
 
 from __future__ import annotations
 
 import torch
-from method_utils import (assert_equals_baseline, batch_of, configs_for, make_run,
-                          random_heads, unit_blobs)
+from method_utils import assert_equals_baseline, batch_of, configs_for, make_run, random_heads, unit_blobs
 
 from featbench.plugins.adv import Adv
 from featbench.plugins.losses import smoothed_hinge_rows

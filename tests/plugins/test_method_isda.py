@@ -1,4 +1,4 @@
-"""ISDA (methods.md 9): the class-covariance surrogate as a logit transform, diagonal or full covariance."""
+"""ISDA (ISDA, Wang et al., TPAMI 2021): the class-covariance surrogate as a logit transform, diagonal or full covariance."""
 
 from __future__ import annotations
 
@@ -7,8 +7,16 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
-from method_utils import (CrossEntropy, assert_equals_baseline, assert_stack_equals_singles, batch_of, configs_for,
-                          make_run, random_heads, unit_blobs)
+from method_utils import (
+    CrossEntropy,
+    assert_equals_baseline,
+    assert_stack_equals_singles,
+    batch_of,
+    configs_for,
+    make_run,
+    random_heads,
+    unit_blobs,
+)
 
 from featbench.api import BoundLoss
 from featbench.plugins.isda import ISDA, class_moments, diag_sigma2, full_sigma2, isda_strength
@@ -16,7 +24,7 @@ from featbench.training.trainer import head_gradients
 
 
 def official_online_estimator(batches, d, C):
-    """ISDA's EstimatorCV merge rule, written out per class in float64 (methods.md 9.1)."""
+    """ISDA's EstimatorCV merge rule, written out per class in float64 (ISDA, Wang et al., TPAMI 2021)."""
     mean, cov, count = torch.zeros(C, d, dtype=torch.float64), torch.zeros(C, d, d, dtype=torch.float64), torch.zeros(C)
     for x, y in batches:
         for c in range(C):

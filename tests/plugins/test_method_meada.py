@@ -1,12 +1,20 @@
-"""ME-ADA (methods.md 10): maximum-entropy adversarial copies of the features, offline or online."""
+"""ME-ADA (ME-ADA, Zhao et al., NeurIPS 2020): maximum-entropy adversarial copies of the features, offline or online."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-from method_utils import (assert_equals_baseline, assert_stack_equals_singles, batch_of, configs_for, make_run,
-                          random_heads, train, unit_blobs)
+from method_utils import (
+    assert_equals_baseline,
+    assert_stack_equals_singles,
+    batch_of,
+    configs_for,
+    make_run,
+    random_heads,
+    train,
+    unit_blobs,
+)
 
 from featbench.api import seed_stream
 from featbench.errors import ConfigError

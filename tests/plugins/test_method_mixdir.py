@@ -1,10 +1,9 @@
-"""MixDir (methods.md 8A): one random other example of the batch as the direction, hard labels."""
+"""MixDir (SeA paper Fig. 4): one random other example of the batch as the direction, hard labels."""
 
 from __future__ import annotations
 
 import torch
-from method_utils import (batch_of, configs_for, make_run,
-                          random_heads, unit_blobs)
+from method_utils import batch_of, configs_for, make_run, random_heads, unit_blobs
 
 from featbench.api import AugRNG
 from featbench.plugins.draws import other_index

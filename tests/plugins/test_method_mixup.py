@@ -1,4 +1,4 @@
-"""Mixup (methods.md 8B): faithful last-layer manifold mixup with Beta(alpha, alpha) weights."""
+"""Mixup (Verma et al., ICML 2019): faithful last-layer manifold mixup with Beta(alpha, alpha) weights."""
 
 from __future__ import annotations
 
@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from method_utils import (CrossEntropy, assert_equals_baseline, assert_stack_equals_singles, batch_of, configs_for,
-                          make_run, random_heads, unit_blobs)
+from method_utils import (
+    CrossEntropy,
+    assert_equals_baseline,
+    assert_stack_equals_singles,
+    batch_of,
+    configs_for,
+    make_run,
+    random_heads,
+    unit_blobs,
+)
 
 from featbench.api import AugRNG
 from featbench.plugins import mixup as mixup_module

@@ -1,4 +1,4 @@
-"""Core-tuning's mixup_hard augmenter and focal_con loss (methods.md 11)."""
+"""Core-tuning's mixup_hard augmenter and focal_con loss (Core-tuning, Zhang et al., NeurIPS 2021, §4.2-4.4)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,28 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from method_utils import (SmoothedHinge, assert_stack_equals_singles, batch_of, configs_for, make_run, random_heads,
-                          train, unit_blobs)
+from method_utils import (
+    SmoothedHinge,
+    assert_stack_equals_singles,
+    batch_of,
+    configs_for,
+    make_run,
+    random_heads,
+    train,
+    unit_blobs,
+)
 
 from featbench.api import AugRNG, Targets
-from featbench.plugins.core_tuning import (FocalContrastive, MixupHard, focal_supcon, hard_pairs, majority_labels,
-                                           negative_partners, official_hard_pairs)
 from featbench.plugins.baseline import NoAugmentation
+from featbench.plugins.core_tuning import (
+    FocalContrastive,
+    MixupHard,
+    focal_supcon,
+    hard_pairs,
+    majority_labels,
+    negative_partners,
+    official_hard_pairs,
+)
 from featbench.plugins.draws import beta
 from featbench.plugins.losses import smoothed_hinge_rows
 from featbench.training.trainer import head_gradients
@@ -99,7 +114,7 @@ def test_majority_labels():
 
 
 def supcon_reference(v, labels, tau, focal, normalization="paper"):
-    """The focal supervised contrastive loss written out anchor by anchor (methods.md 11.1)."""
+    """The focal supervised contrastive loss written out anchor by anchor (Core-tuning, Zhang et al., NeurIPS 2021, §4.2-4.4)."""
     r = v.shape[0]
     total, anchors = 0.0, 0
     for i in range(r):
@@ -127,7 +142,7 @@ def test_focal_supcon_equals_the_written_out_loss(focal, normalization):
 
 
 def test_a_contrastive_loss_on_a_separate_head_cannot_move_the_classifier():
-    # methods.md 11.3: Core-tuning's MLP head on frozen features -> d L_con / d W = 0 exactly.
+    # Core-tuning, Zhang et al., NeurIPS 2021, §4.2-4.4: Core-tuning's MLP head on frozen features -> d L_con / d W = 0 exactly.
     x, y = unit_blobs(n=12, d=8, C=3, seed=5)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     w = random_heads(1, 3, 8).requires_grad_(True)

@@ -1,10 +1,18 @@
-"""Rand (methods.md 6): a Dirichlet(1) random direction in the span of the other batch rows."""
+"""Rand (SeA paper §4.1): a Dirichlet(1) random direction in the span of the other batch rows."""
 
 from __future__ import annotations
 
 import torch
-from method_utils import (assert_stack_equals_singles, batch_of, configs_for, make_run,
-                          random_heads, recover_direction, span_residual, unit_blobs)
+from method_utils import (
+    assert_stack_equals_singles,
+    batch_of,
+    configs_for,
+    make_run,
+    random_heads,
+    recover_direction,
+    span_residual,
+    unit_blobs,
+)
 
 from featbench.api import AugRNG
 from featbench.plugins.draws import dirichlet_off_diagonal, gaussian_off_diagonal
@@ -59,7 +67,7 @@ def test_direction_lies_in_the_span_of_the_other_rows():
 
 
 def test_large_batches_of_non_negative_features_push_towards_the_batch_mean():
-    # methods.md 6: with b = 256 a Dirichlet(1) mix of post-ReLU features is almost the batch mean.
+    # SeA paper §4.1: with b = 256 a Dirichlet(1) mix of post-ReLU features is almost the batch mean.
     x, y = unit_blobs(n=256, d=32, C=4, seed=3)
     q = dirichlet_off_diagonal(torch.Generator().manual_seed(0), 256)
     xt = torch.as_tensor(x)

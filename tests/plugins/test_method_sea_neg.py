@@ -1,12 +1,20 @@
-"""SeA_Neg (methods.md 5): SeA's projection of g_neg = sum_c p_c w_c."""
+"""SeA_Neg (SeA paper §4.1, "Effect of directions"): SeA's projection of g_neg = sum_c p_c w_c."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-from method_utils import (assert_stack_equals_singles, batch_of, configs_for, make_run,
-                          random_heads, recover_direction, span_residual, unit_blobs)
+from method_utils import (
+    assert_stack_equals_singles,
+    batch_of,
+    configs_for,
+    make_run,
+    random_heads,
+    recover_direction,
+    span_residual,
+    unit_blobs,
+)
 
 from featbench.plugins.sea import SeA
 from featbench.plugins.sea_neg import SeANeg

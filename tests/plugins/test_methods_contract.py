@@ -1,6 +1,6 @@
 """Every built-in augmenter, generated from the plugin registry: K-stack == K single runs, determinism
 under a seed (and randomness from it for the random methods), the "off" setting == the baseline exactly,
-and no NaN from a final batch of one row (methods.md 4.6 d)."""
+and no NaN from a final batch of one row (SeA paper §3.1, Alg. 1, Eqs. 4-11)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 from method_utils import VARIATIONS, assert_equals_baseline, assert_stack_equals_singles, configs_for, train, unit_blobs
 
-from featbench.training import trainer as train_module
 from featbench.manager import load_plugins
+from featbench.training import trainer as train_module
 
-# The setting that switches each method off (methods.md 12: every grid holds one); mixup has none.
+# The setting that switches each method off (registry.yaml's paper grid: every grid holds one); mixup has none.
 OFF = {
     "sea": {"eta": 0.0}, "sea_neg": {"eta": 0.0}, "rand": {"eta": 0.0}, "adv": {"eta": 0.0}, "mixdir": {"eta": 0.0},
     "isda": {"lambda0": 0.0, "surrogate": "run"},  # surrogate=ce is plain CE: tested against --loss ce in its file
@@ -68,8 +68,8 @@ def test_only_the_random_methods_use_the_augmentation_stream(augmenters, name, m
 
 @pytest.mark.parametrize("grid", ["paper", "quick"])
 def test_registry_grids_name_real_hyper_parameters_with_valid_values(augmenters, grid):
-    from featbench.config import grid_values, load_registry
-    from featbench.training.grid import TRAINER_HPARAMS
+    from featbench.config import load_registry
+    from featbench.training.grid import TRAINER_HPARAMS, grid_values
 
     host = load_plugins(entry_points=[])
     registry = load_registry()
@@ -82,7 +82,7 @@ def test_registry_grids_name_real_hyper_parameters_with_valid_values(augmenters,
         for name, values in grid_values(registry, grid, [comp]).items():
             assert name in params, f"grids.{grid}.{comp}.{name} is not a hyper-parameter of {comp}"
             assert all(params[name].check(v) is not None for v in values)
-    if grid == "paper":  # methods.md 12: every method's paper grid contains its off setting
+    if grid == "paper":  # registry.yaml's paper grid: every method's paper grid contains its off setting
         for name, setting in OFF.items():
             key = next(iter(setting))  # the numeric switch (eta, lambda0, phases) comes first
             assert setting[key] in grid_values(registry, grid, [name])[key], name

@@ -1,15 +1,16 @@
-"""SeA (methods.md 4.7): projection weights, span property, degenerate settings, the official step."""
+"""SeA (SeA paper §3.1, Alg. 1, Eqs. 4-11): projection weights, span property, degenerate settings, the official step."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from reference_sea import get_adv, train_reference
 
 from featbench.api import Batch, BoundLoss
+from featbench.directions import feature_gradients, masked_softmax_weights, sea_augment
 from featbench.plugins.losses import SmoothedHinge
-from featbench.plugins.sea import SeA, feature_gradients, masked_softmax_weights, sea_augment
+from featbench.plugins.sea import SeA
 from featbench.training.trainer import TrainSettings, train_heads
-from reference_sea import get_adv, train_reference
 
 
 def unit(n, d, seed=0, nonneg=True):

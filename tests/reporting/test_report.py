@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from featbench.reporting import significance as sig
 from featbench.errors import UnknownNameError
-from featbench.bench.records import CellRecord
+from featbench.records import CellRecord
+from featbench.reporting import significance as sig
 from featbench.reporting.tables import AVG, BEST, GROUP_BEST, build, render, to_json_data
 
 N = 200

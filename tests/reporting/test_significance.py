@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from featbench.training import metrics
 from featbench.reporting import significance as sig
+from featbench.training import metrics
 
 
 def _pair(only_a: int, only_b: int, both: int = 0, neither: int = 0):

@@ -1,4 +1,4 @@
-"""Every identity of featbench.training.fastpath against the direct computation, in float64 (to ~1e-12)."""
+"""Every identity of featbench.directions and featbench.training.fastpath against the direct computation, in float64 (to ~1e-12)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,28 @@ import pytest
 import torch
 
 from featbench.api import Augmented, Batch, BoundLoss, Targets
-from featbench.training.fastpath import (SUBNORMAL_MARGIN, softmax_without_subnormals, batch_gram, closed_form_eligible, closed_form_gradients, dense_grad, gradient_similarities,
-                                gradient_sq_norms, linear_weight_grad, push_mix, row_mix_logits, row_mix_weight_grad,
-                                select_heads, stacked_logits)
+from featbench.directions import (
+    SUBNORMAL_MARGIN,
+    batch_gram,
+    dense_grad,
+    feature_gradients,
+    gradient_similarities,
+    gradient_sq_norms,
+    linear_weight_grad,
+    masked_softmax_weights,
+    push_along,
+    push_mix,
+    row_mix_logits,
+    row_mix_weight_grad,
+    sea_augment,
+    select_heads,
+    softmax_without_subnormals,
+    span_direction,
+    stacked_logits,
+)
 from featbench.plugins.losses import CrossEntropy, SmoothedHinge
-from featbench.plugins.sea import (feature_gradients, masked_softmax_weights, push_along, sea_augment,
-                                   sea_fused_gradients, span_direction)
+from featbench.plugins.sea import sea_fused_gradients
+from featbench.training.fastpath import closed_form_eligible, closed_form_gradients
 from featbench.training.trainer import head_gradients
 
 F64 = torch.float64

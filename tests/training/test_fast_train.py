@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_blobs
+
 from featbench.api import Augmented, FeatureAugmenter, Targets
-from featbench.training.cudagraph import epoch_graphs, graph_safe
 from featbench.errors import ConfigError
-from featbench.training.grid import expand_grid, hparams_for
 from featbench.plugins.baseline import NoAugmentation
 from featbench.plugins.losses import CrossEntropy, SmoothedHinge
 from featbench.plugins.sea import SeA
+from featbench.training.cudagraph import epoch_graphs, graph_safe
+from featbench.training.grid import expand_grid, hparams_for
 from featbench.training.storage import head_bytes, place_features, plan_chunk
 from featbench.training.trainer import TrainSettings, matmul_precision, small_batches, train_heads
 
@@ -74,7 +74,7 @@ def test_chunked_grid_equals_one_stack_and_reports_all_heads_per_epoch():
     seen = []
     whole = train(SeA, configs, dtype="float64")
     chunked = train_heads(DATA["train_x"], DATA["train_y"], 5, SeA, SmoothedHinge(), configs,
-                          TrainSettings(epochs=3, batch_size=64, seed=2, dtype="float64", max_heads=4),
+                          TrainSettings(epochs=3, batch_size=64, seed=2, dtype="float64", heads_per_chunk=4),
                           on_epoch_end=lambda e, w: seen.append(tuple(w.shape)))
     assert torch.allclose(whole.weight, chunked.weight, atol=1e-12)
     assert seen == [(len(configs), 5, 40)] * 3
@@ -178,8 +178,7 @@ def test_cuda_graphs_are_opt_in_and_only_for_safe_augmenters():
 def test_every_builtin_augmenter_trains_the_same_on_the_fast_and_the_generic_path(dtype, tol):
     """Generated from the registry: each built-in augmenter's default path (fused or closed-form weight
     gradient) against its generic autograd path, two settings of its own hyper-parameters in one stack."""
-    from method_utils import configs_for, unit_blobs
-    from method_utils import VARIATIONS
+    from method_utils import VARIATIONS, configs_for, unit_blobs
 
     from featbench.manager import load_plugins
 

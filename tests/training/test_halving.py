@@ -6,9 +6,9 @@ import pytest
 import torch
 from method_utils import VARIATIONS, configs_for, unit_blobs
 
-from featbench.training import halving
 from featbench.errors import ConfigError
 from featbench.plugins.losses import SmoothedHinge
+from featbench.training import halving
 from featbench.training.trainer import TrainSettings, train_heads
 
 
@@ -57,9 +57,13 @@ def test_a_survivor_continued_from_its_rung_equals_its_full_length_run(name):
     rest = halving.resume(x, y, 3, aug, loss, [configs[k] for k in keep], settings, [states[k] for k in keep])
     rest.advance(settings.epochs)
     got = rest.result()
-    assert got.epochs_run == 4
+    assert rest.epoch == 4
     for i, k in enumerate(keep):
-        assert torch.allclose(got.weight[i], full[k], atol=1e-12, rtol=0), (name, k, float((got.weight[i] - full[k]).abs().max()))
+        assert torch.allclose(got.weight[i], full[k], atol=1e-12, rtol=0), (
+            name,
+            k,
+            float((got.weight[i] - full[k]).abs().max()),
+        )
 
 
 def test_resumed_stacks_must_share_their_streams():
@@ -69,7 +73,9 @@ def test_resumed_stacks_must_share_their_streams():
     cfg = configs_for(NoAugmentation, None, {"lr": 1.0})
     runs = []
     for seed in (0, 1):
-        r = halving.HeadRun(x, y, 3, NoAugmentation, SmoothedHinge(), cfg, TrainSettings(epochs=2, batch_size=16, seed=seed))
+        r = halving.HeadRun(
+            x, y, 3, NoAugmentation, SmoothedHinge(), cfg, TrainSettings(epochs=2, batch_size=16, seed=seed)
+        )
         r.advance(1)
         runs.append(halving.head_states(r)[0])
     with pytest.raises(RuntimeError, match="disagree"):

@@ -10,10 +10,9 @@ from method_utils import configs_for, make_run, train, unit_blobs
 
 from featbench.api import Augmented, FeatureAugmenter, HParam, Loss, Targets
 from featbench.cli import main
-from featbench.config import grid_values
 from featbench.errors import ConfigError, PluginError, UnknownNameError
-from featbench.training.grid import expand_grid, parse_hp_args, structural_groups
 from featbench.plugins.losses import SmoothedHinge, smoothed_hinge_rows
+from featbench.training.grid import expand_grid, grid_values, parse_hp_args, structural_groups
 from featbench.training.trainer import head_gradients
 
 COV = HParam("cov", "diag", "covariance", choices=("diag", "full"))

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from featbench.records import REFIT, SEARCH
 from featbench.training import probe
-from featbench.bench.records import REFIT, SEARCH
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,9 @@ def test_matches_scikit_learn_logistic_regression_at_equal_regularisation(digits
     theirs = 100 * clf.score(fs.test_x, fs.test_y)
     assert abs(ours - theirs) <= 0.2, (ours, theirs)
     scale = float(np.abs(clf.coef_).max())
-    assert float(np.abs(f.weight.numpy() - clf.coef_).max()) <= 2e-3 * scale  # the same minimiser, not just the same accuracy
+    assert (
+        float(np.abs(f.weight.numpy() - clf.coef_).max()) <= 2e-3 * scale
+    )  # the same minimiser, not just the same accuracy
 
 
 def test_refinement_is_quarter_decades_between_the_neighbours():
@@ -64,16 +66,26 @@ def test_sweep_picks_the_best_validation_score_and_refits_on_train_and_val(digit
 def test_probe_row_and_both_gain_rows_through_the_runner(tmp_path):
     from runner_util import feature_grid, host, single_thread
 
-    from featbench.reporting.tables import build, render, to_json_data
     from featbench.bench.driver import Runner
-    from featbench.bench.store import Store
     from featbench.bench.spec import RunSpec, check
+    from featbench.bench.store import Store
+    from featbench.reporting.tables import build, render, to_json_data
 
     undo = single_thread()
     try:
         files = feature_grid(str(tmp_path), datasets=("d1",), backbones=("A",), val=30)
-        spec = check(RunSpec(aug=("none", "sea"), datasets=("d1",), backbones=("A",), feature_files=files,
-                             hp={"lr": (1.0,), "eta": (0.4,)}, epochs=3, batch_size=32, probe="lbfgs"))
+        spec = check(
+            RunSpec(
+                aug=("none", "sea"),
+                datasets=("d1",),
+                backbones=("A",),
+                feature_files=files,
+                hp={"lr": (1.0,), "eta": (0.4,)},
+                epochs=3,
+                batch_size=32,
+                probe="lbfgs",
+            )
+        )
         with Store(str(tmp_path / "run")) as store:
             outcome = Runner(spec, host(), store, device="cpu").run()
             cells = store.cells(list(outcome.cell_keys))

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_blobs
-from featbench.training import metrics
+from reference import run_cell
+
+from featbench.inputs.datasets import stratified_holdout
 from featbench.inputs.features import FeatureSet
-from featbench.training.grid import expand_grid, hparams_for, structural_groups
 from featbench.plugins.baseline import NoAugmentation
 from featbench.plugins.losses import CrossEntropy, SmoothedHinge
 from featbench.plugins.sea import SeA
-from featbench.training.protocol import run_cell, stratified_holdout
+from featbench.training import metrics
+from featbench.training.grid import expand_grid, hparams_for, structural_groups
 from featbench.training.trainer import TrainSettings, init_weight, predict, train_heads
 
 DATA = make_blobs(n_train=200, d=12, C=4, seed=1)

@@ -32,8 +32,12 @@ import attrs
 
 from ...errors import ConfigError, first_line
 from ...inputs.features import FeatureSet
-from ..records import REFIT
-from ..driver import JobFailure, JobResult, Listener, LoadOptions, SourceSpec, TrainJob, execute_job, load_source, torch_threads
+from ...records import REFIT
+from ..jobs import JobFailure, JobResult, LoadOptions, TrainJob, execute_job, load_source
+from ..options import option
+from ..plan import SourceSpec
+from ..progress import Listener
+from ..threads import torch_threads
 
 INSTALL_HINT = "pip install 'featbench[ray]'"
 RETRIED_EXCEPTIONS = (OSError,)  # besides worker and node deaths, which Ray always retries
@@ -49,14 +53,47 @@ def import_ray():
 
 
 @attrs.frozen
-class RayConfig:
-    """How jobs become Ray tasks."""
+class Options:
+    """The Ray executor's run options (flags and suite keys of ``featbench run``)."""
 
-    address: str | None = None  # a running cluster (HOST:PORT, ``auto``); None: RAY_ADDRESS, a local one, or a new one
+    ray_address: str | None = option(
+        None,
+        metavar="HOST:PORT",
+        help="the Ray cluster (`ray start --head` prints it; default: RAY_ADDRESS, a cluster "
+        "on this machine, or a new local one)",
+    )
+    ray_gpus: float = option(1.0, metavar="F", help="GPUs per Ray task on CUDA (0.5 puts two tasks on a GPU)")
+    ray_retries: int = option(
+        3, metavar="N", help="re-runs of a Ray task whose worker or node died; errors are not retried"
+    )
+
+    def check(self, spec) -> None:
+        if not self.ray_gpus > 0:
+            raise ConfigError(
+                f"--ray-gpus {self.ray_gpus} must be above 0", "e.g. --ray-gpus 1, or 0.5 for two tasks per GPU"
+            )
+        if self.ray_retries < 0:
+            raise ConfigError(f"--ray-retries {self.ray_retries} must be >= 0", "e.g. --ray-retries 3")
+        if self.ray_address is not None and spec.executor != "ray":
+            raise ConfigError(
+                f"--ray-address {self.ray_address} is given but the executor is {spec.executor}", "add --executor ray"
+            )
+
+
+_DEFAULT = Options()
+
+
+@attrs.frozen
+class RayConfig:
+    """How jobs become Ray tasks (from a run's :class:`Options` and ``--threads``)."""
+
+    address: str | None = (
+        _DEFAULT.ray_address
+    )  # a running cluster (HOST:PORT, ``auto``); None: RAY_ADDRESS, a local one, or a new one
     cpus: int = 1  # CPUs per task, and torch threads per task
-    gpus: float = 1.0  # GPUs per task when jobs run on CUDA
-    retries: int = 3  # re-runs after a worker or node death (or an OSError)
-    max_open_sources: int = 0  # feature sets in the object store at once; 0: one per task slot of the cluster (at least 2)
+    gpus: float = _DEFAULT.ray_gpus  # GPUs per task when jobs run on CUDA
+    retries: int = _DEFAULT.ray_retries  # re-runs after a worker or node death (or an OSError)
+    max_open_sources: int = 0
 
     @classmethod
     def from_spec(cls, spec) -> RayConfig:
@@ -71,13 +108,18 @@ def _check_reachable(address: str) -> None:
     hostport = address.split("://", 1)[-1]
     host, sep, port = hostport.rpartition(":")
     if not sep or not port.isdigit():
-        raise ConfigError(f"--ray-address {address!r} is not HOST:PORT", "e.g. --ray-address 10.0.0.1:6379 (the head's `ray start --head` address)")
+        raise ConfigError(
+            f"--ray-address {address!r} is not HOST:PORT",
+            "e.g. --ray-address 10.0.0.1:6379 (the head's `ray start --head` address)",
+        )
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
     except OSError as exc:
-        raise ConfigError(f"no Ray cluster reachable at {address} ({exc.strerror or exc})",
-                          "start one with `ray start --head` on the head node and pass its address, or leave --ray-address out "
-                          "for a local cluster") from None
+        raise ConfigError(
+            f"no Ray cluster reachable at {address} ({exc.strerror or exc})",
+            "start one with `ray start --head` on the head node and pass its address, or leave --ray-address out "
+            "for a local cluster",
+        ) from None
 
 
 def init(address: str | None) -> bool:
@@ -92,8 +134,10 @@ def init(address: str | None) -> bool:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, TimeoutError, ValueError, ray.exceptions.RayError) as exc:
         where = f"at {address}" if address else "(local)"
-        raise ConfigError(f"cannot connect to the Ray cluster {where}: {first_line(exc)}",
-                          "start one with `ray start --head` and pass its HOST:PORT to --ray-address") from None
+        raise ConfigError(
+            f"cannot connect to the Ray cluster {where}: {first_line(exc)}",
+            "start one with `ray start --head` and pass its HOST:PORT to --ray-address",
+        ) from None
     return True
 
 
@@ -107,6 +151,22 @@ def connect(address: str | None) -> Iterator[object]:
     finally:
         if made:
             import_ray().shutdown()
+
+
+@contextlib.contextmanager
+def session(spec) -> Iterator[str]:
+    """Connected to the cluster of ``spec.ray_address`` for the block; yields the device jobs train on there."""
+    with connect(spec.ray_address):
+        yield cluster_device(spec.device)
+
+
+def default_threads() -> int:
+    """Torch threads (and CPUs) a task gets when ``--threads`` is not given."""
+    return RayConfig().cpus
+
+
+def create(spec, host, load: LoadOptions, listener: Listener) -> RayExecutor:
+    return RayExecutor(host, load, RayConfig.from_spec(spec), listener)
 
 
 def cluster_device(requested: str) -> str:
@@ -169,8 +229,10 @@ class RayExecutor:
     def __init__(self, host, options: LoadOptions, config: RayConfig = RayConfig(), listener: Listener | None = None):
         self.ray = ray = import_ray()
         if host.recipe is None:
-            raise ConfigError("the Ray executor needs a plugin host built by featbench.load_plugins",
-                              "build it with load_plugins(...) so that workers can rebuild it")
+            raise ConfigError(
+                "the Ray executor needs a plugin host built by featbench.load_plugins",
+                "build it with load_plugins(...) so that workers can rebuild it",
+            )
         init(config.address)  # the Python API without featbench.cli: connected for the process' lifetime
         self.config = config
         self.recipe = host.recipe
@@ -196,27 +258,39 @@ class RayExecutor:
         return gpu or cpu
 
     def _resources(self, cuda: bool) -> dict:
-        return {"num_cpus": self.config.cpus, "num_gpus": self.config.gpus if cuda else 0,
-                "max_retries": self.config.retries, "retry_exceptions": list(RETRIED_EXCEPTIONS)}
+        return {
+            "num_cpus": self.config.cpus,
+            "num_gpus": self.config.gpus if cuda else 0,
+            "max_retries": self.config.retries,
+            "retry_exceptions": list(RETRIED_EXCEPTIONS),
+        }
 
     def _check_feasible(self, cuda: bool) -> None:
         """A task no node can hold would wait forever: say so instead."""
         nodes = [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
         cpus = max((r.get("CPU", 0) for r in nodes), default=0)
         if cpus < self.config.cpus:
-            raise ConfigError(f"--threads {self.config.cpus}: no node of the Ray cluster has that many CPUs (largest: {cpus:g})",
-                              "lower --threads or add larger nodes")
+            raise ConfigError(
+                f"--threads {self.config.cpus}: no node of the Ray cluster has that many CPUs (largest: {cpus:g})",
+                "lower --threads or add larger nodes",
+            )
         gpus = max((r.get("GPU", 0) for r in nodes), default=0)
         if cuda and gpus < self.config.gpus:
-            raise ConfigError(f"--ray-gpus {self.config.gpus:g}: no node of the Ray cluster has that many GPUs (largest: {gpus:g})",
-                              "lower --ray-gpus or use --device cpu")
+            raise ConfigError(
+                f"--ray-gpus {self.config.gpus:g}: no node of the Ray cluster has that many GPUs (largest: {gpus:g})",
+                "lower --ray-gpus or use --device cpu",
+            )
 
     # -- the Executor protocol -------------------------------------------------------------
 
     def submit(self, job: TrainJob) -> None:
         src = self._sources.get(job.source_id)
         if src is None:
-            pairs = frozenset((job.source.dataset, b) for b in job.source.backbones) if not (job.source.files or job.source.builtin) else frozenset()
+            pairs = (
+                frozenset((job.source.dataset, b) for b in job.source.backbones)
+                if not (job.source.files or job.source.builtin)
+                else frozenset()
+            )
             src = self._sources[job.source_id] = _Source(job.source, pairs)
         if job.phase == REFIT:
             src.queue.appendleft(job)  # finish cells early
@@ -276,7 +350,8 @@ class RayExecutor:
                 while src.queue:
                     job = src.queue.popleft()
                     ref = self._train_fn.options(**self._resources(job.settings.device.startswith("cuda"))).remote(
-                        attrs.evolve(job, threads=self.config.cpus), src.features, self.recipe)  # threads = CPUs asked for
+                        attrs.evolve(job, threads=self.config.cpus), src.features, self.recipe
+                    )  # threads = CPUs asked for
                     self._tasks[ref] = ("train", job)
                     src.running += 1
                     self.listener.job_started(job)
@@ -284,7 +359,8 @@ class RayExecutor:
                 self.listener.loading(src.spec)
                 cuda = self.options.device.startswith("cuda") and bool(src.pairs)  # extraction runs on the GPU
                 flag, features = self._load_fn.options(num_returns=2, **self._resources(cuda)).remote(
-                    src.spec, self.recipe, self.options, self.config.cpus)
+                    src.spec, self.recipe, self.options, self.config.cpus
+                )
                 self._tasks[flag] = ("load", sid)
                 src.state, src.features = "loading", features
                 self._busy_pairs |= src.pairs

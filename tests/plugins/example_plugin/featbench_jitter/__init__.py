@@ -3,8 +3,7 @@
 Installed, it is found through the ``featbench`` entry-point group; nothing else is needed.
 """
 
-from featbench import hookimpl
-from featbench.api import Augmented, FeatureAugmenter, HParam, Targets, hp_column, per_head
+from featbench.api import Augmented, FeatureAugmenter, HParam, Targets, hookimpl, hp_column, per_head
 
 
 class Jitter(FeatureAugmenter):

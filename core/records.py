@@ -6,14 +6,15 @@
 ``EpochLog``: per-epoch train/test accuracy of one configuration (``--log-every``).
 
 These classes carry no behaviour beyond small conveniences; only :mod:`featbench.bench.store` knows how they
-are written to SQL.
+are written to SQL. With :func:`select_best` (the rule that picks a cell's configuration) they are the
+vocabulary training, the bench and reporting share, so this module imports none of them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -103,3 +104,9 @@ class RunRecord:
     spec: Mapping[str, object]
     versions: Mapping[str, object]
     cells_planned: int
+
+
+def select_best(val_scores: Sequence[float]) -> int:
+    """Index of the best validation score (the first on ties; NaN = diverged never wins unless all are)."""
+    finite = [i for i, s in enumerate(val_scores) if s is not None and not np.isnan(s)]
+    return max(finite, key=lambda i: (val_scores[i], -i)) if finite else 0

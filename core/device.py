@@ -1,0 +1,16 @@
+"""The device a ``--device`` name means on this machine (shared by extraction, training and the executors)."""
+
+from __future__ import annotations
+
+
+def resolve_device(name: str) -> str:
+    """``auto``: CUDA when present, else the CPU; ``cuda[:N]`` without CUDA is a one-line ConfigError."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from .errors import ConfigError
+
+        raise ConfigError("--device cuda was asked for but no CUDA device is available", "use --device cpu or auto")
+    return name
