@@ -358,7 +358,7 @@ class Runner:
             mean_per_class=refit.mean_per_class,
             hp=hp,
             val_value=val,
-            grid_size=len(cell.configs),
+            grid_size=len(search) if cell.probe else len(cell.configs),  # the probe: the weight decays tried
             diverged_configs=sum(r.diverged for r in search) + int(refit.diverged),
             seconds=sum(r.seconds for r in search) + refit.seconds,
             refit_key=key,

@@ -98,7 +98,7 @@ def test_probe_row_and_both_gain_rows_through_the_runner(tmp_path):
     assert [c.row for c in cells] == ["none", "sea", "lbfgs"]
     phases = [r.phase for r in recs.values()]
     assert phases.count(REFIT) == 1 and phases.count(SEARCH) == len(probe.COARSE) + 6
-    assert p.grid_size == 1 and p.hp == {"wd": p.hp["wd"]} and p.val_value is not None
+    assert p.grid_size == len(probe.COARSE) + 6 and p.hp == {"wd": p.hp["wd"]} and p.val_value is not None
     text = render(build(cells), "table")
     assert "Gain (sea - none)" in text and "Gain (sea - lbfgs)" in text
     data = to_json_data(build(cells))
