@@ -24,12 +24,11 @@ from __future__ import annotations
 import io
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from ..api import FeatureAugmenter, Loss
-from .trainer import HeadRun, TrainSettings
+from .trainer import HeadRun
 
 DEFAULT_KEEP = 1.0 / 3.0
 
@@ -121,21 +120,11 @@ def _same(states: Sequence[dict], name: str):
     return first
 
 
-def resume(
-    train_x,
-    train_y,
-    num_classes: int,
-    augmenter_cls: type[FeatureAugmenter],
-    loss: Loss,
-    configs: Sequence[Mapping[str, float | str]],
-    settings: TrainSettings,
-    states: Sequence[dict],
-) -> HeadRun:
-    """A :class:`HeadRun` of ``configs`` that goes on from ``states`` (one per configuration, from
-    :func:`head_states` of runs with the same data, seed and settings)."""
+def restore(run: HeadRun, states: Sequence[dict]) -> HeadRun:
+    """Make the fresh ``run`` go on from ``states`` (one per configuration of the run, from :func:`head_states`
+    of runs with the same data, seed and settings); returns it."""
     import torch
 
-    run = HeadRun(train_x, train_y, num_classes, augmenter_cls, loss, configs, settings)
     run.order.set_state(_same(states, "order"))
     run.epoch, run.step, run.unaugmented = (_same(states, n) for n in ("epoch", "step", "unaugmented"))
     start = 0

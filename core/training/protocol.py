@@ -127,11 +127,9 @@ def train_configs(
     else:
         from . import halving
 
-        run = (
-            halving.resume(x, y, fs.num_classes, aug_cls, loss, configs, settings, states)
-            if states
-            else HeadRun(x, y, fs.num_classes, aug_cls, loss, configs, settings)
-        )
+        run = HeadRun(x, y, fs.num_classes, aug_cls, loss, configs, settings)
+        if states:
+            halving.restore(run, states)
         run.advance(stop, epoch_end)
         res = run.result()
         blobs = [halving.encode(s) for s in halving.head_states(run)]

@@ -54,7 +54,8 @@ def test_a_survivor_continued_from_its_rung_equals_its_full_length_run(name):
     run.advance(1)  # ME-ADA (every=1, 2 phases) then holds its generated rows for the second phase
     states = [halving.decode(halving.encode(s)) for s in halving.head_states(run)]
     keep = [0, 2]
-    rest = halving.resume(x, y, 3, aug, loss, [configs[k] for k in keep], settings, [states[k] for k in keep])
+    rest = halving.HeadRun(x, y, 3, aug, loss, [configs[k] for k in keep], settings)
+    halving.restore(rest, [states[k] for k in keep])
     rest.advance(settings.epochs)
     got = rest.result()
     assert rest.epoch == 4
@@ -79,4 +80,5 @@ def test_resumed_stacks_must_share_their_streams():
         r.advance(1)
         runs.append(halving.head_states(r)[0])
     with pytest.raises(RuntimeError, match="disagree"):
-        halving.resume(x, y, 3, NoAugmentation, SmoothedHinge(), cfg * 2, TrainSettings(epochs=2, batch_size=16), runs)
+        fresh = halving.HeadRun(x, y, 3, NoAugmentation, SmoothedHinge(), cfg * 2, TrainSettings(epochs=2, batch_size=16))
+        halving.restore(fresh, runs)
