@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from .errors import ConfigError, PluginError, UnknownNameError
+from .errors import ConfigError, PluginError, UnknownNameError, shown
 from .hookspecs import hookimpl as hookimpl  # re-exported: plugins import it from here
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,24 +88,24 @@ class HParam:
             v = float(value)
         except (TypeError, ValueError):
             raise ConfigError(
-                f"hyper-parameter {self.name}={value!r} is not a number",
+                f"hyper-parameter {self.name}={shown(value)} is not a number",
                 f"give a number, e.g. {self.name}={self.default:g}",
             ) from None
         if math.isnan(v) or math.isinf(v):
             raise ConfigError(
-                f"hyper-parameter {self.name}={value!r} is not finite", f"give a finite number ({self.doc})"
+                f"hyper-parameter {self.name}={shown(value)} is not finite", f"give a finite number ({self.doc})"
             )
         if self.integer and v != int(v):
-            raise ConfigError(f"hyper-parameter {self.name}={value!r} must be a whole number", self.doc)
+            raise ConfigError(f"hyper-parameter {self.name}={shown(value)} must be a whole number", self.doc)
         if self.low is not None and (v <= self.low if self.low_open else v < self.low):
             op = ">" if self.low_open else ">="
             raise ConfigError(
-                f"hyper-parameter {self.name}={value!r} is out of range",
+                f"hyper-parameter {self.name}={shown(value)} is out of range",
                 f"{self.name} must be {op} {self.low:g} ({self.doc})",
             )
         if self.high is not None and v > self.high:
             raise ConfigError(
-                f"hyper-parameter {self.name}={value!r} is out of range",
+                f"hyper-parameter {self.name}={shown(value)} is out of range",
                 f"{self.name} must be <= {self.high:g} ({self.doc})",
             )
         return v
@@ -408,7 +408,7 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 def _three_floats(value) -> tuple[float, float, float]:
     t = tuple(float(v) for v in value)
     if len(t) != 3:
-        raise ConfigError(f"expected 3 channel values, got {value!r}", "give one value per RGB channel")
+        raise ConfigError(f"expected 3 channel values, got {shown(value)}", "give one value per RGB channel")
     return t
 
 

@@ -12,19 +12,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import ConfigError, FeatbenchError, storage_hint
+from .errors import MAX_SHOWN, ConfigError, FeatbenchError, one_line, shown, storage_hint
 
 
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line, like every other featbench error."""
 
     def error(self, message: str):
-        print(f"featbench: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        message = re.sub(r"'([^']{%d,})'" % MAX_SHOWN, lambda m: shown(m.group(1)), message)  # never a whole value
+        print(one_line(f"featbench: error: {message} (see {self.prog} --help)"), file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -339,7 +343,7 @@ def cmd_run(args) -> int:
     outcome, out = result.outcome, result.out
     if outcome.interrupted:
         print(
-            f"featbench: interrupted; {outcome.cells_finished} cell(s) finished in this run, every finished "
+            f"featbench: {_interruption()}; {outcome.cells_finished} cell(s) finished in this run, every finished "
             "configuration is recorded" + (f" in {out} (rerun the same command to resume)" if out else ""),
             file=sys.stderr,
         )
@@ -353,7 +357,7 @@ def cmd_run(args) -> int:
         print(f"featbench: warning: {line}", file=sys.stderr)
     print(result.text)
     if outcome.interrupted:
-        return 130
+        return _interrupted_status()
     return _report_failures(outcome, args.debug, out) if outcome.failures else 0
 
 
@@ -368,7 +372,8 @@ def _report_failures(outcome, debug: bool, out: str | None) -> int:
         if debug:
             print(failures[0].detail.rstrip(), file=sys.stderr)
         print(
-            f"featbench: error: {len(failures)} cell(s) failed: {error} (e.g. {failures[0].job.label})", file=sys.stderr
+            one_line(f"featbench: error: {len(failures)} cell(s) failed: {error} (e.g. {failures[0].job.label})"),
+            file=sys.stderr,
         )
     print(
         f"featbench: {outcome.cells_failed} of {len(outcome.cell_keys)} cell(s) failed; every other result is recorded"
@@ -382,7 +387,7 @@ def cmd_report(args) -> int:
     from .bench.store import Store
     from .reporting.recorded import render_run
 
-    with Store(_existing_dir(args.dir), create=False) as store:
+    with Store(_existing_dir(args.dir), read_only=True, check=True) as store:
         print(render_run(store, args.run, args.format, args.layout, args.gain_of, args.digits))
     return 0
 
@@ -397,7 +402,7 @@ def cmd_plot(args) -> int:
     from .bench.store import Store
     from .reporting.plot import write_plots
 
-    with Store(_existing_dir(args.dir), create=False) as store:
+    with Store(_existing_dir(args.dir), read_only=True, check=True) as store:
         run = store.run(args.run)
         cells = store.cells(store.planned_cells(run.id))
         members = {c.key: store.cell_config_keys(c.key) for c in cells}
@@ -468,11 +473,66 @@ COMMANDS = {
 
 
 def _format_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"featbench: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+    print(f"featbench: warning: {one_line(str(message))}", file=sys.stderr if file is None else file)
 
 
 #: Environment variables main() sets for its own duration.
 _ENV_SET = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where it lands in the main thread: handled like Ctrl-C (the run is marked interrupted,
+    the results files of what finished are written), with exit status 143."""
+
+
+_received: list[int] = []  # the signal that interrupted this main(), if any
+
+
+def _on_sigterm(signum, frame):
+    if not _received:  # once: a second SIGTERM must not interrupt the clean-up of the first
+        _received.append(signum)
+        raise Terminated()
+
+
+def _handle_sigterm():
+    """Install the SIGTERM handler (main thread only); returns the previous one."""
+    _received.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interruption() -> str:
+    return "terminated (SIGTERM)" if _received else "interrupted"
+
+
+def _interrupted_status() -> int:
+    """128 + the signal: 143 for SIGTERM, 130 for Ctrl-C (SIGINT)."""
+    return 128 + (_received[0] if _received else signal.SIGINT)
+
+
+def _stdout_is_broken() -> bool:
+    """True if stdout is a pipe whose reader has gone (poll reports an error on it); stdout then points at
+    /dev/null, so that the interpreter's final flush does not complain."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        broken = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real stdout (captured, closed)
+        return False
+    if broken:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    return broken
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -487,27 +547,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     old_show = warnings.showwarning
     if not debug:
         warnings.showwarning = _format_warning
+    old_term = _handle_sigterm()
     try:
         if args.registry:  # a missing or malformed file is a one-line error now, not a plugin failure later
             from .config import load_registry
 
             load_registry(args.registry)
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        if not _stdout_is_broken():
+            raise
+        return 128 + signal.SIGPIPE  # the reader went away (featbench report DIR | head): exit quietly
     except FeatbenchError as exc:
         if debug:
             raise
-        print(f"featbench: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"featbench: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("featbench: interrupted", file=sys.stderr)
-        return 130
+        print(f"featbench: {_interruption()}", file=sys.stderr)
+        return _interrupted_status()
     except OSError as exc:  # a file featbench had to write or read (disk full, permissions, ...)
         if debug:
             raise
         where = f": {exc.filename}" if exc.filename else ""
         print(
-            f"featbench: error: {exc.strerror or exc}{where} ({storage_hint(exc.errno)}; rerun with --debug for the "
-            "traceback)",
+            one_line(
+                f"featbench: error: {exc.strerror or exc}{where} ({storage_hint(exc.errno)}; rerun with --debug for "
+                "the traceback)"
+            ),
             file=sys.stderr,
         )
         return 2
@@ -515,13 +584,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(
-            f"featbench: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-            "(rerun with --debug for the traceback and report it)",
+            one_line(
+                f"featbench: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                "(rerun with --debug for the traceback and report it)"
+            ),
             file=sys.stderr,
         )
         return 1
     finally:
         warnings.showwarning = old_show
+        _restore_sigterm(old_term)
         for k, v in saved_env.items():  # main() may be called in-process: leave the environment as it was
             if v is None:
                 os.environ.pop(k, None)

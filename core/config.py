@@ -19,10 +19,15 @@ def registry_path(override: str | None = None) -> str:
 
 
 def read_yaml(path: str, what: str, missing_hint: str):
-    """Parse a YAML file, turning a missing file or bad syntax into a ConfigError naming ``what``."""
+    """Parse a YAML file within the limits of :mod:`featbench.safe_yaml`, turning a missing file, bad
+    syntax or a limit into a ConfigError naming ``what``."""
+    from .safe_yaml import YAMLLimitError, load
+
     try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+        return load(path)
+    except YAMLLimitError as exc:
+        problem = f"{what} {exc.problem}" if path in exc.problem else f"{what} {path}: {exc.problem}"
+        raise ConfigError(problem, exc.hint) from None
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}", missing_hint) from None
     except IsADirectoryError:

@@ -10,6 +10,41 @@ from collections.abc import Iterable
 MAX_LISTED = 40
 
 
+#: At most this many characters of a user's value are echoed in an error message.
+MAX_SHOWN = 60
+
+
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)`` for an error message, bounded in length and in work: nested containers are cut
+    after a few items and levels (``reprlib``), and the result after ``limit`` characters, so a value of
+    any size (a 50 MB string, a YAML alias bomb) costs microseconds to show."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlong = 3, limit, limit, limit
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = 4
+    try:
+        text = r.repr(value)
+    except ValueError:  # an int beyond Python's 4300-digit conversion limit
+        if isinstance(value, int):
+            text = f"<an {type(value).__name__} of about {value.bit_length() * 0.30103:,.0f} digits>"
+        else:
+            text = f"<a {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+#: A word (a path, say) longer than this is cut in the middle when an error line is printed.
+MAX_WORD = 300
+
+
+def one_line(text: str) -> str:
+    """``text`` as one line for stderr: whitespace collapsed, and any word over :data:`MAX_WORD`
+    characters (a path or value that no message shortened) cut in the middle. The last guard of
+    :func:`shown`'s rule that no user value is echoed whole."""
+    half = MAX_WORD // 2
+    return " ".join(w if len(w) <= MAX_WORD else f"{w[:half]}...{w[-half:]}" for w in text.split())
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (library messages run on for paragraphs), or its type's name."""
     text = str(exc).strip()
@@ -43,7 +78,7 @@ class UnknownNameError(FeatbenchError):
             hint += f"valid: {', '.join(valid) if valid else '(none registered)'}"
         if extra:
             hint += f"; {extra}"
-        super().__init__(f"unknown {kind} {name!r}", hint)
+        super().__init__(f"unknown {kind} {shown(name)}", hint)
         self.kind = kind
         self.name = name
         self.valid = valid

@@ -23,7 +23,7 @@ import attrs
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, UnknownNameError
+from .errors import ConfigError, PluginError, UnknownNameError
 from .registry import Catalog, Entry, Provider, Registry
 
 ENTRY_POINT_GROUP = "featbench"
@@ -150,6 +150,11 @@ class PluginHost:
     # ---- loading -----------------------------------------------------------------------------
 
     def _fail(self, plugin: str, dist: str, exc: BaseException) -> None:
+        """A plugin failed to load or register: an error in strict mode, else a warning and no plugin. A
+        ConfigError is the user's configuration (a registry entry the plugin reads), not the plugin's
+        fault: it stops the command in either mode, as it is."""
+        if isinstance(exc, ConfigError):
+            raise exc
         if self.strict:
             if isinstance(exc, PluginError):
                 if repr(plugin) in exc.message:

@@ -92,7 +92,7 @@ def run(spec: RunSpec, host, *, registry_path: str | None = None, listener: List
         check_matmul(spec.matmul, device)
         out = prepare_out(spec.out)
         try:
-            store = context.enter_context(Store(out))
+            store = context.enter_context(Store(out, check=not new_db))  # a store being resumed is checked first
         except BaseException:
             _remove_new_store(out, new_db, new_dir)
             raise

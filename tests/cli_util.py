@@ -58,3 +58,45 @@ def cache_debris(cache_dir: str) -> list[str]:
         if name not in complete or not os.path.isfile(os.path.join(cache_dir, "features", entry, "meta.json")):
             out.append(rel)
     return out
+
+
+PEAK_LIMIT_KIB = 1 << 20  # 1 GiB: no hostile input may make featbench use more
+_PEAK_RSS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peak_rss.py")
+
+
+def start_measured(*args: str, report: str, cwd: str | None = None, env: dict[str, str] | None = None,
+                   as_limit: int | None = None, **popen) -> subprocess.Popen:
+    """Start ``python -m featbench ARGS`` under ``peak_rss.py`` (its peak memory lands in ``report``)."""
+    limit = ["--as-limit", str(as_limit)] if as_limit else []
+    return subprocess.Popen([sys.executable, _PEAK_RSS, report, *limit, "--", sys.executable, "-m", "featbench", *args],
+                            cwd=cwd, env=env or cli_env(), start_new_session=True, **popen)
+
+
+def peak_kib(report: str) -> int:
+    """The peak resident memory (KiB) that ``peak_rss.py`` measured around its command."""
+    import json
+
+    with open(report) as f:
+        return json.load(f)["maxrss_kib"]
+
+
+def featbench_measured(*args: str, cwd: str, env: dict[str, str] | None = None, timeout: float = 300,
+                       as_limit: int | None = None) -> tuple[subprocess.CompletedProcess, int]:
+    """``featbench(ARGS)`` and its peak resident memory in KiB (``getrusage(RUSAGE_CHILDREN)`` around it)."""
+    import signal
+    import tempfile
+
+    report = os.path.join(tempfile.mkdtemp(prefix="featbench-peak-"), "peak.json")
+    proc = start_measured(*args, report=report, cwd=cwd, env=env, as_limit=as_limit, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    peak = peak_kib(report)
+    for p in (report, report + ".pid"):
+        os.remove(p)
+    os.rmdir(os.path.dirname(report))
+    return subprocess.CompletedProcess(args, proc.returncode, out, err), peak

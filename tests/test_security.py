@@ -156,18 +156,28 @@ def registry_with(tmp_path):
     return make
 
 
-def test_a_download_with_the_wrong_hash_is_refused_and_not_installed(tmp_path, capsys, registry_with):
+@pytest.fixture
+def served(tmp_path):
+    """The base URL of an HTTP server of ``tmp_path`` (a catalog may only download over http(s))."""
+    from http_util import serve_directory
+
+    with serve_directory(str(tmp_path)) as base:
+        yield base
+
+
+def test_a_download_with_the_wrong_hash_is_refused_and_not_installed(tmp_path, capsys, registry_with, served):
     payload = b"not the weights registry.yaml describes"
     (tmp_path / "remote.pth").write_bytes(payload)
     actual = hashlib.sha256(payload).hexdigest()
     expected = "0676ba61" + "0" * 56
     cache = tmp_path / "cache"
-    code = main(["--registry", registry_with(f"file://{tmp_path / 'remote.pth'}", expected), "extract", "--quiet",
+    url = f"{served}/remote.pth"
+    code = main(["--registry", registry_with(url, expected), "extract", "--quiet",
                  "--backbones", "S", "--dataset", "digits", "--cache-dir", str(cache)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert f"has SHA-256 {actual}, but registry.yaml expects {expected}; it was deleted" in err
-    assert f"downloaded from file://{tmp_path / 'remote.pth'}" in err and "--weights S=FILE" in err
+    assert f"downloaded from {url}" in err and "--weights S=FILE" in err
     assert os.listdir(cache / "weights") == []  # nothing installed, nothing half-downloaded
     assert not os.path.exists(cache / "features") or os.listdir(cache / "features") == []
 
@@ -175,7 +185,7 @@ def test_a_download_with_the_wrong_hash_is_refused_and_not_installed(tmp_path, c
     from featbench.inputs.weights import locate, registry_backbones
 
     # the same file with its real hash is installed (what the refusal protects)
-    good = registry_with(f"file://{tmp_path / 'remote.pth'}", actual)
+    good = registry_with(url, actual)
     source = next(s for name, _, s, _, _ in registry_backbones(load_registry(good), "resnet50") if name == "S")
     path = locate("S", source, str(cache))
     assert os.path.basename(path) == "downloaded-S.pth" and open(path, "rb").read() == payload

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import attrs
 
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
+from ..limits import SQLITE_INT_MAX
 
 FLAG = "featbench.flag"  # "--name" (default: the field name with dashes); None: a suite-file key only
 HELP = "featbench.help"
@@ -65,7 +66,7 @@ def coerce(field: attrs.Attribute, value, base: str | None = None, from_flags: b
     name, kind = field.name, scalar_type(field.type)
     if kind is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, not {value!r}", f"write {name}: true")
+            raise ConfigError(f"{name} must be true or false, not {shown(value)}", f"write {name}: true")
         return value
     if kind is int:
         if (
@@ -73,15 +74,22 @@ def coerce(field: attrs.Attribute, value, base: str | None = None, from_flags: b
             or not isinstance(value, int)
             and not (isinstance(value, str) and value.strip().lstrip("-").isdigit())
         ):
-            raise ConfigError(f"{name} must be a whole number, not {value!r}", f"e.g. {name}: 2")
-        return int(value)
+            raise ConfigError(f"{name} must be a whole number, not {shown(value)}", f"e.g. {name}: 2")
+        number = int(value) if isinstance(value, int) or len(value) < 40 else SQLITE_INT_MAX + 1
+        if not -SQLITE_INT_MAX - 1 <= number <= SQLITE_INT_MAX:  # what every integer setting is recorded as
+            raise ConfigError(
+                f"{'--' + name.replace('_', '-') if from_flags else name + ':'} {shown(value)} is outside "
+                f"{-SQLITE_INT_MAX - 1}..{SQLITE_INT_MAX} (settings are recorded as signed 64-bit integers)",
+                "give a whole number in that range",
+            )
+        return number
     if kind is float:
         try:
             if isinstance(value, bool):
                 raise TypeError
             return float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number, not {value!r}", f"e.g. {name}: 0.2") from None
+            raise ConfigError(f"{name} must be a number, not {shown(value)}", f"e.g. {name}: 0.2") from None
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise ConfigError(f"{name} must be a string, not {value!r}", f"e.g. {name}: ...")
+        raise ConfigError(f"{name} must be a string, not {shown(value)}", f"e.g. {name}: ...")
     return str(value)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -114,10 +114,15 @@ class RowPlan:
     configs: tuple[Mapping[str, float], ...]
 
 
-def plan_rows(spec: RunSpec, host, registry_path: str | None = None) -> list[RowPlan]:
-    """Resolve rows, the loss and each row's grid (registry grid < NAME=... < ROW.NAME=... < the row's own hp)."""
+def plan_rows(
+    spec: RunSpec, host, registry_path: str | None = None, sources: Sequence[SourceSpec] | None = None
+) -> list[RowPlan]:
+    """Resolve rows, the loss and each row's grid (registry grid < NAME=... < ROW.NAME=... < the row's own hp).
+    The run's size (over ``sources``, planned here if not given) is checked against ``spec.max_configs``
+    before any grid is expanded."""
     from ..config import load_registry
     from ..training.grid import expand_grid, grid_values, hparams_for
+    from .workload import check_grids
 
     rows = spec.rows(host.list_augmenters())
     loss_cls = host.get_loss(spec.loss)
@@ -133,7 +138,7 @@ def plan_rows(spec: RunSpec, host, registry_path: str | None = None) -> list[Row
             scoped.setdefault(prefix, {})[rest] = values
         else:
             plain[name] = values
-    out, known = [], set()
+    grids, known = [], set()
     for row in rows:
         cls = host.get_augmenter(row.augmenter)
         params = hparams_for(loss_cls, cls)
@@ -147,11 +152,42 @@ def plan_rows(spec: RunSpec, host, registry_path: str | None = None) -> list[Row
                     "hyper-parameter", name, params, f"for row {row.label} ({row.augmenter} with --loss {spec.loss})"
                 )
             values[name] = v
-        out.append(RowPlan(row.label, row.augmenter, params, tuple(expand_grid(params, values))))
+        grids.append((row, params, values))
     for k in plain:
         if k not in known:
             raise UnknownNameError("hyper-parameter", k, known, f"for --aug {','.join(labels)} with --loss {spec.loss}")
-    return out
+    sources = plan_sources(spec) if sources is None else sources
+    check_grids(
+        [(row.label, values) for row, _, values in grids],
+        spec.max_configs,
+        len(sources),
+        spec.seeds,
+        spec.epochs,
+        lambda: [source_shape(s, spec.val_fraction) for s in sources],
+        spec.batch_size,
+        spec.device,
+    )
+    return [
+        RowPlan(row.label, row.augmenter, params, tuple(expand_grid(params, values))) for row, params, values in grids
+    ]
+
+
+def source_shape(src: SourceSpec, val_fraction: float) -> tuple[int, int, int] | None:
+    """(rows searched on, features, classes) of a source, from its files' headers (None until extracted)."""
+    if src.builtin:
+        from .workload import DIGITS_SHAPE
+
+        return DIGITS_SHAPE
+    if not src.files:
+        return None
+    import numpy as np
+
+    from ..inputs.features import load_feature_file
+
+    files = [load_feature_file(p, headers_only=True) for p in src.files]
+    y = files[0]["train_y"]
+    rows = y.shape[0] if "val_x" in files[0] else int(y.shape[0] * (1 - val_fraction))
+    return rows, sum(f["train_x"].shape[1] for f in files), len(np.unique(y))
 
 
 @attrs.frozen
@@ -164,7 +200,8 @@ class Plan:
 
 
 def make_plan(spec: RunSpec, host, registry_path: str | None = None) -> Plan:
-    return Plan(tuple(plan_rows(spec, host, registry_path)), tuple(plan_sources(spec)))
+    sources = plan_sources(spec)
+    return Plan(tuple(plan_rows(spec, host, registry_path, sources)), tuple(sources))
 
 
 # ---- cells and keys -----------------------------------------------------------------------------

@@ -32,7 +32,8 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from ..api import METRICS
-from ..errors import ConfigError, UnknownNameError
+from ..errors import ConfigError, UnknownNameError, shown
+from ..limits import DEFAULT_MAX_CONFIGS, SQLITE_INT_MAX, cpu_cores
 from .options import ALIASES, coerce, declared, option
 
 MATMULS = ("fp32", "tf32", "bf16")  # featbench.training.trainer.matmul_precision
@@ -58,7 +59,7 @@ def split_list(value, what: str) -> tuple[str, ...]:
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return tuple(v.strip() for v in value if v.strip())
     raise ConfigError(
-        f"{what} must be a list of names or a comma-separated string, not {value!r}", f"e.g. {what}: [a, b]"
+        f"{what} must be a list of names or a comma-separated string, not {shown(value)}", f"e.g. {what}: [a, b]"
     )
 
 
@@ -88,7 +89,7 @@ def parse_hp_mapping(value, what: str = "hp") -> dict[str, tuple[float | str | b
         if str(k).rpartition(".")[2] in numeric:
             for x in values:
                 if not isinstance(x, float):
-                    raise ConfigError(f"{key}: {x!r} is not a number", f"write {key}: [0.1, 0.2]")
+                    raise ConfigError(f"{key}: {shown(x)} is not a number", f"write {key}: [0.1, 0.2]")
         out[str(k)] = values
     return out
 
@@ -97,7 +98,7 @@ def _parse_aug(value, base, from_flags) -> tuple:
     if isinstance(value, str):
         return split_list(value, "aug")
     if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"aug must be a list, not {value!r}", "e.g. aug: [none, sea]")
+        raise ConfigError(f"aug must be a list, not {shown(value)}", "e.g. aug: [none, sea]")
     out: list = []
     for item in value:
         if isinstance(item, str):
@@ -106,7 +107,7 @@ def _parse_aug(value, base, from_flags) -> tuple:
             unknown = set(item) - {"label", "augmenter", "hp"}
             if unknown or "augmenter" not in item:
                 raise ConfigError(
-                    f"aug entry {dict(item)!r} is not {{label, augmenter, hp}}",
+                    f"aug entry {shown(dict(item))} is not {{label, augmenter, hp}}",
                     "write {label: sea-a0, augmenter: sea, hp: {alpha: 0}}",
                 )
             out.append(
@@ -117,7 +118,7 @@ def _parse_aug(value, base, from_flags) -> tuple:
                 )
             )
         else:
-            raise ConfigError(f"aug entry {item!r} is neither a name nor a mapping", "e.g. aug: [none, sea]")
+            raise ConfigError(f"aug entry {shown(item)} is neither a name nor a mapping", "e.g. aug: [none, sea]")
     return tuple(out)
 
 
@@ -157,13 +158,14 @@ def _parse_weights(value, base, from_flags) -> dict[str, str]:
         return {str(k): str(v) for k, v in value.items()}
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise ConfigError(
-            f"weights must map backbone names to files, not {value!r}", "e.g. weights: {M: ckpt/r-50-1000ep.pth.tar}"
+            f"weights must map backbone names to files, not {shown(value)}",
+            "e.g. weights: {M: ckpt/r-50-1000ep.pth.tar}",
         )
     out = {}
     for item in value:
         name, sep, path = str(item).partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise ConfigError(f"malformed --weights {item!r}", "write --weights NAME=PATH")
+            raise ConfigError(f"malformed --weights {shown(item)}", "write --weights NAME=PATH")
         out[name.strip()] = path.strip()
     return out
 
@@ -254,6 +256,12 @@ class Compare:
     batch_size: int = option(256, help="mini-batch size")
     seed: int = option(0, help="first seed")
     seeds: int = option(1, help="number of seeds, seed..seed+N-1; tables show mean ± std")
+    max_configs: int = option(
+        DEFAULT_MAX_CONFIGS,
+        metavar="N",
+        help="the most configurations the run may train, every grid point and refit of every row, source and seed; "
+        "a larger run is refused with an estimate of its work",
+    )
     val_fraction: float = option(0.2, help="hold-out fraction of train for the search when there is no val split")
     search: str = option(
         "grid",
@@ -481,7 +489,9 @@ class RunSpec:
                         "backbone in --combos", p, bb, "every combination must use backbones from --backbones"
                     )
             if not parts or len(set(parts)) != len(parts):
-                raise ConfigError(f"--combos entry {combo!r} is empty or repeats a backbone", "write sets like S+M")
+                raise ConfigError(
+                    f"--combos entry {shown(combo)} is empty or repeats a backbone", "write sets like S+M"
+                )
             out.append(parts)
         return out
 
@@ -509,6 +519,21 @@ def check(spec: RunSpec) -> RunSpec:
         raise ConfigError(f"--batch-size {spec.batch_size} must be at least 1", "e.g. --batch-size 256")
     if spec.seeds < 1:
         raise ConfigError(f"--seeds {spec.seeds} must be at least 1", "e.g. --seeds 3")
+    if not 0 <= spec.seed <= SQLITE_INT_MAX:
+        raise ConfigError(
+            f"--seed {spec.seed} is outside 0..{SQLITE_INT_MAX} (seeds are recorded as signed 64-bit integers)",
+            "pass a --seed in that range, e.g. --seed 0",
+        )
+    if spec.seed + spec.seeds - 1 > SQLITE_INT_MAX:
+        raise ConfigError(
+            f"--seed {spec.seed} --seeds {spec.seeds} ends at seed {spec.seed + spec.seeds - 1}, beyond "
+            f"{SQLITE_INT_MAX} (seeds are recorded as signed 64-bit integers)",
+            f"pass a --seed of at most {SQLITE_INT_MAX - spec.seeds + 1}, or fewer --seeds",
+        )
+    if spec.max_configs < 1:
+        raise ConfigError(
+            f"--max-configs {spec.max_configs} must be at least 1", f"e.g. --max-configs {DEFAULT_MAX_CONFIGS}"
+        )
     if not 0 < spec.val_fraction < 1:
         raise ConfigError(f"--val-fraction {spec.val_fraction} must be between 0 and 1", "e.g. --val-fraction 0.2")
     if spec.log_every < 0:
@@ -517,6 +542,11 @@ def check(spec: RunSpec) -> RunSpec:
         raise ConfigError(f"--stack-size {spec.stack_size} must be at least 1", "e.g. --stack-size 64")
     if spec.threads is not None and spec.threads < 1:
         raise ConfigError(f"--threads {spec.threads} must be at least 1", "or leave it out for the executor's default")
+    if spec.threads is not None and spec.executor == "local" and spec.threads > cpu_cores():
+        raise ConfigError(
+            f"--threads {spec.threads} is more than the {cpu_cores()} CPU core(s) this process may use",
+            f"pass --threads {cpu_cores()} or fewer, or leave it out for all of them",
+        )
     if spec.image_size is not None and spec.image_size < 8:
         raise ConfigError(f"--image-size {spec.image_size} is too small", "e.g. --image-size 224")
     if spec.extract_batch_size < 1:

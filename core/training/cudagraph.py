@@ -9,8 +9,9 @@ Only augmenters that declare ``cuda_graph_safe = True`` (declared on featbench.a
 their step must not synchronise with the host, draw host-side randomness, depend on ``batch.epoch`` /
 ``batch.step`` (frozen at capture) or add rows between epochs. Anything else runs eagerly.
 
-Status: written against the documented ``torch.cuda.graph`` API but not run on a GPU in this repository's
-CI (no GPU there); the eager epoch it captures is the one tested on the CPU.
+CI has no GPU: there the eager epoch it captures is tested on the CPU; on a GPU, ``tests/test_cuda.py``
+(``pytest -m cuda``, run by ``benchmarks/gpu_check.py``) checks replayed epochs against eager ones, the
+divergence freeze under replay, and that replays never synchronise with the host.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..api import HParam
-from ..errors import ConfigError, UnknownNameError
+from ..errors import ConfigError, UnknownNameError, shown
 
 #: Hyper-parameters of the trainer itself (SeA paper §4 and its official code); every run has them.
 TRAINER_HPARAMS: tuple[HParam, ...] = (
@@ -29,7 +29,7 @@ def hp_value(value, what: str) -> float | str | bool:
         except ValueError:
             return value.strip()
     raise ConfigError(
-        f"{what} holds {value!r}, which is neither a number nor a name", f"write {what}: [0.1, 0.2] or [name, ...]"
+        f"{what} holds {shown(value)}, which is neither a number nor a name", f"write {what}: [0.1, 0.2] or [name, ...]"
     )
 
 
@@ -52,15 +52,17 @@ def parse_hp_args(items: Iterable[str]) -> dict[str, list[float | str | bool]]:
         name, sep, values = item.partition("=")
         name = name.strip()
         if not sep or not name or not values.strip():
-            raise ConfigError(f"malformed --hp {item!r}", "write --hp NAME=VALUE[,VALUE...], e.g. --hp eta=0,0.4,0.8")
+            raise ConfigError(
+                f"malformed --hp {shown(item)}", "write --hp NAME=VALUE[,VALUE...], e.g. --hp eta=0,0.4,0.8"
+            )
         pieces = [v.strip() for v in values.split(",")]
         if not all(pieces):
             raise ConfigError(
-                f"malformed --hp {item!r}: an empty value", "write --hp NAME=VALUE[,VALUE...] without empty items"
+                f"malformed --hp {shown(item)}: an empty value", "write --hp NAME=VALUE[,VALUE...] without empty items"
             )
         if name in out:
             raise ConfigError(f"--hp {name} is given twice", "give all values in one --hp NAME=V1,V2")
-        out[name] = list(hp_values(pieces, f"--hp {item!r}"))
+        out[name] = list(hp_values(pieces, f"--hp {shown(item)}"))
     return out
 
 

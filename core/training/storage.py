@@ -71,6 +71,8 @@ def place_features(train_x, device, math_dtype: str = "float32", storage: str = 
     import torch
 
     dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:  # "cuda" is the current device: compare like a tensor's "cuda:N"
+        dev = torch.device("cuda", torch.cuda.current_device())
     dt = storage_dtype(train_x, storage, math_dtype)
     if isinstance(train_x, np.ndarray) and train_x.dtype not in (np.float16, np.float32, np.float64):
         train_x = np.asarray(train_x, dtype=np.float32)

@@ -89,3 +89,24 @@ def test_an_interrupted_halving_run_resumes_at_the_rung(files, plugin_host, tmp_
     assert second.configs_trained == 1 + 1  # the last rung and the refit only
     assert (cell.value, cell.hp, cell.val_value) == (full.value, full.hp, full.val_value)
     assert np.array_equal(cell.correct, full.correct) and set(recs) == set(full_recs) and states == {}
+
+
+def test_a_schema_1_store_gains_the_rung_column_and_reads_read_only(tmp_path):
+    """Stores written before successive halving (schema 1, no rung_epoch) are read, and upgraded on write."""
+    import sqlite3
+
+    from featbench.bench.store import Store
+
+    d = str(tmp_path / "old")
+    with Store(d):
+        pass
+    conn = sqlite3.connect(f"{d}/featbench.sqlite")
+    conn.execute("DROP TABLE head_states")
+    conn.execute("ALTER TABLE configs DROP COLUMN rung_epoch")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with Store(d, read_only=True) as store:
+        assert store.configs(["nothing"]) == {}
+    with Store(d) as store:
+        assert "rung_epoch" in store._config_columns() and store.head_states(["nothing"]) == {}

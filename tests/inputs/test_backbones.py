@@ -157,13 +157,16 @@ def test_cached_weights_are_hash_verified(tmp_path):
 
 
 def test_download_is_verified_before_it_lands(tmp_path):
+    from http_util import serve_directory
+
     src, digest = _file(tmp_path, "remote.pth")
-    good = WeightsSource(file="w.pth", url=f"file://{src}", sha256=digest)
-    path = locate("X", good, str(tmp_path / "c1"))
-    assert open(path, "rb").read() == b"weights!"
-    bad = WeightsSource(file="w.pth", url=f"file://{src}", sha256="0" * 64)
-    with pytest.raises(DataError, match="SHA-256"):
-        locate("X", bad, str(tmp_path / "c2"))
+    with serve_directory(str(tmp_path)) as base:
+        good = WeightsSource(file="w.pth", url=f"{base}/remote.pth", sha256=digest)
+        path = locate("X", good, str(tmp_path / "c1"))
+        assert open(path, "rb").read() == b"weights!"
+        bad = WeightsSource(file="w.pth", url=f"{base}/remote.pth", sha256="0" * 64)
+        with pytest.raises(DataError, match="SHA-256"):
+            locate("X", bad, str(tmp_path / "c2"))
     assert not os.listdir(tmp_path / "c2" / "weights")  # nothing half-downloaded or wrong is kept
 
 
