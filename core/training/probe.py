@@ -78,7 +78,7 @@ def fit(
         return loss
 
     opt.step(closure)
-    iterations = opt.state[opt._params[0]].get("n_iter", 0)
+    iterations = opt.state[w].get("n_iter", 0)
     return ProbeFit(w.detach().cpu(), int(iterations), time.perf_counter() - start)
 
 
