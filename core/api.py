@@ -18,7 +18,7 @@ only for type names; it is safe to import from a plugin module at load time.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -51,6 +51,11 @@ class HParam:
     ``choices`` makes it a named option instead of a number (e.g. ISDA's ``cov`` in ``("diag", "full")``):
     its default is one of the choices, it is always structural, and it reaches the plugin as a string in
     ``RunInfo.options`` rather than as a tensor in ``RunInfo.hp``. Yes/no options use :data:`FLAG_CHOICES`.
+
+    Bounds: ``low`` / ``high`` are inclusive unless ``low_open`` / ``high_open`` (``p`` in [0, 1) is
+    ``low=0.0, high=1.0, high_open=True``). ``grids`` maps a grid name (``quick``, ``paper``, or one of the
+    plugin's own) to the values ``featbench run --grid NAME`` searches; the default and every such value
+    pass :meth:`check`. A ``grids:`` entry for the component in registry.yaml replaces these values.
     """
 
     name: str
@@ -62,6 +67,8 @@ class HParam:
     integer: bool = False
     vectorized: bool = True
     choices: tuple[str, ...] = ()
+    high_open: bool = False
+    grids: tuple[tuple[str, tuple[float | str, ...]], ...] = attrs.field(default=(), converter=lambda g: _grid_pairs(g))
 
     def __attrs_post_init__(self) -> None:
         if self.choices and self.default not in self.choices:
@@ -74,6 +81,38 @@ class HParam:
                 f"hyper-parameter {self.name}: a string default {self.default!r} needs choices",
                 "declare choices=(...) or give a numeric default",
             )
+        try:
+            self.check(self.default)
+            for _, values in self.grids:
+                for v in values:
+                    self.check(v)
+        except ConfigError as exc:
+            raise PluginError(
+                f"hyper-parameter {self.name} declares a value outside its own bounds: {exc.message}", exc.hint
+            ) from None
+
+    def grid(self, name: str) -> tuple[float | str, ...] | None:
+        """The values this parameter declares for grid ``name``, or None."""
+        return dict(self.grids).get(name)
+
+    def describe(self, grids: Mapping[str, Sequence[float | str]] | None = None) -> str:
+        """One line of text: default, range or choices, and the grids' values (``featbench plugins -v``);
+        ``grids`` (grid name -> values) replaces the parameter's own ``grids`` (a class may override them)."""
+        if self.choices:
+            text = f"{self.name}={self.default} (one of {', '.join(self.choices)})"
+        else:
+            text = f"{self.name}={self.default:g}"
+            if self.low is not None or self.high is not None:
+                lo = "(-inf" if self.low is None else f"{'(' if self.low_open else '['}{self.low:g}"
+                hi = "inf)" if self.high is None else f"{self.high:g}{')' if self.high_open else ']'}"
+                text += f" in {lo}, {hi}"
+            if self.integer:
+                text += ", whole"
+            if not self.vectorized:
+                text += ", structural"
+        for grid, values in grids.items() if grids is not None else self.grids:
+            text += f"; {grid}: {', '.join(v if isinstance(v, str) else f'{v:g}' for v in values)}"
+        return text
 
     @property
     def structural(self) -> bool:
@@ -103,10 +142,11 @@ class HParam:
                 f"hyper-parameter {self.name}={shown(value)} is out of range",
                 f"{self.name} must be {op} {self.low:g} ({self.doc})",
             )
-        if self.high is not None and v > self.high:
+        if self.high is not None and (v >= self.high if self.high_open else v > self.high):
+            op = "<" if self.high_open else "<="
             raise ConfigError(
                 f"hyper-parameter {self.name}={shown(value)} is out of range",
-                f"{self.name} must be <= {self.high:g} ({self.doc})",
+                f"{self.name} must be {op} {self.high:g} ({self.doc})",
             )
         return v
 
@@ -116,6 +156,21 @@ class HParam:
         if not isinstance(value, str) or value not in self.choices:
             raise UnknownNameError(f"value of hyper-parameter {self.name}", str(value), self.choices, self.doc)
         return value
+
+
+def _grid_pairs(grids) -> tuple[tuple[str, tuple[float | str, ...]], ...]:
+    """``{"quick": [0.1, 0.3]}`` (or pairs) as a hashable tuple of ``(grid, values)`` pairs."""
+    items = list(grids.items() if isinstance(grids, Mapping) else grids)
+    out = []
+    for grid, values in items:
+        values = (values,) if isinstance(values, (str, int, float)) else tuple(values)
+        if not isinstance(grid, str) or not values:
+            raise PluginError(
+                f"grids {dict(items)!r} is not a mapping of grid names to lists of values",
+                "write grids={'quick': (v1, v2), 'paper': (...)}",
+            )
+        out.append((grid, tuple(v if isinstance(v, str) else float(v) for v in values)))
+    return tuple(out)
 
 
 #: The choices of a yes/no option (``HParam(..., choices=FLAG_CHOICES)``); YAML booleans map onto them.
@@ -228,13 +283,19 @@ class Loss:
     """
 
     hparams: ClassVar[tuple[HParam, ...]] = ()
+    #: Values ``featbench run --grid NAME`` searches, ``{"quick": {"eps": (0.05, 0.1)}}``; see :func:`declared_grid`.
+    grids: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def per_row(self, logits: Tensor, targets: Targets, hp: Mapping[str, Tensor]) -> Tensor:
         """Loss of every row: ``logits`` (K, r, C), ``targets`` shared or per head → (K, r)."""
         raise NotImplementedError
 
     def grad_logits(self, logits: Tensor, targets: Targets, hp: Mapping[str, Tensor]) -> Tensor:
-        """d(sum of per-row losses)/d(logits), shape (K, r, C). Override with a closed form when one exists."""
+        """d(sum of per-row losses)/d(logits), shape (K, r, C): the gradient the trainer trains with.
+
+        The trainer's closed-form step uses this, not autograd of :meth:`per_row`, so an override must equal
+        autograd of ``per_row`` (``featbench.testing.check_loss`` checks it). The default is that autograd.
+        """
         import torch
 
         with torch.enable_grad():
@@ -333,7 +394,10 @@ class FeatureAugmenter:
     """Base class of feature-space augmentation methods.
 
     Class attributes:
-      ``hparams``: the method's own hyper-parameters (with defaults, bounds and grids in registry.yaml).
+      ``hparams``: the method's own hyper-parameters (defaults, bounds, and the grids each declares).
+      ``grids``: grid values declared on the class, ``{"quick": {"p": (0.1, 0.3)}}`` (see :func:`declared_grid`).
+      ``off``: the setting that trains exactly like the no-augmentation baseline (``{"eta": 0.0}``), or None
+      when the method has none; ``featbench.testing.check_augmenter`` checks it.
       ``min_batch``: batches with fewer rows are trained on unaugmented (in-batch methods need 2).
 
     The trainer builds one instance per training run (``__init__(run)``), calls
@@ -342,6 +406,8 @@ class FeatureAugmenter:
     """
 
     hparams: ClassVar[tuple[HParam, ...]] = ()
+    grids: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    off: ClassVar[Mapping[str, float | str] | None] = None
     min_batch: ClassVar[int] = 1
     #: ``True`` promises that a training epoch with this augmenter performs no host synchronisation, draws
     #: no host-side randomness and does not depend on ``batch.epoch`` / ``batch.step`` (nor overrides
@@ -385,6 +451,35 @@ class FeatureAugmenter:
 def has_fused_step(cls: type) -> bool:
     """Whether augmenter class ``cls`` overrides :meth:`FeatureAugmenter.fused_gradients`."""
     return getattr(cls, "fused_gradients", None) is not FeatureAugmenter.fused_gradients
+
+
+def declared_grid(cls: type, grid: str) -> dict[str, tuple[float | str, ...]]:
+    """The values a component (a FeatureAugmenter or Loss class) declares for grid ``grid``: each
+    ``HParam.grids`` entry, replaced by the class's ``grids[grid]`` where that names the same parameter.
+    Raises PluginError for a class entry that is not one of its hyper-parameters or is out of bounds."""
+    params = {h.name: h for h in getattr(cls, "hparams", ())}
+    out = {name: h.grid(grid) for name, h in params.items() if h.grid(grid) is not None}
+    entry = (getattr(cls, "grids", None) or {}).get(grid) or {}
+    for name, values in entry.items():
+        if name not in params:
+            raise PluginError(
+                f"{cls.__name__}.grids[{grid!r}] names {name!r}, which is not one of its hyper-parameters "
+                f"({', '.join(params) or 'none'})",
+                "list only the class's own hyper-parameters",
+            )
+        out[name] = dict(_grid_pairs({grid: values}))[grid]
+        for v in out[name]:
+            try:
+                params[name].check(v)
+            except ConfigError as exc:
+                raise PluginError(f"{cls.__name__}.grids[{grid!r}]: {exc.message}", exc.hint) from None
+    return out
+
+
+def declared_grid_names(cls: type) -> list[str]:
+    """Every grid name a component declares values for (on its class or its hyper-parameters)."""
+    names = {g for h in getattr(cls, "hparams", ()) for g, _ in h.grids} | set(getattr(cls, "grids", None) or {})
+    return sorted(names)
 
 
 def per_head(x: Tensor, num_heads: int) -> Tensor:
@@ -483,6 +578,9 @@ class WeightsSource:
     fetched by a script (Google Drive, a file that needs converting); ``manual`` then says what to do
     (``{url}`` and ``{path}`` are filled in). ``package``: the file ships inside this installed Python
     package (``file`` is relative to the package folder); ``install`` says how to install it.
+    ``convert_from`` names the converter that turns the release at ``url`` into ``file``: ``featbench
+    download`` / ``run`` fetch and convert it (``featbench.inputs.fetch``); :func:`featbench.weights.locate`
+    alone never does, and says so.
     """
 
     file: str
@@ -493,6 +591,8 @@ class WeightsSource:
     manual: str | None = None
     package: str | None = None
     install: str | None = None
+    bytes: int | None = None  # the download's size, for the plan of what a run fetches
+    convert_from: str | None = None  # "byol": ``url`` is a release that featbench.inputs converts into ``file``
 
 
 @attrs.frozen
@@ -517,7 +617,9 @@ class BackboneSpec:
     to pooled features (B, d), with ``weights`` (:class:`ResolvedWeights`) loaded. ``arch`` names the
     architecture (part of the cache key). ``weights`` describes a file source; without one,
     ``default_weights`` is ``pretrained`` (then ``pretrained_id`` identifies those weights) or ``random``.
-    A prefix family (``timm:``) sets ``resolve(full_name) -> BackboneSpec`` instead of ``build``.
+    A prefix family (``timm:``) sets ``resolve(full_name) -> BackboneSpec`` instead of ``build``, and may set
+    ``members() -> names`` (without the prefix): a cheap list, without importing the library behind the
+    family, used only to suggest members for a misspelt name (without it, suggestions call ``resolve``).
     """
 
     build: Callable[[ResolvedWeights], Any] | None = None
@@ -527,6 +629,7 @@ class BackboneSpec:
     default_weights: str = attrs.field(default="file", validator=attrs.validators.in_(("file", "pretrained", "random")))
     pretrained_id: str | None = None
     resolve: Callable[[str], BackboneSpec] | None = None
+    members: Callable[[], Sequence[str]] | None = None
 
 
 @attrs.frozen

@@ -1,6 +1,6 @@
-"""Command line: ``featbench plugins``, ``run``, ``report``, ``plot``, ``extract`` and ``convert``. It parses
-arguments and prints; the work is done elsewhere (``featbench run``: :func:`featbench.run.run`). Only this
-module prints for humans: progress reaches it through listeners.
+"""Command line: ``featbench plugins``, ``run``, ``report``, ``plot``, ``extract``, ``download`` and
+``convert``. It parses arguments and prints; the work is done elsewhere (``featbench run``:
+:func:`featbench.run.run`). Only this module prints for humans: progress reaches it through listeners.
 
 Every user error ends as one line ``featbench: error: PROBLEM (FIX)`` on stderr and exit status 2;
 ``--debug`` shows tracebacks instead. A run whose jobs failed prints its tables, then one such line per
@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import MAX_SHOWN, ConfigError, FeatbenchError, one_line, shown, storage_hint
+from .errors import MAX_SHOWN, ConfigError, FeatbenchError, UnknownNameError, one_line, shown, storage_hint
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +47,12 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
         "--registry", default=d(None), metavar="PATH", help="use this registry.yaml instead of the packaged one"
     )
     g.add_argument("--debug", action="store_true", default=d(False), help="show Python tracebacks on errors")
+    g.add_argument(
+        "--offline",
+        action="store_true",
+        default=d(False),
+        help="open no network connection: list what is missing instead of fetching it (also FEATBENCH_OFFLINE=1)",
+    )
     return p
 
 
@@ -63,6 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = sub.add_parser("plugins", parents=[late], help="list registered backbones, augmenters, losses and data sets")
     pp.add_argument("--json", action="store_true", help="print JSON")
+    pp.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also list every hyper-parameter: default, bounds, choices and the values each grid searches",
+    )
+
+    ck = sub.add_parser(
+        "check-plugin",
+        parents=[late],
+        help="check augmenters and losses against the plugin contract",
+        description="Run featbench.testing's contract checks on registered augmenters and losses (small synthetic "
+        "data, a few seconds each): one line per check, exit status 1 if any fails.",
+    )
+    ck.add_argument("names", nargs="+", metavar="NAME", help="augmenter or loss names (see featbench plugins)")
+    ck.add_argument("--device", default="cpu", help="where to run the checks: cpu (default) or cuda[:N]")
 
     rp = sub.add_parser(
         "run",
@@ -104,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_options(ep, _EXTRACT_OPTIONS, required=("backbones", "datasets"))
 
+    dp = sub.add_parser(
+        "download", parents=[late], help="fetch data sets and backbone checkpoints ahead of time (verified, resumable)"
+    )
+    dp.add_argument(
+        "names",
+        metavar="NAME[,NAME...]",
+        help="data sets (or paper: the eleven of Table 5) and backbones, e.g. paper,S,M,B,C",
+    )
+    _add_options(dp, _DOWNLOAD_OPTIONS)
+
     cp = sub.add_parser(
         "convert", parents=[late], help="convert a released checkpoint to a plain torchvision state dict"
     )
@@ -139,6 +171,8 @@ _EXTRACT_OPTIONS = (
     "device",
     "quiet",
 )
+#: The run options ``featbench download`` takes.
+_DOWNLOAD_OPTIONS = ("cache_dir", "data_root", "quiet")
 
 
 def _run_options(rp: argparse.ArgumentParser) -> None:
@@ -193,7 +227,7 @@ def _add_options(p: argparse.ArgumentParser, names: Sequence[str], required: Seq
         groups[part].add_argument(flag, **kw)
 
 
-_RUN_NOT_SPEC = {"config", "command", "plugins", "disabled", "strict_plugins", "registry", "debug"}
+_RUN_NOT_SPEC = {"config", "command", "plugins", "disabled", "strict_plugins", "registry", "debug", "offline", "names"}
 
 
 def _host(args, extra_plugins: Sequence[str] = ()):
@@ -221,7 +255,7 @@ def cmd_plugins(args) -> int:
             }
             hp = getattr(e.obj, "hparams", None)
             if hp:
-                item["hparams"] = {h.name: {"default": h.default, "doc": h.doc} for h in hp}
+                item["hparams"] = _hparams_listing(e.obj)
             items.append(item)
     failures = [{"plugin": f.plugin, "distribution": f.dist, "error": f.error} for f in host.failures]
     if args.json:
@@ -231,9 +265,72 @@ def cmd_plugins(args) -> int:
 
     rows = [[i["kind"], i["name"], i["distribution"], i["plugin"], i["summary"]] for i in items]
     print(tabulate(rows, headers=["kind", "name", "distribution", "plugin", "summary"], tablefmt="simple"))
+    if args.verbose:
+        print(
+            "\nhyper-parameters (default, bounds or choices; the values each grid searches as the plugin declares "
+            "them, before registry.yaml's entries):"
+        )
+        for i in items:
+            for h in i.get("hparams", {}).values():
+                print(f"  {i['kind']} {i['name']}: {h['text']}  -- {h['doc']}")
     for f in failures:
         print(f"FAILED  {f['plugin']} ({f['distribution']}): {f['error']}")
     return 0
+
+
+def _hparams_listing(cls) -> dict:
+    """Every hyper-parameter of a component: default, bounds, choices, declared grids and a line of text."""
+    from .api import declared_grid, declared_grid_names
+
+    grids = {g: declared_grid(cls, g) for g in declared_grid_names(cls)}
+    out = {}
+    for h in cls.hparams:
+        own = {g: list(v[h.name]) for g, v in grids.items() if h.name in v}
+        out[h.name] = {
+            "default": h.default,
+            "doc": h.doc,
+            "low": h.low,
+            "low_open": h.low_open,
+            "high": h.high,
+            "high_open": h.high_open,
+            "integer": h.integer,
+            "structural": h.structural,
+            "choices": list(h.choices),
+            "grids": own,
+            "text": h.describe(own),
+        }
+    return out
+
+
+def cmd_check_plugin(args) -> int:
+    from .testing import augmenter_checks, loss_checks
+
+    host = _host(args)
+    todo = []
+    for name in args.names:
+        found = [(kind, name) for kind in ("augmenter", "loss") if name in host.catalog(kind)]
+        if not found:
+            other = [kind for kind in ("backbone", "dataset") if name in host.catalog(kind)]
+            if other:
+                raise ConfigError(
+                    f"{name!r} is a {other[0]}: check-plugin checks augmenters and losses",
+                    "name an augmenter or a loss",
+                )
+            raise UnknownNameError("augmenter or loss", name, [*host.list_augmenters(), *host.list_losses()])
+        todo.extend(found)
+    failed = total = 0
+    for kind, name in todo:
+        if kind == "augmenter":
+            results = augmenter_checks(host.get_augmenter(name), name=name, device=args.device)
+        else:
+            results = loss_checks(host.get_loss(name), name=name, device=args.device)
+        for r in results:
+            print(f"{r} [{kind}]")
+        total += len(results)
+        failed += sum(not r.ok for r in results)
+    summary = f"featbench: {failed} of {total} check(s) failed" if failed else f"featbench: all {total} check(s) passed"
+    print(summary, file=sys.stderr)
+    return 1 if failed else 0
 
 
 class _Progress:
@@ -266,6 +363,29 @@ class _Progress:
         if self.images is not None:
             self.images.close()
             self.images = None
+
+    def fetching(self, line):
+        if not self.quiet:
+            self._say(f"featbench: {line}")
+
+    def bytes_started(self, desc, total, done):  # one bar at a time: a download's shares the images' slot
+        if self.tty:
+            from tqdm import tqdm
+
+            self.images = tqdm(
+                total=total,
+                initial=done,
+                desc=desc,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=False,
+            )
+
+    bytes_done = images_done
+    bytes_finished = images_finished
 
     # bench.progress.Listener protocol
     def planned(self, cells_total, cells_done, configs_todo, epochs):
@@ -300,8 +420,9 @@ class _Progress:
         pass
 
     def job_failed(self, failure):
-        if not self.quiet:
-            self._say(f"featbench: {failure.job.phase} job of {failure.job.label} failed: {failure.error}")
+        if not self.quiet:  # the error itself is printed once, with the others, when the run ends
+            job = failure.job
+            self._say(f"featbench: {job.phase} job of {job.label} failed (its error is reported at the end)")
 
     def cell_finished(self, cell, done, total):
         if self.quiet:
@@ -356,9 +477,10 @@ def cmd_run(args) -> int:
     for line in result.warnings:
         print(f"featbench: warning: {line}", file=sys.stderr)
     print(result.text)
-    if outcome.interrupted:
-        return _interrupted_status()
-    return _report_failures(outcome, args.debug, out) if outcome.failures else 0
+    if outcome.failures:
+        code = _report_failures(outcome, args.debug, out)
+        return _interrupted_status() if outcome.interrupted else code
+    return _interrupted_status() if outcome.interrupted else 0
 
 
 def _report_failures(outcome, debug: bool, out: str | None) -> int:
@@ -422,6 +544,55 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _fetch(args, spec, datasets, backbones, weights=None, required=()) -> list:
+    """Download what a command needs and this machine lacks (``featbench.inputs.fetch``), its plan and progress
+    on stderr; returns what no script can fetch."""
+    from .inputs.fetch import fetch_inputs
+
+    progress = _Progress(spec.quiet)
+    try:
+        return fetch_inputs(
+            datasets,
+            backbones,
+            registry_path=args.registry,
+            data_root=spec.data_root,
+            cache_dir=spec.cache_dir,
+            weights=weights,
+            listener=progress,
+            required=required,
+        )
+    finally:
+        progress.close()
+
+
+def cmd_download(args) -> int:
+    from .bench.spec import build_spec, expand_datasets
+    from .config import load_registry
+    from .errors import DataError, UnknownNameError
+
+    spec = build_spec(_run_flags(args))
+    registry = load_registry(args.registry)
+    catalogs = {kind: registry.get(kind) or {} for kind in ("datasets", "backbones")}
+    datasets, backbones = [], []
+    for name in expand_datasets([v.strip() for v in args.names.split(",") if v.strip()]):
+        if name in catalogs["datasets"]:
+            datasets.append(name)
+        elif name in catalogs["backbones"]:
+            backbones.append(name)
+        else:
+            valid = [*catalogs["datasets"], *catalogs["backbones"], "paper"]
+            raise UnknownNameError("data set or backbone", name, valid)
+    manual = _fetch(args, spec, datasets, backbones)
+    fetched = [n for n in datasets + backbones if n not in {m.name for m in manual}]
+    if fetched:
+        print(f"in place: {', '.join(fetched)}")
+    for m in manual[1:]:
+        print(f"featbench: error: {m.kind} {m.name} cannot be fetched by a script ({m.manual})", file=sys.stderr)
+    if manual:
+        raise DataError(f"{manual[0].kind} {manual[0].name} cannot be fetched by a script", manual[0].manual)
+    return 0
+
+
 def cmd_extract(args) -> int:
     from .bench.spec import build_spec
     from .inputs.sources import extract
@@ -439,6 +610,7 @@ def cmd_extract(args) -> int:
         batch_size=i.extract_batch_size,
         workers=i.workers,
     )
+    _fetch(args, spec, spec.datasets, spec.backbones, i.weights, required=spec.backbones)
     progress = _Progress(spec.quiet)
     for dataset in spec.datasets:
         try:
@@ -464,10 +636,12 @@ def cmd_convert(args) -> int:
 
 COMMANDS = {
     "plugins": cmd_plugins,
+    "check-plugin": cmd_check_plugin,
     "run": cmd_run,
     "report": cmd_report,
     "plot": cmd_plot,
     "extract": cmd_extract,
+    "download": cmd_download,
     "convert": cmd_convert,
 }
 
@@ -477,7 +651,7 @@ def _format_warning(message, category, filename, lineno, file=None, line=None):
 
 
 #: Environment variables main() sets for its own duration.
-_ENV_SET = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+_ENV_SET = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "FEATBENCH_OFFLINE", "HF_HUB_OFFLINE")
 
 
 class Terminated(KeyboardInterrupt):
@@ -553,6 +727,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .config import load_registry
 
             load_registry(args.registry)
+        from .inputs.download import offline, set_offline
+
+        if args.offline or offline():  # every connection refused, the Hugging Face hub's (timm) included
+            set_offline()
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code

@@ -68,15 +68,18 @@ class FeatbenchError(Exception):
 class UnknownNameError(FeatbenchError):
     """A name (plugin, hyper-parameter, format...) that is not among the valid ones."""
 
-    def __init__(self, kind: str, name: str, valid: Iterable[str], extra: str | None = None):
+    def __init__(self, kind: str, name: str, valid: Iterable[str], extra: str | None = None, lead: bool = False):
+        """``extra`` follows the suggestions, or comes first with ``lead`` (it then explains the miss better
+        than a close spelling would: a disabled plugin, one that failed to load)."""
         valid = sorted(set(valid))
         close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        hint = f"{extra}; " if extra and lead else ""
+        hint += f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
         if len(valid) > MAX_LISTED:
             hint += f"{len(valid)} valid names"
         else:
             hint += f"valid: {', '.join(valid) if valid else '(none registered)'}"
-        if extra:
+        if extra and not lead:
             hint += f"; {extra}"
         super().__init__(f"unknown {kind} {shown(name)}", hint)
         self.kind = kind

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import warnings
@@ -82,6 +83,11 @@ def _check_class(base_name: str, kind: str):
         names = [h.name for h in obj.hparams]
         if len(set(names)) != len(names):
             raise PluginError(f"{name!r} declares a hyper-parameter twice: {names}", "give each HParam a unique name")
+        for grid in api.declared_grid_names(obj):
+            try:
+                api.declared_grid(obj, grid)
+            except PluginError as exc:
+                raise PluginError(f"{kind} {name!r}: {exc.message}", exc.hint) from None
 
     return check
 
@@ -141,6 +147,9 @@ class PluginHost:
         self.recipe: PluginRecipe | None = None  # set by load_plugins
         self.registry_path: str | None = None  # --registry (None: the packaged registry.yaml)
         self.failures: list[LoadFailure] = []
+        self.disabled: list[str] = []  # every blocked name that matched a plugin or distribution
+        self.disabled_builtins: list[str] = []
+        self.disabled_entry_points: list[tuple[str, str]] = []  # (entry point, distribution)
         self.providers: dict[str, Provider] = {}
         self.augmenters: Catalog = Catalog("augmenter", _check_class("FeatureAugmenter", "augmenter"))
         self.losses: Catalog = Catalog("loss", _check_class("Loss", "loss"))
@@ -149,10 +158,10 @@ class PluginHost:
 
     # ---- loading -----------------------------------------------------------------------------
 
-    def _fail(self, plugin: str, dist: str, exc: BaseException) -> None:
-        """A plugin failed to load or register: an error in strict mode, else a warning and no plugin. A
-        ConfigError is the user's configuration (a registry entry the plugin reads), not the plugin's
-        fault: it stops the command in either mode, as it is."""
+    def _fail(self, plugin: str, dist: str, exc: BaseException, outcome: str = "continuing without it") -> None:
+        """A plugin failed to load or register: an error in strict mode, else a warning (``outcome`` says
+        what the command goes on with). A ConfigError is the user's configuration (a registry entry the
+        plugin reads), not the plugin's fault: it stops the command in either mode, as it is."""
         if isinstance(exc, ConfigError):
             raise exc
         if self.strict:
@@ -168,12 +177,13 @@ class PluginHost:
         self.failures.append(failure)
         said = _one_line(exc) if isinstance(exc, PluginError) and repr(plugin) in exc.message else str(failure)
         warnings.warn(
-            f"{said}; continuing without it (--strict-plugins makes this an error)", PluginLoadWarning, stacklevel=3
+            f"{said}; {outcome} (--strict-plugins makes this an error)", PluginLoadWarning, stacklevel=3
         )
 
     def register_module(self, obj: Any, name: str, dist: str) -> bool:
         """Register an already imported plugin object (module or instance) under ``name``."""
         try:
+            self._check_not_registered(obj, name, dist)
             self.pm.register(obj, name=name)
             unknown = sorted(h.name for h in (self.pm.get_hookcallers(obj) or []) if not h.has_spec())
             if unknown:
@@ -188,6 +198,25 @@ class PluginHost:
         self.providers[name] = Provider(name, dist)
         return True
 
+    def _check_not_registered(self, obj: Any, name: str, dist: str) -> None:
+        """A one-line PluginError (not pluggy's dump of every registered plugin) when ``obj`` or ``name`` is taken."""
+        other = self.pm.get_name(obj) if self.pm.is_registered(obj) else None
+        if other is None and self.pm.get_plugin(name) is not None:
+            other = name
+        if other is None:
+            return
+        first = self.providers.get(other, Provider(other, "?"))
+        if dist == LOCAL_DIST:
+            raise PluginError(
+                f"-p {name}: that module is already loaded as {first}",
+                f"drop -p {name} (installed plugins load through their entry point), or add --disable-plugin "
+                f"{first.plugin} to load the -p copy instead",
+            )
+        raise PluginError(
+            f"plugin {name!r} (distribution {dist!r}) is the same module or name as {first}, already loaded",
+            "give each entry point its own module and name",
+        )
+
     def import_and_register(self, module_name: str, dist: str) -> bool:
         try:
             module = importlib.import_module(module_name)
@@ -200,6 +229,7 @@ class PluginHost:
         for ep in entry_points:
             dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
             if ep.name in blocked or dist in blocked:
+                self.disabled_entry_points.append((ep.name, dist))
                 continue
             try:
                 obj = ep.load()
@@ -220,7 +250,7 @@ class PluginHost:
             # In registration order: built-ins first, then entry points, then -p modules.
             for impl in hook.get_hookimpls():
                 provider = self.providers.get(impl.plugin_name, Provider(impl.plugin_name, "?"))
-                registry = Registry(catalog, provider)
+                registry = Registry(catalog, provider, on_reject=self._rejecter(provider))
                 try:
                     if takes_catalog and registry_file is None:
                         from .config import load_registry
@@ -240,6 +270,16 @@ class PluginHost:
                         catalog._entries.pop(name, None)
                     self._fail(provider.plugin, provider.dist, exc)
 
+    def _rejecter(self, provider: Provider):
+        """What happens to one invalid ``registry.add``: strict mode raises; otherwise that one name is
+        dropped with a warning and the plugin's other registrations are kept."""
+
+        def reject(exc: PluginError) -> None:
+            outcome = "skipped that one; the plugin's other registrations are kept"
+            self._fail(provider.plugin, provider.dist, exc, outcome)
+
+        return reject
+
     def catalog(self, kind: str) -> Catalog:
         return {
             "augmenter": self.augmenters,
@@ -251,11 +291,51 @@ class PluginHost:
     def _get(self, catalog: Catalog, name: str) -> Entry:
         if name in catalog:
             return catalog.entry(name)
-        hint = None
-        failed = [str(f) for f in self.failures]
-        if failed:
-            hint = "plugins that failed to load: " + "; ".join(failed)
-        raise UnknownNameError(catalog.kind, name, catalog.names(), hint)
+        raise self._unknown(catalog, name)
+
+    def _unknown(self, catalog: Catalog, name: str, hint: str | None = None) -> Exception:
+        """The error for a name no loaded plugin registered: a PluginError naming the disabled plugin that
+        provides it, else an UnknownNameError that says first which plugins are disabled or failed to load."""
+        owner = self._disabled_owner(catalog.kind, name)
+        if owner is not None:
+            named = " and ".join(repr(n) for n in (owner.plugin, owner.dist) if n in self.disabled)
+            return PluginError(
+                f"unknown {catalog.kind} {name!r}: it is provided by {owner}, which is disabled",
+                f"remove {named} from --disable-plugin and FEATBENCH_DISABLE_PLUGINS",
+            )
+        context = []
+        if self.disabled:
+            context.append(f"disabled plugins: {', '.join(self.disabled)}")
+        if self.failures:
+            context.append("plugins that failed to load: " + "; ".join(str(f) for f in self.failures))
+        extra = "; ".join([*context, *([hint] if hint else [])]) or None
+        return UnknownNameError(catalog.kind, name, catalog.names(), extra, lead=bool(context))
+
+    def _disabled_owner(self, kind: str, name: str) -> Provider | None:
+        """Which disabled plugin provides ``name``: a disabled built-in module registering it (featbench's own
+        code, imported to ask), or a disabled entry point of that name (third-party code is never run)."""
+        hook_name = next(h for h, k in CATALOG_HOOKS.items() if k == kind)
+        for module_name in self.disabled_builtins:
+            scratch = Catalog(kind)
+            try:
+                hook = getattr(importlib.import_module(module_name), hook_name, None)
+                if hook is not None:
+                    wants = inspect.signature(hook).parameters
+                    catalog = {"catalog": self._registry_file()} if "catalog" in wants else {}
+                    hook(registry=Registry(scratch, Provider(module_name, BUILTIN_DIST)), **catalog)
+            except Exception:  # noqa: BLE001 - only a hint: a module that cannot say provides nothing
+                continue
+            if name in scratch:
+                return Provider(module_name, BUILTIN_DIST)
+        for plugin, dist in self.disabled_entry_points:
+            if plugin == name:
+                return Provider(plugin, dist)
+        return None
+
+    def _registry_file(self) -> Mapping:
+        from .config import load_registry
+
+        return load_registry(self.registry_path)
 
     def get_augmenter(self, name: str) -> type:
         return self._get(self.augmenters, name).obj
@@ -270,13 +350,15 @@ class PluginHost:
         if name not in catalog and family in catalog and len(name) > len(family):
             return catalog.get(family).resolve(name)
         if name not in catalog:
-            members = [] if family else _family_members(catalog, name)
-            hint = f"did you mean the family member {' or '.join(members)}?" if members else None
-            failed = "; ".join(str(f) for f in self.failures)
+            exact, close = ([], []) if family else _family_members(catalog, name)
             hint = (
-                "; ".join(h for h in (hint, f"plugins that failed to load: {failed}" if failed else None) if h) or None
+                f"did you mean the family member {' or '.join(exact)}?"
+                if exact
+                else f"close family members: {', '.join(close)}"
+                if close
+                else None
             )
-            raise UnknownNameError(catalog.kind, name, catalog.names(), hint)
+            raise self._unknown(catalog, name, hint)
         spec = self._get(catalog, name).obj
         if getattr(spec, "resolve", None) is not None:
             raise UnknownNameError(
@@ -304,17 +386,46 @@ class PluginHost:
     def list_datasets(self) -> list[str]:
         return self.datasets.names()
 
+    def distributions(self) -> dict[str, str | None]:
+        """Every distribution that provides a loaded plugin, with its installed version (None for ``-p``
+        modules and anything not installed as a distribution): recorded with every run."""
+        out: dict[str, str | None] = {}
+        for provider in self.providers.values():
+            if provider.dist not in out:
+                try:
+                    out[provider.dist] = metadata.version(provider.dist)
+                except (metadata.PackageNotFoundError, ValueError):
+                    out[provider.dist] = None
+        return out
 
-def _family_members(catalog: Catalog, name: str) -> list[str]:
-    """``FAMILY:name`` for every prefix family that resolves it (``resnet50`` -> ``timm:resnet50``)."""
-    found = []
+
+def _family_members(catalog: Catalog, name: str) -> tuple[list[str], list[str]]:
+    """``FAMILY:name`` for every prefix family that has it (``resnet50`` -> ``timm:resnet50``), and the
+    closest ``FAMILY:member`` spellings where a family lists its members. A family's cheap ``members()``
+    list is used when it has one; only families without one are asked through ``resolve`` (which may
+    import a large library)."""
+    import difflib
+
+    found, close = [], []
     for family in (f for f in catalog.names() if f.endswith(":")):
+        spec = catalog.get(family)
+        members = getattr(spec, "members", None)
+        if members is not None:
+            try:
+                names = list(members())
+            except Exception:  # noqa: BLE001 - only a suggestion
+                continue
+            if name in names:
+                found.append(family + name)
+            else:
+                close += [family + m for m in difflib.get_close_matches(name, names, n=3, cutoff=0.8)]
+            continue
         try:
-            catalog.get(family).resolve(family + name)
+            spec.resolve(family + name)
         except Exception:  # noqa: BLE001 - not a member of this family
             continue
         found.append(family + name)
-    return found
+    return found, close
 
 
 def _default_entry_points() -> list[Any]:
@@ -353,7 +464,9 @@ def load_plugins(
     if builtins is None:
         from .plugins import BUILTIN_PLUGINS as builtins
     for module_name in builtins:
-        if module_name not in blocked:
+        if module_name in blocked or BUILTIN_DIST in blocked:
+            host.disabled_builtins.append(module_name)
+        else:
             host.import_and_register(module_name, BUILTIN_DIST)
     recipe_entry_points = (
         None if entry_points is None and not _env_flag("FEATBENCH_DISABLE_ENTRY_POINTS") else tuple(entry_points or ())
@@ -364,11 +477,13 @@ def load_plugins(
     for spec in local_modules:
         module = _import_local(host, spec)
         if module is not None:
+            host._check_not_registered(module, module.__name__, LOCAL_DIST)  # asked for by name: an error
             host.register_module(module, module.__name__, LOCAL_DIST)
     if _env_flag("FEATBENCH_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda m: print(m, end="", file=sys.stderr))
         pm.enable_tracing()
     host.build_catalogs()
+    host.disabled = _check_disabled(host, blocked, local_modules)
     host.recipe = PluginRecipe(
         tuple(builtins),
         recipe_entry_points,
@@ -378,6 +493,33 @@ def load_plugins(
         registry,
     )
     return host
+
+
+def _check_disabled(host: PluginHost, blocked: set[str], local_modules: Sequence[str]) -> list[str]:
+    """The blocked names that matched a plugin or distribution; a warning for each one that matched nothing
+    (a typo, or a component's name where its plugin's is needed)."""
+    known = {*host.disabled_builtins, *(n for pair in host.disabled_entry_points for n in pair), *local_modules}
+    matched = []
+    for name in sorted(blocked):
+        if name in known:
+            matched.append(name)
+            continue
+        providers = [
+            f"{kind} {name!r} comes from plugin {host.catalog(kind).entry(name).provider.plugin!r}"
+            for kind in CATALOG_HOOKS.values()
+            if name in host.catalog(kind)
+        ]
+        hint = (
+            f"{'; '.join(providers)}: disable that plugin"
+            if providers
+            else "see featbench plugins for plugin and distribution names"
+        )
+        warnings.warn(
+            f"--disable-plugin {name!r} (or FEATBENCH_DISABLE_PLUGINS) matches no plugin or distribution ({hint})",
+            PluginLoadWarning,
+            stacklevel=3,
+        )
+    return matched
 
 
 def _is_path(spec: str) -> bool:

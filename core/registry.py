@@ -87,14 +87,23 @@ class Registry:
     """What a registration hook receives: ``registry.add(name, obj)`` files ``obj`` under ``name``.
 
     One Registry is made per plugin and per hook, so every name is attributed to the plugin that added it.
+    An invalid registration (a wrong type, a taken name, bad hyper-parameter grids) raises PluginError, or,
+    when ``on_reject`` is given, is handed to it and skipped, so only that one name is lost.
     """
 
-    def __init__(self, catalog: Catalog, provider: Provider):
+    def __init__(self, catalog: Catalog, provider: Provider, on_reject: Callable[[PluginError], None] | None = None):
         self._catalog = catalog
         self.provider = provider
+        self._on_reject = on_reject
         self.added: list[str] = []
 
     def add(self, name: str, obj: Any, summary: str | None = None) -> None:
         """Register ``obj`` as ``name``; ``summary`` defaults to the first line of its docstring."""
-        self._catalog.add(name, obj, self.provider, summary)
+        try:
+            self._catalog.add(name, obj, self.provider, summary)
+        except PluginError as exc:
+            if self._on_reject is None:
+                raise
+            self._on_reject(exc)
+            return
         self.added.append(name)

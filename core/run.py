@@ -4,9 +4,11 @@ pytest's ``main.py`` wraps a test session.
 The lifecycle, in order:
 
 1. **preflight**: names, hyper-parameters and feature files (all but their values) are checked and the
-   plan (rows with their grids, feature sources) is made, before anything is written;
+   plan (rows with their grids, feature sources) is made, before anything is written; then the data sets
+   and checkpoints the run needs and this machine lacks are downloaded (one plan line first);
 2. **session**: the executor named by the spec opens (the Ray executor connects to its cluster) and
-   gives the device jobs train on; the matrix-product precision is checked against it;
+   gives the device jobs train on; the matrix-product precision is checked against it, and ``grid: auto``
+   becomes the grid for that device;
 3. **store**: the ``--out`` directory and its results store are opened or created;
 4. **driver**: :class:`~featbench.bench.driver.Runner` trains what the store lacks and records it;
 5. **results**: the tables are rendered from the store and written (``results.json``, ``table.EXT``).
@@ -61,11 +63,19 @@ def build_spec(flags: Mapping[str, object], config: str | None = None) -> RunSpe
 def preflight(spec: RunSpec, host, registry_path: str | None = None) -> Plan:
     """The run's plan, after checking names, hyper-parameters and feature files (all but their NaN/Inf
     values); feature-file runs fail here before torch is even imported."""
-    from .inputs.features import check_feature_files
-
     plan = make_plan(spec, host, registry_path)
     for src in plan.sources:
+        missing = [f for f in src.files if not os.path.exists(f)]
+        if missing and spec.feature_files_script:
+            script = os.path.relpath(spec.feature_files_script)
+            script = script if not script.startswith("..") else spec.feature_files_script
+            raise ConfigError(
+                f"feature file not found: {missing[0]}",
+                f"this suite's feature files are written by {script}: run python {script} first",
+            )
         if src.files:
+            from .inputs.features import check_feature_files  # numpy: only when there are feature files
+
             check_feature_files(list(src.files), name=src.dataset)
         elif not src.builtin:
             host.get_dataset(src.dataset)
@@ -77,6 +87,7 @@ def preflight(spec: RunSpec, host, registry_path: str | None = None) -> Plan:
 
 def run(spec: RunSpec, host, *, registry_path: str | None = None, listener: Listener | None = None) -> RunResult:
     """Run ``spec`` (see the module docstring). Raises :class:`FeatbenchError` on bad input, leaving no run behind."""
+    from .bench.spec import resolve_grid
     from .bench.store import Store, db_path
     from .reporting.divergence import divergence_warnings
     from .reporting.recorded import render_run
@@ -84,12 +95,16 @@ def run(spec: RunSpec, host, *, registry_path: str | None = None, listener: List
     from .training.trainer import check_matmul
 
     listener = listener or Listener()
-    plan = preflight(spec, host, registry_path)
+    plan = preflight(resolve_grid(spec, "cpu"), host, registry_path)  # names and grids checked before any download
+    fetch_inputs_of(spec, registry_path, listener)
     new_dir = spec.out is not None and not os.path.isdir(spec.out)
     new_db = spec.out is None or not os.path.exists(db_path(spec.out))
     with contextlib.ExitStack() as context:
         device = context.enter_context(executors.module(spec.executor).session(spec))
         check_matmul(spec.matmul, device)
+        resolved = resolve_grid(spec, device)  # grid auto: paper-auto when training on a GPU, quick on the CPU
+        if resolved is not spec:
+            spec, plan = resolved, make_plan(resolved, host, registry_path)
         out = prepare_out(spec.out)
         try:
             store = context.enter_context(Store(out, check=not new_db))  # a store being resumed is checked first
@@ -113,6 +128,27 @@ def run(spec: RunSpec, host, *, registry_path: str | None = None, listener: List
             write_atomic(os.path.join(out, "results.json"), json_text + "\n")
             write_atomic(os.path.join(out, f"table.{FORMATS[spec.format]}"), text + "\n")
     return RunResult(outcome, text, tuple(warnings), out)
+
+
+def fetch_inputs_of(spec: RunSpec, registry_path: str | None, listener) -> None:
+    """Download the catalog data sets and registry checkpoints the run extracts features from and this machine
+    lacks (``featbench.inputs.fetch``): one plan line first, refused offline or when the disk is short."""
+    image_datasets = [ds for ds in spec.datasets if ds not in spec.feature_files] if spec.backbones else []
+    if not image_datasets:
+        return
+    from .inputs.fetch import fetch_inputs
+
+    fetch_inputs(
+        image_datasets,
+        spec.backbones,
+        registry_path=registry_path,
+        data_root=spec.data_root,
+        cache_dir=spec.cache_dir,
+        weights=spec.weights,
+        listener=listener,
+        # a checkpoint every cell needs and no script can fetch stops the run before anything is downloaded
+        required=set.intersection(*(set(b) for b in spec.backbone_sets())),
+    )
 
 
 def prepare_out(path: str | None) -> str | None:

@@ -48,6 +48,7 @@ class Adv(FeatureAugmenter):
         HParam("normalize_grad", "true", "normalise the gradient and the result (true) or use raw Eq. 5 (false)",
                choices=FLAG_CHOICES),
     )
+    off = {"eta": 0.0}
 
     def augment(self, batch: Batch) -> Augmented:
         grad = feature_gradients(batch, self.run.loss, self.run.num_heads)

@@ -10,12 +10,37 @@ initialisation, which is also the default for timm's tiny ``test_*`` models (CI)
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import os
+import re
 import sys
 
 from featbench.api import BackboneSpec, ConversionRule, Preprocess, ResolvedWeights, hookimpl, load_into
 from featbench.errors import UnknownNameError, WeightsUnavailableError
+
+# ---- member names without importing the libraries ---------------------------------------------------
+
+_REGISTERED = re.compile(r"^@register_model(?:\([^)]*\))?[ \t]*\n(?:@[^\n]*\n)*def\s+(\w+)\s*\(", re.M)
+
+
+@functools.lru_cache(maxsize=None)
+def registered_model_names(package: str) -> tuple[str, ...]:
+    """The model names ``PACKAGE/models/*.py`` registers with ``@register_model`` (timm's ``list_models()``,
+    torchvision's classification ``list_models(module=models)``), read from the installed sources without
+    importing the package (seconds saved for a misspelt name); always in step with the installed version.
+    Empty when the package is not installed."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return ()
+    folder = os.path.join(os.path.dirname(spec.origin), "models")
+    names: set[str] = set()
+    for entry in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+        if entry.endswith(".py"):
+            with open(os.path.join(folder, entry), encoding="utf-8", errors="replace") as f:
+                names.update(_REGISTERED.findall(f.read()))
+    return tuple(sorted(names))
+
 
 # ---- timm --------------------------------------------------------------------------------------------
 
@@ -180,11 +205,11 @@ def resolve_torchvision(name: str) -> BackboneSpec:
 def register_backbones(registry):
     registry.add(
         "timm:",
-        BackboneSpec(resolve=resolve_timm),
+        BackboneSpec(resolve=resolve_timm, members=functools.partial(registered_model_names, "timm")),
         summary="any timm model: timm:NAME[.TAG], its own preprocessing (test_* models: seeded random weights)",
     )
     registry.add(
         "torchvision:",
-        BackboneSpec(resolve=resolve_torchvision),
+        BackboneSpec(resolve=resolve_torchvision, members=functools.partial(registered_model_names, "torchvision")),
         summary="any torchvision classifier: torchvision:NAME[.WEIGHTS], its own preprocessing",
     )

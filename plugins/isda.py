@@ -95,6 +95,7 @@ class ISDA(FeatureAugmenter):
             choices=("ce", "run"),
         ),
     )
+    off = {"lambda0": 0.0, "surrogate": "run"}  # surrogate=ce with lambda0 = 0 is plain cross-entropy
 
     def __init__(self, run: RunInfo):
         super().__init__(run)

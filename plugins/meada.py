@@ -120,6 +120,7 @@ class MEADA(FeatureAugmenter):
         HParam("max_loss", "ce", "classification loss in the max objective: ce (original) or the run's loss",
                choices=("ce", "run")),
     )
+    off = {"phases": 0, "every": 1}
 
     def __init__(self, run: RunInfo):
         super().__init__(run)

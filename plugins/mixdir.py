@@ -19,6 +19,7 @@ class MixDir(FeatureAugmenter):
     """MixDir: push each feature towards one other random example of the batch, keeping its hard label."""
 
     hparams = (STEP_SIZE,)
+    off = {"eta": 0.0}
     min_batch = 2
 
     def augment(self, batch: Batch) -> Augmented:

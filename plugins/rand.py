@@ -38,6 +38,7 @@ class Rand(FeatureAugmenter):
         HParam("coeffs", "dirichlet", "random span coefficients: dirichlet (on the simplex) or signed (Gaussian)",
                choices=tuple(COEFFS)),
     )
+    off = {"eta": 0.0}
     min_batch = 2
 
     def augment(self, batch: Batch) -> Augmented:

@@ -92,6 +92,7 @@ class SeA(FeatureAugmenter):
         STEP_SIZE,
         HParam("alpha", 0.01, "entropy weight / softmax temperature of the projection, >= 0 (0 = one-hot)", low=0.0),
     )
+    off = {"eta": 0.0}
     min_batch = 2  # the direction uses the *other* examples of the batch
     cuda_graph_safe = True  # deterministic, no host reads (FeatureAugmenter.cuda_graph_safe)
 

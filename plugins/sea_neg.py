@@ -46,6 +46,7 @@ class SeANeg(FeatureAugmenter):
             choices=FLAG_CHOICES,
         ),
     )
+    off = {"eta": 0.0}
     min_batch = 2
 
     def augment(self, batch: Batch) -> Augmented:

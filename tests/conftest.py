@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from featbench.testing import make_blobs  # noqa: F401 - the tests import it from here
+
 # Before torch loads OpenMP: idle threads sleep instead of spinning. On a busy 2-core machine (other jobs
 # running) spinning made small forward passes ~30x slower (resnet18, batch 2: 1.5 s vs 0.05 s).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -16,24 +18,6 @@ os.environ.setdefault("FEATBENCH_DISABLE_ENTRY_POINTS", "1")
 os.environ.setdefault("FEATBENCH_STRICT_PLUGINS", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))  # reference_sea.py
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-
-def make_blobs(n_train=240, n_test=120, d=16, C=4, seed=0, spread=0.6, n_val=0):
-    """Clustered non-negative features (like post-ReLU features), unit-normalised rows."""
-    rng = np.random.default_rng(seed)
-    centers = rng.random((C, d)) * 2
-
-    def draw(n):
-        y = np.arange(n) % C
-        rng.shuffle(y)
-        x = np.abs(centers[y] + spread * rng.standard_normal((n, d)))
-        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), y.astype(np.int64)
-
-    out = {}
-    for split, n in (("train", n_train), ("test", n_test), ("val", n_val)):
-        if n:
-            out[f"{split}_x"], out[f"{split}_y"] = draw(n)
-    return out
 
 
 @pytest.fixture

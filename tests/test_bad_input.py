@@ -266,7 +266,7 @@ def test_debug_shows_the_traceback(bad, tmp_path):
 
 def test_a_broken_plugin_is_a_warning_without_strict_mode(bad, tmp_path):
     proc = featbench("-p", str(bad / "raises.py"), "run", "--features", str(bad / "ok.npz"), "--aug", "none", "--epochs", "1",
-                     "--quiet", "--format", "csv", cwd=str(tmp_path), env=cli_env(FEATBENCH_STRICT_PLUGINS="0"))
+                     "--quiet", "--format", "csv-wide", cwd=str(tmp_path), env=cli_env(FEATBENCH_STRICT_PLUGINS="0"))
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "featbench: warning: plugin 'featbench_local_raises' (distribution '(local -p module)') failed: RuntimeError: boom in "

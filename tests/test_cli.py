@@ -46,7 +46,9 @@ def test_grid_search_seeds_and_table_formats(capsys, feature_file):
     code, out, _ = run(capsys, "run", "--aug", "none,sea", "--features", feature_file, "--epochs", "1", "--format", "latex", "--quiet")
     assert code == 0 and "\\toprule" in out
     code, out, _ = run(capsys, "run", "--aug", "none,sea", "--features", feature_file, "--epochs", "1", "--format", "csv", "--quiet")
-    assert code == 0 and out.splitlines()[0] == "augmenter,blobs,Avg" and len(out.splitlines()) == 4
+    lines = out.splitlines()  # issue 15: numbers in their own columns (the table as printed is csv-wide)
+    assert code == 0 and lines[0] == "backbones,augmenter,dataset,metric,mean,std,seeds,gain,p,test,significant"
+    assert [line.split(",")[1:3] for line in lines[1:]] == [["none", "blobs"], ["sea", "blobs"], ["none", "Avg"], ["sea", "Avg"]]
 
 
 def test_plugins_json_lists_builtins(capsys):

@@ -369,7 +369,7 @@ def test_report_and_plot_on_a_read_only_mount(finished_run, read_only_mount, tmp
     source, mounted = read_only_mount
     _copy_run(finished_run, source / "run")
     before = _snapshot(str(source / "run"))
-    proc, peak = featbench_measured("report", str(mounted / "run"), "--format", "csv", cwd=str(tmp_path))
+    proc, peak = featbench_measured("report", str(mounted / "run"), "--format", "csv-wide", cwd=str(tmp_path))
     assert proc.returncode == 0 and proc.stderr == "" and proc.stdout.startswith("augmenter,"), proc.stderr
     proc, peak2 = featbench_measured("plot", str(mounted / "run"), "--out", str(tmp_path / "plots"), cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr

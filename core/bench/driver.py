@@ -89,7 +89,8 @@ class Runner:
     def run(self) -> RunOutcome:
         spec, store = self.spec, self.store
         keys = [c.key for c in self.cells]
-        run_id = store.begin_run(spec.to_json(), environment(self.device, spec.executor, spec.threads), keys)
+        versions = {**environment(self.device, spec.executor, spec.threads), "plugins": self.host.distributions()}
+        run_id = store.begin_run(spec.to_json(), versions, keys)
         done = store.done_cells(keys)
         pending = [c for c in self.cells if c.key not in done]
         self._run_id = run_id

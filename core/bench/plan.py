@@ -117,16 +117,21 @@ class RowPlan:
 def plan_rows(
     spec: RunSpec, host, registry_path: str | None = None, sources: Sequence[SourceSpec] | None = None
 ) -> list[RowPlan]:
-    """Resolve rows, the loss and each row's grid (registry grid < NAME=... < ROW.NAME=... < the row's own hp).
+    """Resolve rows, the loss and each row's grid (declared grid values < registry.yaml's < NAME=... <
+    ROW.NAME=... < the row's own hp).
     The run's size (over ``sources``, planned here if not given) is checked against ``spec.max_configs``
     before any grid is expanded."""
     from ..config import load_registry
-    from ..training.grid import expand_grid, grid_values, hparams_for
+    from ..training.grid import expand_grid, grid_names_of, hparams_for, search_values
     from .workload import check_grids
 
     rows = spec.rows(host.list_augmenters())
     loss_cls = host.get_loss(spec.loss)
     registry = load_registry(registry_path) if spec.grid else None
+    if registry is not None:
+        names = grid_names_of(registry, [loss_cls, *(host.get_augmenter(r.augmenter) for r in rows)])
+        if spec.grid not in names:
+            raise UnknownNameError("grid", spec.grid, names, "registry.yaml's grids and those the components declare")
     labels = [r.label for r in rows]
     scoped: dict[str, dict[str, tuple[float, ...]]] = {}
     plain: dict[str, tuple[float, ...]] = {}
@@ -143,7 +148,8 @@ def plan_rows(
         cls = host.get_augmenter(row.augmenter)
         params = hparams_for(loss_cls, cls)
         known |= set(params)
-        values = grid_values(registry, spec.grid, ["trainer", spec.loss, row.augmenter]) if registry is not None else {}
+        components = [("trainer", None), (spec.loss, loss_cls), (row.augmenter, cls)]
+        values = search_values(registry, spec.grid, components) if registry is not None else {}
         values = {k: v for k, v in values.items() if k in params}
         values.update({k: v for k, v in plain.items() if k in params})
         for name, v in {**scoped.get(row.label, {}), **row.hp}.items():

@@ -39,6 +39,17 @@ from .options import ALIASES, coerce, declared, option
 MATMULS = ("fp32", "tf32", "bf16")  # featbench.training.trainer.matmul_precision
 SEARCHES = ("grid", "halving")  # featbench.training.halving
 PROBES = ("lbfgs",)  # featbench.training.probe
+BASELINE = "none"  # the augmenter every comparison is against
+#: The data sets of the SeA paper's Table 5 (``--dataset paper``, and the default with --backbones).
+PAPER_DATASETS = (
+    "aircraft", "birds", "caltech101", "cars", "cifar10", "cifar100", "dtd", "flowers", "food", "pets", "sun397",
+)  # fmt: skip
+#: ``--grid auto`` (the default without --hp values and --grid): the grid searched on each kind of device.
+AUTO_GRIDS = {"cuda": "paper-auto", "cpu": "quick"}
+GRID_HELP = (
+    "search a named grid (paper, paper-auto, quick): the values each component declares, with registry.yaml's "
+    "entries over them; default without --hp values: auto (paper-auto when training on a GPU, quick on the CPU)"
+)
 
 
 @attrs.frozen
@@ -191,6 +202,20 @@ def _names(what: str):
     return lambda value, base, from_flags: split_list(value, what)
 
 
+def expand_datasets(names: Sequence[str]) -> tuple[str, ...]:
+    """Data-set names with the alias ``paper`` replaced by the SeA paper's eleven (each name once)."""
+    out: list[str] = []
+    for n in names:
+        for m in PAPER_DATASETS if n == "paper" else (n,):
+            if m not in out:
+                out.append(m)
+    return tuple(out)
+
+
+def _dataset_names(value, base, from_flags) -> tuple[str, ...]:
+    return expand_datasets(split_list(value, "datasets"))
+
+
 # ---- the concerns ---------------------------------------------------------------------------------
 
 
@@ -215,11 +240,12 @@ class Compare:
     )
     datasets: tuple[str, ...] = option(
         (),
-        parse=_names("datasets"),
+        parse=_dataset_names,
         flag="--dataset",
         aliases=("dataset",),
         metavar="NAME[,NAME...]",
-        help="data sets (columns)",
+        help="data sets (columns); paper = the eleven of the SeA paper's Table 5 (the default with --backbones). "
+        "Missing catalog data sets and checkpoints are downloaded first",
     )
     backbones: tuple[str, ...] = option(
         (),
@@ -242,6 +268,12 @@ class Compare:
         aliases=("feature-files",),
         help="data set -> backbone -> .npz (suite files only)",
     )
+    feature_files_script: str | None = option(
+        None,
+        parse=lambda value, base, from_flags: None if value is None else _rel(base, str(value)),
+        metavar="SCRIPT.py",
+        help="the script that writes the feature files (named in the error when one is missing)",
+    )
     metric: str | None = option(None, help="override the sources' metric: top1 or mean_per_class")
     loss: str = option("hinge", help="training loss")
     hp: Mapping[str, tuple[float | str | bool, ...]] = option(
@@ -251,7 +283,13 @@ class Compare:
         metavar="[ROW.]KEY=V[,V2...]",
         help="fix a hyper-parameter, or give several values to search; ROW.KEY applies to one row (repeatable)",
     )
-    grid: str | None = option(None, metavar="NAME", help="search a named grid from registry.yaml (paper, quick)")
+    grid: str | None = option(None, metavar="NAME", help=GRID_HELP)
+    no_baseline: bool = option(
+        False,
+        help="do not train the baseline row none beside the augmenters given with --aug (no Gain row then); by "
+        "default it is added, once per cell, unless a row already trains it (a suite file's aug: list is taken "
+        "as it is)",
+    )
     epochs: int = option(100, help="training epochs")
     batch_size: int = option(256, help="mini-batch size")
     seed: int = option(0, help="first seed")
@@ -353,7 +391,11 @@ class Compute:
 class Output:
     """What a run records, writes and shows."""
 
-    format: str = option("table", help="output format of the tables, e.g. table, markdown, csv, json or latex")
+    format: str = option(
+        "table",
+        help="output format of the tables: table, markdown, csv (one line per cell: mean, std, gain and p in their own "
+        "columns), csv-wide (the table as printed), json or latex",
+    )
     layout: str = option("auto", help="auto (Table 5, plus Table 4 with several backbone sets), table5, table4 or both")
     gain_of: str | None = option(None, metavar="NAME", help="row of the Gain line (default: sea, else the last)")
     digits: int = option(2, help="decimals in tables")
@@ -584,7 +626,7 @@ def check(spec: RunSpec) -> RunSpec:
     if spec.datasets and not spec.backbones:
         raise ConfigError("--dataset needs --backbones", "e.g. --dataset cifar100 --backbones S,M,B,C")
     if spec.backbones and not spec.datasets:
-        raise ConfigError("--backbones needs --dataset", "e.g. --backbones S,M --dataset cifar100")
+        spec = attrs.evolve(spec, datasets=PAPER_DATASETS)
     if spec.combos and not spec.backbones:
         raise ConfigError("--combos needs --backbones", "e.g. --backbones S,M,B,C --combos all")
     spec.backbone_sets()  # validates explicit combinations
@@ -643,4 +685,27 @@ def build_spec(flags: Mapping[str, object], config: str | None = None) -> RunSpe
         if name not in fields:
             raise AssertionError(f"flag {name} has no option")
         values[name] = coerce(fields[name][1], value, None, from_flags=True)
-    return check(RunSpec(**{k: v for k, v in values.items() if v is not None}))
+    spec = check(RunSpec(**{k: v for k, v in values.items() if v is not None}))
+    return with_baseline(spec) if "aug" in flags else spec  # a suite file's rows are exactly the ones it lists
+
+
+def with_baseline(spec: RunSpec) -> RunSpec:
+    """``spec`` with the baseline row first unless ``no_baseline`` or a row trains it already: one baseline
+    per cell, however many augmenters are listed (applied to rows given on the command line)."""
+    if spec.no_baseline or any((a.augmenter if isinstance(a, AugRow) else a) in (BASELINE, "all") for a in spec.aug):
+        return spec
+    return attrs.evolve(spec, aug=(BASELINE, *spec.aug))
+
+
+def resolve_grid(spec: RunSpec, device: str) -> RunSpec:
+    """``spec`` with ``grid: auto`` made concrete for ``device`` (AUTO_GRIDS). No grid and no --hp values
+    (neither run-wide nor a row's own) in a comparison (a row other than the baseline) means auto, so every
+    augmenter is searched on validation over a grid that holds its off setting; the baseline alone keeps
+    its single default configuration."""
+    compared = any((r.augmenter if isinstance(r, AugRow) else r) != BASELINE for r in spec.aug)
+    auto = spec.grid == "auto" or (
+        spec.grid is None and compared and not spec.hp and not any(isinstance(r, AugRow) and r.hp for r in spec.aug)
+    )
+    if not auto:
+        return spec
+    return attrs.evolve(spec, grid=AUTO_GRIDS["cuda" if str(device).startswith("cuda") else "cpu"])

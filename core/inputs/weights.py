@@ -114,11 +114,18 @@ def locate(name: str, source: WeightsSource, cache_dir: str | None, download: bo
     if os.path.isfile(path):
         check_sha256(path, source.sha256, f"backbone {name}")
         return path
-    if not source.download or not source.url or not download:
+    if not source.download or not source.url or not download or source.convert_from:
         how = (source.manual or "download {url} to {path}").format(url=source.url, path=path)
         raise WeightsUnavailableError(
             f"backbone {name}: weights not found at {path} (source: {source.url})",
             f"{how}, or pass --weights {name}=FILE",
+        )
+    from .download import OFFLINE_ENV, offline
+
+    if offline():
+        raise WeightsUnavailableError(
+            f"backbone {name}: weights not found at {path}, and {OFFLINE_ENV}=1 forbids downloading {source.url}",
+            f"run featbench download {name} on a machine with a network, or pass --weights {name}=FILE",
         )
     _download(registry_url(source.url, f"backbone {name}", _FIX.format(name=name)), path, source.sha256, name)
     return path
@@ -361,7 +368,7 @@ def build_backbone(name: str, spec: BackboneSpec, weights: ResolvedWeights):
 
 # ---- registry.yaml ``backbones:`` ------------------------------------------------------------------
 
-_SOURCE_KEYS = {"url", "file", "sha256", "download", "manual", "package", "install"}
+_SOURCE_KEYS = {"url", "file", "sha256", "download", "manual", "package", "install", "bytes", "convert_from"}
 _ENTRY_KEYS = _SOURCE_KEYS | {"doc", "arch", "convert", "preprocess", "padding"}
 
 

@@ -6,7 +6,7 @@
   augmenter, columns = data sets and ``Avg``; the best value per column within each group is underlined
   and the best overall is bold, as in the paper.
 
-Every format (``table``, ``markdown``, ``csv``, ``json``, ``latex``) is rendered from the same
+Every format (``table``, ``markdown``, ``csv``, ``csv-wide``, ``json``, ``latex``) is rendered from the same
 :class:`Report`; JSON is its plain-data image, with the p-value of every gain. Reports are built from
 :class:`~featbench.records.CellRecord` s only, so ``featbench report DIR`` rebuilds them from the store.
 """
@@ -27,7 +27,9 @@ from ..records import PROBE_ROW, CellRecord
 from . import significance as sig
 
 #: Output formats -> the extension of a run directory's table file.
-FORMATS = {"table": "txt", "markdown": "md", "csv": "csv", "json": "json", "latex": "tex"}
+#: Output format -> the extension of the table file ``--out`` writes; ``csv`` is one line per
+#: (backbone set, augmenter, column) with the numbers in their own columns, ``csv-wide`` the table as printed.
+FORMATS = {"table": "txt", "markdown": "md", "csv": "csv", "csv-wide": "csv", "json": "json", "latex": "tex"}
 LAYOUTS = ("auto", "table5", "table4", "both")
 BASELINE = "none"
 BEST, GROUP_BEST = "best", "group_best"
@@ -317,7 +319,7 @@ def _num(value: float, std: float | None, digits: int, pm: str) -> str:
 _STYLE = {
     # format: (bold, underline, significant-suffix, plus-minus)
     "table": ("*{}*", "_{}_", "{}†", " ± "),
-    "csv": ("*{}*", "_{}_", "{}†", " ± "),
+    "csv-wide": ("*{}*", "_{}_", "{}†", " ± "),
     "markdown": ("**{}**", "<u>{}</u>", "{}†", " ± "),
     "latex": ("\\textbf{{{}}}", "\\underline{{{}}}", "{}$^\\dagger$", " $\\pm$ "),
 }
@@ -387,6 +389,28 @@ def _grid(table: Table, fmt: str, digits: int) -> tuple[list[str], list[tuple[st
     return header, body
 
 
+def search_note(settings: Mapping) -> str:
+    """How the hyper-parameters of the run with these settings were chosen, and how to get the paper's search."""
+    grid = settings.get("grid")
+    if grid:
+        paper = "" if grid == "paper" else " (the paper's: --grid paper)"
+        return f"hyper-parameters searched on validation over grid {grid}{paper}{_halving_note(settings)}"
+    hp = settings.get("hp") or {}
+    if any(len(v) > 1 for v in hp.values()):
+        return f"hyper-parameters searched on validation over the --hp values{_halving_note(settings)}"
+    return "fixed hyper-parameters, no search (--grid paper searches the paper's grid)"
+
+
+def _halving_note(settings: Mapping) -> str:
+    """With ``--search halving``: how the search was cut short (empty for the full grid)."""
+    if settings.get("search") != "halving":
+        return ""
+    rungs = settings.get("halving_rungs") or "E/3^k (featbench.training.halving.default_rungs)"
+    rungs = ",".join(map(str, rungs)) if isinstance(rungs, (list, tuple)) else rungs
+    keep = settings.get("halving_keep", 1 / 3)
+    return f", by successive halving (keep {keep:.3g} per rung, rungs at epochs {rungs}), not the full grid"
+
+
 def _legend(report: Report, fmt: str) -> str:
     seeds = f"mean ± std over {report.seeds} seeds" if report.seeds > 1 else "one seed"
     metric = ", ".join(report.metrics) or "metric"
@@ -407,14 +431,8 @@ def _legend(report: Report, fmt: str) -> str:
             "then quarter decades), refit on train+val"
         )
     settings = report.meta.get("settings")
-    if isinstance(settings, Mapping) and settings.get("search") == "halving":
-        rungs = settings.get("halving_rungs") or "E/3^k (featbench.training.halving.default_rungs)"
-        rungs = ",".join(map(str, rungs)) if isinstance(rungs, (list, tuple)) else rungs
-        keep = settings.get("halving_keep", 1 / 3)
-        text += (
-            f"; configurations chosen by successive halving (keep {keep:.3g} per rung, rungs at epochs {rungs}), "
-            "not the full grid"
-        )
+    if isinstance(settings, Mapping):
+        text += f"; {search_note(settings)}"
     diverged = sum(e.diverged_configs for e in report.entries)
     if diverged:
         text += f"; {diverged} configuration(s) diverged (NaN/Inf weights), see results.json"
@@ -450,6 +468,8 @@ def render(report: Report, fmt: str, digits: int = 2) -> str:
 
     if fmt == "json":
         return json.dumps(_finite(to_json_data(report)), indent=2, default=_json_default, allow_nan=False)
+    if fmt == "csv":
+        return _render_csv(report)
     if fmt not in FORMATS:
         raise UnknownNameError("output format", fmt, FORMATS)
     if not report.tables:
@@ -460,7 +480,7 @@ def render(report: Report, fmt: str, digits: int = 2) -> str:
         header, body = _grid(table, fmt, digits)
         rows = [cells for _, cells in body]
         title = f"{table.layout} layout: {table.title}"
-        if fmt == "csv":
+        if fmt == "csv-wide":
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")
             writer.writerow([f"{header[0]} [{title}]" if titled else header[0], *header[1:]])
@@ -487,6 +507,50 @@ def render(report: Report, fmt: str, digits: int = 2) -> str:
     elif fmt == "markdown":
         parts.append(legend)
     return "\n\n".join(parts)
+
+
+CSV_HEADER = (
+    "backbones", "augmenter", "dataset", "metric", "mean", "std", "seeds", "gain", "p", "test", "significant",
+)
+
+
+def _render_csv(report: Report) -> str:
+    """One line per (backbone set, augmenter, data set or Avg) with numbers in their own columns: the mean
+    and sample std over seeds (in %), the number of seeds, and the gain over ``none`` with its p-value and
+    test (empty for ``none`` itself and where no test applies). Layout-independent, for spreadsheets."""
+    gains = {(g["backbones"], g["augmenter"], g["column"]): g for g in report.gains}
+    rows = [[e.backbones, e.row, e.dataset, e.metric, e.value, e.std, len(e.by_seed)] for e in report.entries]
+    seen = set()
+    for table in report.tables:
+        for line in table.lines:
+            if not line.entries:
+                continue
+            if table.layout == "table5":
+                row, bset = line.label, next(iter(line.entries.values())).backbones
+            else:
+                row, bset = line.group, line.label
+            if (bset, row) not in seen:
+                seen.add((bset, row))
+                rows.append([bset, row, AVG, "", line.avg, line.avg_std, len(line.avg_by_seed)])
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for r in rows:
+        g = gains.get((r[0], r[1], r[2]))
+        extra = [g["gain"], g["p"], g["test"] or "", g["significant"]] if g else ["", "", "", ""]
+        writer.writerow([_plain(v) for v in [*r, *extra]])
+    return buf.getvalue().rstrip("\n")
+
+
+def _plain(v) -> str:
+    """A CSV field: numbers with 6 significant digits, NaN / None as empty, booleans as true / false."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
 
 
 def to_json_data(report: Report) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
-from ..api import HParam
+from ..api import HParam, declared_grid, declared_grid_names
 from ..errors import ConfigError, UnknownNameError, shown
 
 #: Hyper-parameters of the trainer itself (SeA paper §4 and its official code); every run has them.
@@ -67,20 +67,24 @@ def parse_hp_args(items: Iterable[str]) -> dict[str, list[float | str | bool]]:
 
 
 def hparams_for(loss_cls: type, aug_cls: type) -> dict[str, HParam]:
-    """All hyper-parameters of a (loss, augmenter) pair, trainer's included; a name clash is an error."""
+    """All hyper-parameters of a (loss, augmenter) pair, trainer's included; a name clash is an error naming
+    both components."""
     out: dict[str, HParam] = {}
-    for owner, params in (
-        ("trainer", TRAINER_HPARAMS),
-        (loss_cls.__name__, loss_cls.hparams),
-        (aug_cls.__name__, aug_cls.hparams),
-    ):
+    owners: dict[str, str] = {}
+    components = (
+        ("the trainer", TRAINER_HPARAMS),
+        (f"the loss {loss_cls.__name__}", loss_cls.hparams),
+        (f"the augmenter {aug_cls.__name__}", aug_cls.hparams),
+    )
+    for owner, params in components:
         for h in params:
             if h.name in out:
                 raise ConfigError(
-                    f"hyper-parameter {h.name!r} is declared by both the {owner} and another component",
+                    f"hyper-parameter {h.name!r} is declared by both {owners[h.name]} and {owner}",
                     "rename one of them in its plugin",
                 )
             out[h.name] = h
+            owners[h.name] = owner
     return out
 
 
@@ -108,16 +112,21 @@ def structural_groups(params: Mapping[str, HParam], configs: Sequence[Mapping[st
     return list(groups.values())
 
 
-def grid_values(registry: Mapping, grid: str, components: list[str]) -> dict[str, list[float | str | bool]]:
-    """The hyper-parameter lists of ``grid`` for the named components (trainer, loss, augmenter).
-
-    Values are read by :func:`hp_values`, as ``--hp`` and suite files read them.
-    """
+def _registry_grids(registry: Mapping) -> Mapping:
     grids = registry.get("grids") or {}
     if not isinstance(grids, Mapping):
         raise ConfigError(
             "grids: in the registry is not a mapping of grid names", "write grids: {NAME: {trainer: {lr: [...]}}}"
         )
+    return grids
+
+
+def grid_values(registry: Mapping, grid: str, components: list[str]) -> dict[str, list[float | str | bool]]:
+    """The hyper-parameter lists of ``grid`` for the named components (trainer, loss, augmenter).
+
+    Values are read by :func:`hp_values`, as ``--hp`` and suite files read them.
+    """
+    grids = _registry_grids(registry)
     if grid not in grids:
         raise UnknownNameError("grid", grid, grids)
     if not isinstance(grids[grid] or {}, Mapping):
@@ -132,4 +141,31 @@ def grid_values(registry: Mapping, grid: str, components: list[str]) -> dict[str
             raise ConfigError(f"grids.{grid}.{comp} in the registry is not a mapping", "write NAME: [values]")
         for name, values in entry.items():
             out[name] = list(hp_values(values, f"grids.{grid}.{comp}.{name} in the registry"))
+    return out
+
+
+def grid_names_of(registry: Mapping, classes: Iterable[type]) -> list[str]:
+    """Every grid ``--grid`` accepts for these components: registry.yaml's and those the classes declare."""
+    names = dict.fromkeys(_registry_grids(registry))
+    for cls in classes:
+        names.update(dict.fromkeys(declared_grid_names(cls)))
+    return list(names)
+
+
+def search_values(
+    registry: Mapping, grid: str, components: Sequence[tuple[str, type | None]]
+) -> dict[str, list[float | str | bool]]:
+    """The values ``--grid grid`` searches for the named components (``("trainer", None)``, the loss, the
+    augmenter), in that order: each component's declared values (:func:`featbench.api.declared_grid`; those
+    of the grid's ``base:`` in registry.yaml where it declares none for this grid), replaced parameter by
+    parameter by its ``grids.GRID.COMPONENT`` entry in registry.yaml."""
+    in_registry = grid in _registry_grids(registry)
+    base = (_registry_grids(registry).get(grid) or {}).get("base") if in_registry else None
+    out: dict[str, list[float | str | bool]] = {}
+    for name, cls in components:
+        if cls is not None:  # a grid with ``base: OTHER`` takes OTHER's declared values where it declares none
+            declared = declared_grid(cls, grid) or (declared_grid(cls, base) if base else {})
+            out.update({k: list(v) for k, v in declared.items()})
+        if in_registry:
+            out.update(grid_values(registry, grid, [name]))
     return out

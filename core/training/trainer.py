@@ -174,6 +174,28 @@ def small_batches(n: int, batch_size: int, min_batch: int) -> int:
     return (full if batch_size < min_batch else 0) + (1 if 0 < last < min_batch else 0)
 
 
+def run_info(x, y, num_classes: int, loss: Loss, configs, settings: TrainSettings, device) -> RunInfo:
+    """What an augmenter is built with for K configurations (``featbench.testing.make_run`` builds the same)."""
+    K = len(configs)
+    hp = hp_tensors(configs, device)
+    options = hp_options(configs)
+    b = settings.batch_size
+    return RunInfo(
+        train_x=x,
+        train_y=y,
+        num_classes=num_classes,
+        hp=hp,
+        num_heads=K,
+        epochs=settings.epochs,
+        batch_size=b,
+        steps_per_epoch=math.ceil(x.shape[0] / b),
+        loss=BoundLoss(loss, {**hp, **options}),
+        rng=AugRNG(seed_stream(settings.seed, AUGMENT_STREAM), K),
+        device=device,
+        options=options,
+    )
+
+
 class _Stack:
     """One chunk of the K heads, stepped together: weights, momentum, hyper-parameters, augmenter, rows."""
 
@@ -182,27 +204,11 @@ class _Stack:
 
         K = len(configs)
         n, d = x.shape
-        hp = hp_tensors(configs, device)
-        options = hp_options(configs)
-        self.lr = hp["lr"].view(K, 1, 1).clone()  # zeroed for diverged heads
-        self.wd = hp["wd"].view(K, 1, 1)
-        self.loss = BoundLoss(loss, {**hp, **options})
+        run = run_info(x, y, num_classes, loss, configs, settings, device)
+        self.lr = run.hp["lr"].view(K, 1, 1).clone()  # zeroed for diverged heads
+        self.wd = run.hp["wd"].view(K, 1, 1)
+        self.loss = run.loss
         self.settings = settings
-        b = settings.batch_size
-        run = RunInfo(
-            train_x=x,
-            train_y=y,
-            num_classes=num_classes,
-            hp=hp,
-            num_heads=K,
-            epochs=settings.epochs,
-            batch_size=b,
-            steps_per_epoch=math.ceil(n / b),
-            loss=self.loss,
-            rng=AugRNG(seed_stream(settings.seed, AUGMENT_STREAM), K),
-            device=device,
-            options=options,
-        )
         self.augmenter = augmenter_cls(run)
         self.weight = init_weight(num_classes, d, settings.seed).to(device, dtype).expand(K, num_classes, d).clone()
         self.momentum_buf = torch.zeros_like(self.weight)

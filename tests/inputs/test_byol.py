@@ -126,7 +126,8 @@ def haiku_layout(sd, FlatMapping):
     return FlatMapping({k: FlatMapping(v) for k, v in params.items()}), FlatMapping(state)
 
 
-def test_byol_pickle_converts_to_exactly_the_source_weights(monkeypatch, tmp_path):
+def release_pickle(monkeypatch) -> tuple[dict, bytes]:
+    """A seeded torchvision ResNet-50 state dict and the bytes of BYOL's release pickle holding it."""
     import torchvision
 
     ByolState, FlatMapping, DeviceArray = release_classes(monkeypatch)
@@ -134,8 +135,13 @@ def test_byol_pickle_converts_to_exactly_the_source_weights(monkeypatch, tmp_pat
     src = torchvision.models.resnet50(weights=None).state_dict()
     params, state = haiku_layout(src, FlatMapping)
     ckpt = {"experiment_state": ByolState(params, params, state, state, ()), "step": 1000, "rng": DeviceArray(np.zeros(2, np.uint32))}
+    return src, pickle.dumps(ckpt, protocol=2)  # dill.dump(..., protocol=2) in the release
+
+
+def test_byol_pickle_converts_to_exactly_the_source_weights(monkeypatch, tmp_path):
+    src, data = release_pickle(monkeypatch)
     pkl = tmp_path / "pretrain_res50x1.pkl"
-    pkl.write_bytes(pickle.dumps(ckpt, protocol=2))  # dill.dump(..., protocol=2) in the release
+    pkl.write_bytes(data)
     out = tmp_path / "byol.pth"
     sd = convert_byol(str(pkl), str(out))
     loaded = torch.load(out, weights_only=True)

@@ -1,24 +1,25 @@
-"""A real third-party distribution (tests/plugins/example_plugin) installed into the test environment and used
-through its `featbench` entry point, in a subprocess, exactly as a user would."""
+"""A real third-party distribution (tests/plugins/example_plugin) installed into a throwaway folder and used through
+its `featbench` entry point, in a subprocess, exactly as a user would; the folder is deleted afterwards."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from plugin_install import importable, subprocess_env, throwaway_install
 
 
 @pytest.fixture(scope="module")
-def installed():
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    os.path.join(HERE, "example_plugin")], check=True, capture_output=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FEATBENCH_")}
-    return env
+def target():
+    with throwaway_install("plugins/example_plugin") as folder:
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def installed(target):
+    return subprocess_env(target)
 
 
 def featbench(env, *args):
@@ -48,7 +49,7 @@ def test_disabling_the_distribution_hides_it(installed):
     assert res.returncode == 2 and "unknown augmenter 'jitter'" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_jitter_with_sigma_zero_is_the_baseline(installed):
+def test_jitter_with_sigma_zero_is_the_baseline(target):
     from importlib.metadata import entry_points
 
     import numpy as np
@@ -59,7 +60,8 @@ def test_jitter_with_sigma_zero_is_the_baseline(installed):
     from featbench.plugins.losses import SmoothedHinge
     from featbench.training.trainer import TrainSettings, train_heads
 
-    host = load_plugins(entry_points=[ep for ep in entry_points(group="featbench") if ep.name == "jitter"])
+    with importable(target, "featbench_jitter"):
+        host = load_plugins(entry_points=[ep for ep in entry_points(group="featbench") if ep.name == "jitter"])
     Jitter = host.get_augmenter("jitter")
     d = make_blobs()
     cfg = dict(lr=1.0, wd=0.0, lamda=0.1, delta=0.0)

@@ -86,3 +86,24 @@ def test_registry_grids_name_real_hyper_parameters_with_valid_values(augmenters,
         for name, setting in OFF.items():
             key = next(iter(setting))  # the numeric switch (eta, lambda0, phases) comes first
             assert setting[key] in grid_values(registry, grid, [name])[key], name
+
+
+@pytest.mark.parametrize("name", sorted(VARIATIONS))
+def test_builtin_augmenter_passes_the_shipped_contract_checks(augmenters, name):
+    """The checks `featbench check-plugin` runs for third-party authors (featbench.testing), here on the built-ins."""
+    from featbench.testing import AUGMENTER_CHECKS, check_augmenter
+
+    cls = augmenters[name]
+    assert cls.off == OFF.get(name)  # the off setting the checker uses is the one this file tests
+    results = check_augmenter(cls, name=name, variations=tuple(VARIATIONS[name]))
+    assert [r.check for r in results] == list(AUGMENTER_CHECKS)
+    assert all(r.ok for r in results) and [r.skipped for r in results] == [False, False, name not in OFF, False, False, False]
+
+
+@pytest.mark.parametrize("name", ["hinge", "ce", "focal_con"])
+def test_builtin_loss_passes_the_shipped_contract_checks(name):
+    from featbench.testing import LOSS_CHECKS, check_loss
+
+    host = load_plugins(entry_points=[])
+    results = check_loss(host.get_loss(name), name=name)
+    assert [r.check for r in results] == list(LOSS_CHECKS) and all(r.ok and not r.skipped for r in results)

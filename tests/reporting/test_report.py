@@ -64,7 +64,7 @@ def test_marks_appear_in_every_format():
     assert "*60.00*" in text and "*71.00*" in text and "(test top1 in %, one seed" in text
     md = render(report, "markdown")
     assert "**60.00**" in md and "10.00†" in md and "| Gain (sea - none) |" in md
-    rows = list(csv.reader(io.StringIO(render(report, "csv"))))
+    rows = list(csv.reader(io.StringIO(render(report, "csv-wide"))))
     assert rows[0][1:] == ["A", "B", "Avg"] and rows[-1][0] == "Gain (sea - none)" and rows[-1][1] == "10.00†"
     tex = render(report, "latex")
     for token in ("\\toprule", "\\midrule", "\\bottomrule", "\\textbf{60.00}", "10.00$^\\dagger$", "\\begin{tabular}{lrrr}"):
@@ -140,3 +140,18 @@ def test_latex_escapes_names():
     cells = [cell("none", "cub_200", 50.0), cell("sea_neg", "cub_200", 52.0)]
     tex = render(build(cells, gain_of="sea_neg"), "latex")
     assert "sea\\_neg" in tex and "cub\\_200" in tex and "sea_neg" not in tex.replace("% ", "")
+
+
+def test_csv_has_mean_std_and_p_in_their_own_columns():
+    cells = []
+    for seed, (b, s) in enumerate([(50.0, 53.0), (51.0, 53.5), (49.0, 52.5)]):
+        cells += [cell("none", "A", b, seed=seed), cell("sea", "A", s, seed=seed)]
+    for layout in ("table5", "table4"):
+        rows = list(csv.DictReader(io.StringIO(render(build(cells, layout=layout), "csv"))))
+        by = {(r["augmenter"], r["dataset"]): r for r in rows}
+        assert set(by) == {("none", "A"), ("sea", "A"), ("none", "Avg"), ("sea", "Avg")}
+        assert float(by["none", "A"]["mean"]) == pytest.approx(50.0) and float(by["none", "A"]["std"]) == pytest.approx(1.0)
+        assert by["none", "A"]["seeds"] == "3" and by["none", "A"]["p"] == "" and by["none", "A"]["backbones"] == "S+M"
+        sea = by["sea", "A"]
+        assert float(sea["gain"]) == pytest.approx(3.0) and 0 < float(sea["p"]) < 0.05 and sea["significant"] == "true"
+        assert float(by["sea", "Avg"]["mean"]) == pytest.approx(53.0)
