@@ -435,6 +435,18 @@ class FeatureAugmenter:
         """
         return None
 
+    def head_state(self, k: int) -> dict[str, Any]:
+        """What head ``k`` of this instance carries from one epoch to the next, beyond its weights, momentum,
+        RNG streams and added rows (the trainer keeps those). Successive halving continues a surviving head
+        in a new instance built for the survivors (``__init__`` recomputes everything derived from the
+        data and the hyper-parameters), then calls :meth:`load_head_states`. An augmenter whose state
+        changes during training must implement both; the default is stateless. Values: tensors, numbers,
+        strings, None, or lists/dicts of them."""
+        return {}
+
+    def load_head_states(self, states: list[dict[str, Any]]) -> None:
+        """Restore this instance's heads, in order, from :meth:`head_state` dicts of earlier instances."""
+
 
 def has_fused_step(cls: type) -> bool:
     """Whether augmenter class ``cls`` overrides :meth:`FeatureAugmenter.fused_gradients`."""

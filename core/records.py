@@ -21,6 +21,8 @@ import numpy as np
 
 SEARCH = "search"
 REFIT = "refit"
+PROBE = "probe"  # a job that runs the whole L-BFGS probe of a cell (featbench.training.probe): its sweep and its refit
+PROBE_ROW = "lbfgs"  # the probe's row label in tables
 
 
 def stable_hash(obj: object) -> str:
@@ -60,6 +62,8 @@ class ConfigRecord:
     unaugmented_batches: int = 0
     correct: np.ndarray | None = attrs.field(default=None, eq=False, repr=False)  # per test example (REFIT only)
     epochs: tuple[EpochLog, ...] = ()
+    rung_epoch: int | None = None  # successive halving: the epoch of the rung this record scores (None: full length)
+    state: bytes | None = attrs.field(default=None, eq=False, repr=False)  # halving: the heads' continuation state
 
 
 @attrs.frozen

@@ -183,6 +183,22 @@ class MEADA(FeatureAugmenter):
             self.generated_x = self.generated_y = None
         return ExtraRows(new_x, sources_y)
 
+    def head_state(self, k: int) -> dict:
+        """The max phases run so far and head ``k``'s generated rows kept for the next phase."""
+        return {"phases_run": self.phases_run,
+                "generated_x": None if self.generated_x is None else self.generated_x[k].clone(),
+                "generated_y": self.generated_y}
+
+    def load_head_states(self, states: list[dict]) -> None:
+        import torch
+
+        self.phases_run = states[0]["phases_run"]
+        if states[0]["generated_x"] is None:
+            self.generated_x = self.generated_y = None
+        else:
+            self.generated_x = torch.stack([s["generated_x"] for s in states]).to(self.run.device)
+            self.generated_y = states[0]["generated_y"].to(self.run.device)
+
     def augment(self, batch: Batch) -> Augmented:
         if not self.online or self.phases == 0:
             return Augmented(batch.x, Targets.hard(batch.y))

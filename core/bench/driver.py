@@ -11,6 +11,14 @@ recorded all-or-nothing, so a resumed run trains exactly the stacks an uninterru
 gets bit-identical numbers. A job that raises (or whose worker dies for good) comes back as a
 :class:`~featbench.bench.jobs.JobFailure`: the cells that needed it are reported failed, every other cell
 goes on, and a rerun retries only them.
+
+With ``--search halving`` (featbench.training.halving) a cell's search is a sequence of rungs: a rung's
+jobs are the K-stacks of the configurations still alive, each trained from the previous rung's recorded
+head states to the rung's epoch; when every stack of a rung is recorded, the best fraction on
+validation goes on. Each rung record carries its ``rung_epoch``; the states are kept in the store until
+the cell is finished, so a killed run resumes at the last finished rung. With ``--probe lbfgs`` every
+source and seed also gets a probe cell, one PROBE job (featbench.training.probe) whose sweep and refit
+are recorded together.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from ..records import REFIT, SEARCH, CellRecord, ConfigRecord, select_best
+from ..records import PROBE, REFIT, SEARCH, CellRecord, ConfigRecord, select_best
 from . import executors
 from .executors import Executor
 from .jobs import JobFailure, JobResult, LoadOptions, TrainJob
@@ -117,8 +125,17 @@ class Runner:
 
     # -- scheduling ------------------------------------------------------------------------
 
-    def _job(self, cell: CellPlan, phase: str, configs: Sequence[Mapping[str, float]], keys: Sequence[str]) -> TrainJob:
+    def _job(
+        self,
+        cell: CellPlan,
+        phase: str,
+        configs: Sequence[Mapping[str, float]],
+        keys: Sequence[str],
+        stop: int | None = None,
+        states: Sequence[bytes] = (),
+    ) -> TrainJob:
         bb = f"/{cell.source.backbone_label}" if cell.source.backbones else ""
+        rung = f" (rung: epoch {stop})" if stop is not None else ""
         return TrainJob(
             source=cell.source,
             source_id=cell.source_id,
@@ -130,8 +147,10 @@ class Runner:
             settings=cell.settings,
             val_fraction=self.spec.val_fraction,
             log_every=self.spec.log_every,
-            label=f"{cell.row.label} on {cell.source.dataset}{bb} seed {cell.seed}",
+            label=f"{cell.row.label} on {cell.source.dataset}{bb} seed {cell.seed}{rung}",
             threads=self.spec.threads,
+            stop_epoch=stop,
+            states=tuple(states),
         )
 
     def _submit(self, job: TrainJob) -> int:
@@ -141,6 +160,15 @@ class Runner:
 
     def _start(self, cell: CellPlan) -> int:
         """Submit what the cell still needs; returns the number of configurations submitted."""
+        if cell.rungs:
+            return self._start_rung(cell)
+        if cell.probe:
+            key = self._refit_key(cell, {})
+            if key in self.store.configs([key]):
+                self._finish(cell)
+                return 0
+            self._owners.setdefault(key, []).append(cell.key)
+            return self._submit(self._job(cell, PROBE, [{}], [key]))
         if not cell.search_keys:
             return self._refit(cell)
         recorded = self.store.configs(cell.search_keys)
@@ -160,7 +188,69 @@ class Runner:
             self._owners.setdefault(k, []).append(cell.key)
         return n + 1  # and its refit, later
 
+    def _halving(self, cell: CellPlan) -> tuple[int, list[int], list[ConfigRecord]]:
+        """Where a halving cell stands: (the first rung not fully recorded, or len(rungs) when all are;
+        the configurations alive at it; every rung record so far, rung by rung)."""
+        from ..training.halving import survivors
+
+        alive = list(range(len(cell.configs)))
+        done: list[ConfigRecord] = []
+        for r in range(len(cell.rungs)):
+            keys = [cell.rung_keys[r][i] for i in alive]
+            recs = self.store.configs(keys)
+            if len(recs) < len(keys):
+                return r, alive, done
+            done += [recs[k] for k in keys]
+            if r + 1 < len(cell.rungs):
+                alive = [alive[j] for j in survivors([recs[k].val for k in keys], cell.keep)]
+        return len(cell.rungs), alive, done
+
+    def _start_rung(self, cell: CellPlan) -> int:
+        """Submit the K-stacks of the cell's first unfinished rung (its refit once every rung is recorded)."""
+        from ..training.protocol import stacks
+
+        r, alive, _ = self._halving(cell)
+        if r == len(cell.rungs):
+            return self._refit(cell)
+        keys = cell.rung_keys[r]
+        recorded = self.store.configs([keys[i] for i in alive])
+        before = self.store.head_states([cell.rung_keys[r - 1][i] for i in alive]) if r else {}
+        missing: set[str] = set()
+        n = 0
+        for group in stacks(cell.row.params, [cell.configs[i] for i in alive], self.spec.stack_size):
+            idx = [alive[j] for j in group]
+            gkeys = [keys[i] for i in idx]
+            if all(k in recorded for k in gkeys):
+                continue
+            missing.update(k for k in gkeys if k not in recorded)
+            if any(k in self._in_flight for k in gkeys):
+                continue
+            states = [before.get(cell.rung_keys[r - 1][i]) for i in idx] if r else []
+            if any(s is None for s in states):  # a state that is gone is recomputed from epoch 0 (same numbers)
+                states = []
+            n += self._submit(self._job(cell, SEARCH, [cell.configs[i] for i in idx], gkeys, cell.rungs[r], states))
+        self._waiting[cell.key] = missing
+        for k in missing:
+            self._owners.setdefault(k, []).append(cell.key)
+        return n + 1
+
+    def _probe_key(self, cell: CellPlan, wd: float) -> str:
+        return config_key(
+            cell.source_id, cell.augmenter, cell.loss, SEARCH, {"wd": wd}, cell.settings, self.spec.val_fraction
+        )
+
     def _chosen(self, cell: CellPlan) -> tuple[dict, list[ConfigRecord]]:
+        if cell.probe:
+            from ..training.probe import candidates
+
+            key = self._refit_key(cell, {})
+            recs = self.store.configs([key, *(self._probe_key(cell, wd) for wd in candidates())])
+            search = sorted((r for k, r in recs.items() if k != key), key=lambda r: r.hp["wd"])
+            return dict(recs[key].hp), search
+        if cell.rungs:
+            _, alive, done = self._halving(cell)
+            last = done[-len(alive) :]
+            return dict(cell.configs[alive[select_best([rec.val for rec in last])]]), done
         if not cell.search_keys:
             return dict(cell.configs[0]), []
         recs = self.store.configs(cell.search_keys)
@@ -168,6 +258,11 @@ class Runner:
         return dict(cell.configs[select_best([r.val for r in search])]), search
 
     def _refit_key(self, cell: CellPlan, hp: Mapping[str, float]) -> str:
+        if cell.probe:  # one key for the whole probe (its weight decay is chosen inside the job)
+            return config_key(
+                cell.source_id, cell.augmenter, cell.loss, REFIT, {"probe": cell.augmenter}, cell.settings,
+                self.spec.val_fraction,
+            )
         return config_key(
             cell.source_id, cell.row.augmenter, cell.loss, REFIT, hp, cell.settings, self.spec.val_fraction
         )
@@ -193,6 +288,11 @@ class Runner:
                 job.source_id, s.dataset, s.backbones, s.metric, s.num_classes, s.test_y, s.cache_keys, s.files
             )
             self._sources.add(job.source_id)
+        keys, phases = list(job.keys), [job.phase] * len(job.keys)
+        if job.phase == PROBE:  # the sweep's keys follow from the values it tried; the refit's is the job's
+            cell = self._by_key[self._owners[job.keys[0]][0]]
+            keys = [self._probe_key(cell, o.hp["wd"]) for o in result.outcomes[:-1]] + keys
+            phases = [SEARCH] * (len(keys) - 1) + [REFIT]
         records = [
             ConfigRecord(
                 key=k,
@@ -200,11 +300,11 @@ class Runner:
                 augmenter=job.augmenter,
                 loss=job.loss,
                 seed=job.settings.seed,
-                phase=job.phase,
+                phase=p,
                 device=result.device,
                 **attrs.asdict(o, recurse=False),
             )
-            for k, o in zip(job.keys, result.outcomes)
+            for k, p, o in zip(keys, phases, result.outcomes)
         ]
         new = self.store.record_configs(self._run_id, records)
         self._trained += new
@@ -213,7 +313,7 @@ class Runner:
         for k in job.keys:
             for cell_key in self._owners.pop(k, []):
                 cell = self._by_key[cell_key]
-                if job.phase == REFIT:
+                if job.phase in (REFIT, PROBE):
                     self._finish(cell)
                     continue
                 waiting = self._waiting.get(cell_key)
@@ -221,7 +321,10 @@ class Runner:
                     waiting.discard(k)
                     if not waiting:
                         del self._waiting[cell_key]
-                        self._refit(cell)
+                        if cell.rungs:
+                            self._start_rung(cell)
+                        else:
+                            self._refit(cell)
 
     def _fail(self, failure: JobFailure) -> None:
         """A job failed for good: every cell waiting on it fails in this run (what it recorded stays)."""
@@ -237,7 +340,10 @@ class Runner:
         hp, search = self._chosen(cell)
         key = self._refit_key(cell, hp)
         refit = self.store.configs([key])[key]
-        val = search[select_best([r.val for r in search])].val if search else None
+        if cell.rungs or cell.probe:
+            val = next((r.val for r in reversed(search) if r.hp == hp), None)
+        else:
+            val = search[select_best([r.val for r in search])].val if search else None
         rec = CellRecord(
             key=cell.key,
             source_id=cell.source_id,
@@ -253,12 +359,14 @@ class Runner:
             mean_per_class=refit.mean_per_class,
             hp=hp,
             val_value=val,
-            grid_size=len(cell.configs),
+            grid_size=len(search) if cell.probe else len(cell.configs),  # the probe: the weight decays tried
             diverged_configs=sum(r.diverged for r in search) + int(refit.diverged),
             seconds=sum(r.seconds for r in search) + refit.seconds,
             refit_key=key,
         )
-        if self.store.record_cell(self._run_id, rec, [*cell.search_keys, key]):
+        if cell.rungs:
+            self.store.drop_head_states([k for keys in cell.rung_keys for k in keys])
+        if self.store.record_cell(self._run_id, rec, [*(r.key for r in search), key]):
             self._finished += 1
             self._done_total += 1
             self.listener.cell_finished(rec, self._done_total, len(self.cells))

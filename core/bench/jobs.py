@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..inputs.features import FeatureSet
 from ..inputs.progress import ExtractListener
+from ..records import PROBE
 from ..training.protocol import ConfigOutcome, heads_within_budget, train_configs
 from ..training.trainer import TrainSettings
 from .plan import SourceSpec
@@ -109,6 +110,8 @@ class TrainJob:
     log_every: int
     label: str  # for progress messages: "ROW on DATASET/BACKBONES seed S"
     threads: int | None = None  # torch CPU threads to train with (None: leave the process' setting)
+    stop_epoch: int | None = None  # a halving rung: train up to this epoch (None: all ``settings.epochs``)
+    states: tuple[bytes, ...] = ()  # a halving rung after the first: each head's state at the rung before
 
 
 @attrs.frozen
@@ -159,10 +162,21 @@ class JobResult:
 def execute_job(job: TrainJob, fs: FeatureSet, host, on_epoch: Callable[[int], None] | None = None) -> JobResult:
     """Train one job on its (already loaded) feature set, with ``job.threads`` threads. Pure computation:
     writes nothing."""
+    if job.phase == PROBE:
+        from ..training import probe
+
+        with torch_threads(job.threads):
+            outcomes = probe.run(fs, job.settings.seed, job.val_fraction, job.settings.device)
+        return JobResult(job, tuple(outcomes), _source_info(job, fs), job.settings.device)
     aug_cls = host.get_augmenter(job.augmenter)
     loss = host.get_loss(job.loss)()
     cap = heads_within_budget(fs.num_classes, fs.dim)
     outcomes: list[ConfigOutcome] = []
+    states = None
+    if job.states:
+        from ..training.halving import decode
+
+        states = [decode(b) for b in job.states]
     with torch_threads(job.threads):
         for start in range(0, len(job.configs), cap):
             outcomes += train_configs(
@@ -175,8 +189,14 @@ def execute_job(job: TrainJob, fs: FeatureSet, host, on_epoch: Callable[[int], N
                 job.val_fraction,
                 job.log_every,
                 on_epoch,
+                stop=job.stop_epoch,
+                states=states[start : start + cap] if states else None,
             )
-    info = SourceInfo(
+    return JobResult(job, tuple(outcomes), _source_info(job, fs), job.settings.device)
+
+
+def _source_info(job: TrainJob, fs: FeatureSet) -> SourceInfo:
+    return SourceInfo(
         dataset=job.source.dataset,
         backbones=job.source.backbone_label,
         metric=fs.metric,
@@ -185,4 +205,3 @@ def execute_job(job: TrainJob, fs: FeatureSet, host, on_epoch: Callable[[int], N
         cache_keys=tuple(fs.cache_keys),
         files=tuple(fs.sources),
     )
-    return JobResult(job, tuple(outcomes), info, job.settings.device)

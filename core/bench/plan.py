@@ -224,12 +224,20 @@ class CellPlan:
     loss: str
     seed: int
     settings: TrainSettings
-    search_keys: tuple[str, ...]  # one per grid configuration (empty without a search)
+    search_keys: tuple[str, ...]  # one per grid configuration (empty without a search, or with halving)
     stacks: tuple[tuple[int, ...], ...]  # grid indices trained together
+    rungs: tuple[int, ...] = ()  # successive halving: the rung epochs (empty: the grid search)
+    keep: float = 1.0  # halving: the fraction of configurations each rung passes on
+    rung_keys: tuple[tuple[str, ...], ...] = ()  # halving: per rung, one key per grid configuration
+    probe: bool = False  # the L-BFGS probe's row (featbench.training.probe), not an augmenter
 
     @property
     def configs(self):
         return self.row.configs
+
+    @property
+    def augmenter(self) -> str:
+        return self.row.augmenter
 
 
 def _settings_ident(settings: TrainSettings, val_fraction: float) -> dict:
@@ -260,8 +268,11 @@ def config_key(
     hp: Mapping[str, float],
     settings: TrainSettings,
     val_fraction: float,
+    rung: int | None = None,
 ) -> str:
-    """Identity of one trained configuration (independent of the grid it came from and of the row label)."""
+    """Identity of one trained configuration (independent of the grid it came from and of the row label);
+    ``rung``: scored after that epoch of a halving search."""
+    extra = {} if rung is None else {"rung": int(rung)}
     return stable_hash(
         {
             "source": source_id,
@@ -269,9 +280,38 @@ def config_key(
             "loss": loss,
             "phase": phase,
             "hp": {k: v if isinstance(v, str) else float(v) for k, v in hp.items()},
+            **extra,
             **_settings_ident(settings, val_fraction),
         }
     )
+
+
+def cell_rungs(spec: RunSpec, n_configs: int) -> tuple[int, ...]:
+    """The rung epochs of a cell with ``n_configs`` configurations; () when the search is the grid (also
+    when halving would have a single rung)."""
+    if spec.search != "halving" or n_configs < 2:
+        return ()
+    from ..training.halving import check_rungs, default_rungs
+
+    if spec.halving_rungs:
+        rungs = check_rungs(spec.halving_rungs, spec.epochs)
+    else:
+        rungs = default_rungs(spec.epochs, n_configs, spec.halving_keep)
+    return rungs if len(rungs) > 1 else ()
+
+
+PROBE_LOSS = "ce"
+
+
+def _probe_cell(spec: RunSpec, src: SourceSpec, sid: str, seed: int, device: str) -> CellPlan:
+    """The L-BFGS probe's cell of one source and seed (its row is labelled ``lbfgs``)."""
+    from ..training import probe
+
+    settings = TrainSettings(epochs=probe.MAX_ITER, batch_size=0, momentum=0.0, seed=seed, device=device)
+    row = RowPlan(probe.NAME, probe.NAME, {}, ({},))
+    ident = {"row": probe.NAME, "source": sid, "probe": probe.identity()}
+    ident.update(_settings_ident(settings, spec.val_fraction))
+    return CellPlan(stable_hash(ident), src, sid, row, PROBE_LOSS, seed, settings, (), (), probe=True)
 
 
 def plan_cells(spec: RunSpec, plan: Plan, device: str, weights: Mapping[str, str]) -> list[CellPlan]:
@@ -291,7 +331,16 @@ def plan_cells(spec: RunSpec, plan: Plan, device: str, weights: Mapping[str, str
                     storage=spec.storage,
                     cuda_graphs=spec.cuda_graphs,
                 )
-                search = len(row.configs) > 1
+                rungs = cell_rungs(spec, len(row.configs))
+                search = len(row.configs) > 1 and not rungs
+                rung_keys = tuple(
+                    tuple(
+                        config_key(sid, row.augmenter, spec.loss, SEARCH, c, settings, spec.val_fraction, r)
+                        for c in row.configs
+                    )
+                    for r in rungs
+                )
+                halving = {"halving": {"rungs": list(rungs), "keep": spec.halving_keep}} if rungs else {}
                 keys = (
                     tuple(
                         config_key(sid, row.augmenter, spec.loss, SEARCH, c, settings, spec.val_fraction)
@@ -309,8 +358,15 @@ def plan_cells(spec: RunSpec, plan: Plan, device: str, weights: Mapping[str, str
                         "source": sid,
                         "augmenter": row.augmenter,
                         "loss": spec.loss,
+                        **halving,
                         **_settings_ident(settings, spec.val_fraction),
                     }
                 )
-                cells.append(CellPlan(key, src, sid, row, spec.loss, seed, settings, keys, groups))
+                cells.append(
+                    CellPlan(
+                        key, src, sid, row, spec.loss, seed, settings, keys, groups, rungs, spec.halving_keep, rung_keys
+                    )
+                )
+        if spec.probe:
+            cells += [_probe_cell(spec, src, sid, seed, device) for seed in spec.seed_list]
     return cells

@@ -37,6 +37,8 @@ from ..limits import DEFAULT_MAX_CONFIGS, SQLITE_INT_MAX, cpu_cores
 from .options import ALIASES, coerce, declared, option
 
 MATMULS = ("fp32", "tf32", "bf16")  # featbench.training.trainer.matmul_precision
+SEARCHES = ("grid", "halving")  # featbench.training.halving
+PROBES = ("lbfgs",)  # featbench.training.probe
 BASELINE = "none"  # the augmenter every comparison is against
 #: The data sets of the SeA paper's Table 5 (``--dataset paper``, and the default with --backbones).
 PAPER_DATASETS = (
@@ -183,6 +185,19 @@ def _parse_plugins(value, base, from_flags) -> tuple[str, ...]:
     return tuple(_rel(base, p) if str(p).endswith(".py") else str(p) for p in split_list(value, "plugins"))
 
 
+def _parse_rungs(value, base, from_flags) -> tuple[int, ...]:
+    """Rung epochs from ``10,30,90`` or a YAML list of whole numbers."""
+    if value is None:
+        return ()
+    items = split_list(value, "halving_rungs") if isinstance(value, str) else value
+    try:
+        return tuple(int(str(v)) for v in (items if isinstance(items, (list, tuple)) else [items]))
+    except ValueError:
+        raise ConfigError(
+            f"halving_rungs must be whole numbers of epochs, not {value!r}", "e.g. --halving-rungs 10,30,90"
+        ) from None
+
+
 def _names(what: str):
     return lambda value, base, from_flags: split_list(value, what)
 
@@ -286,6 +301,24 @@ class Compare:
         "a larger run is refused with an estimate of its work",
     )
     val_fraction: float = option(0.2, help="hold-out fraction of train for the search when there is no val split")
+    search: str = option(
+        "grid",
+        help="grid (every configuration for all epochs, the paper's protocol) or halving (successive halving over "
+        "the same grid: the best --halving-keep fraction on validation goes on at every rung)",
+    )
+    halving_keep: float = option(1.0 / 3.0, metavar="F", help="fraction of configurations each rung passes on")
+    halving_rungs: tuple[int, ...] = option(
+        (),
+        parse=_parse_rungs,
+        metavar="E1,E2,...",
+        help="rung epochs (default: E/3^(m-1), ..., E/3, E with m = 1 + floor(log3 N) for N configurations)",
+    )
+    probe: str | None = option(
+        None,
+        metavar="lbfgs",
+        help="add the L-BFGS logistic-regression probe as a row (weight decay swept on validation) "
+        "and a Gain row against it",
+    )
 
 
 @attrs.frozen
@@ -578,6 +611,16 @@ def check(spec: RunSpec) -> RunSpec:
         options.check(spec)
     if spec.metric is not None and spec.metric not in METRICS:
         raise UnknownNameError("metric", spec.metric, METRICS)
+    if not 0 < spec.halving_keep < 1:
+        raise ConfigError(f"--halving-keep {spec.halving_keep} must be between 0 and 1", "e.g. --halving-keep 0.333")
+    if spec.search not in SEARCHES:
+        raise UnknownNameError("search", spec.search, SEARCHES)
+    if spec.probe is not None and spec.probe not in PROBES:
+        raise UnknownNameError("probe", spec.probe, PROBES)
+    if spec.halving_rungs:
+        from ..training.halving import check_rungs
+
+        spec = attrs.evolve(spec, halving_rungs=check_rungs(spec.halving_rungs, spec.epochs))  # the last rung is E
     if not spec.aug:
         raise ConfigError("--aug is empty", "name augmenters, e.g. --aug none,sea")
     if spec.datasets and not spec.backbones:

@@ -27,7 +27,7 @@ from ..errors import ConfigError, DataError, FeatbenchError, StorageError, shown
 from ..records import REFIT, CellRecord, ConfigRecord, EpochLog, RunRecord
 
 DB_NAME = "featbench.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: configs.rung_epoch and head_states (successive halving)
 APPLICATION_ID = 0x46426E63  # "FBnc" in the database header: this file is a featbench results store
 
 _SCHEMA = """
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS configs (
     augmenter TEXT NOT NULL, loss TEXT NOT NULL, seed INTEGER NOT NULL, phase TEXT NOT NULL, hp TEXT NOT NULL,
     val REAL, test REAL, top1 REAL, mean_per_class REAL, diverged INTEGER NOT NULL, seconds REAL NOT NULL,
     stack_size INTEGER NOT NULL, device TEXT NOT NULL, unaugmented_batches INTEGER NOT NULL, correct BLOB,
-    created REAL NOT NULL);
+    created REAL NOT NULL, rung_epoch INTEGER);
 CREATE INDEX IF NOT EXISTS configs_by_cell ON configs(source_id, augmenter, seed);
 CREATE TABLE IF NOT EXISTS epochs (
     config_key TEXT NOT NULL REFERENCES configs(key), epoch INTEGER NOT NULL, train REAL, test REAL,
@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS cells (
     seed INTEGER NOT NULL, metric TEXT NOT NULL, value REAL, top1 REAL, mean_per_class REAL, hp TEXT NOT NULL,
     val_value REAL, grid_size INTEGER NOT NULL, diverged_configs INTEGER NOT NULL, seconds REAL NOT NULL,
     refit_key TEXT NOT NULL REFERENCES configs(key), created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS head_states (
+    config_key TEXT PRIMARY KEY REFERENCES configs(key), state BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS cell_configs (
     cell_key TEXT NOT NULL REFERENCES cells(key), position INTEGER NOT NULL,
     config_key TEXT NOT NULL REFERENCES configs(key),
@@ -83,6 +85,7 @@ _CONFIG_COLUMNS = (
     "unaugmented_batches",
     "correct",
     "created",
+    "rung_epoch",
 )
 
 
@@ -185,14 +188,24 @@ class Store:
             more = f"; {len(rows) - 1} more problem(s)" if len(rows) > 1 else ""
             raise _damaged(self.path, f"PRAGMA quick_check: {rows[0][0]}{more}")
 
+    def _config_columns(self) -> set[str]:
+        """The columns of ``configs`` (a schema-1 store opened read-only has no ``rung_epoch``)."""
+        if getattr(self, "_columns", None) is None:
+            self._columns = {r[1] for r in self.conn.execute("PRAGMA table_info(configs)")}
+        return self._columns
+
     def _init_schema(self) -> None:
-        if self.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
             return
         with self.transaction():
+            if version == 1 and "rung_epoch" not in self._config_columns():  # written before successive halving
+                self.conn.execute("ALTER TABLE configs ADD COLUMN rung_epoch INTEGER")
             for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 self.conn.execute(stmt)
             self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._columns = None
 
     # ---- plumbing ----------------------------------------------------------------------------
 
@@ -361,10 +374,13 @@ class Store:
                         int(r.unaugmented_batches),
                         pack_bools(r.correct) if r.correct is not None else None,
                         now,
+                        r.rung_epoch,
                     ),
                 )
                 if cur.rowcount:
                     new += 1
+                    if r.state is not None:
+                        self.conn.execute("INSERT OR IGNORE INTO head_states VALUES (?, ?)", (r.key, r.state))
                     self.conn.executemany(
                         "INSERT OR IGNORE INTO epochs VALUES (?, ?, ?, ?)",
                         [(r.key, e.epoch, _opt(e.train), _opt(e.test)) for e in r.epochs],
@@ -377,8 +393,9 @@ class Store:
         out: dict[str, ConfigRecord] = {}
         for start in range(0, len(keys), 500):
             part = keys[start : start + 500]
+            columns = ", ".join(f"c.{c}" if c in self._config_columns() else f"NULL AS {c}" for c in _CONFIG_COLUMNS)
             rows = self.conn.execute(
-                f"SELECT c.{', c.'.join(_CONFIG_COLUMNS)}, s.n_test FROM configs c JOIN sources s ON s.id = "
+                f"SELECT {columns}, s.n_test FROM configs c JOIN sources s ON s.id = "
                 "c.source_id "
                 f"WHERE c.key IN ({', '.join('?' * len(part))})",
                 part,
@@ -423,7 +440,26 @@ class Store:
             device=d["device"],
             unaugmented_batches=d["unaugmented_batches"],
             correct=unpack_bools(d["correct"], n_test) if d["correct"] is not None else None,
+            rung_epoch=d["rung_epoch"],
         )
+
+    def head_states(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """The halving continuation states recorded for ``keys`` (those not dropped yet)."""
+        out: dict[str, bytes] = {}
+        for start in range(0, len(keys), 500):
+            part = list(keys[start : start + 500])
+            marks = ", ".join("?" * len(part))
+            query = f"SELECT config_key, state FROM head_states WHERE config_key IN ({marks})"
+            out.update(self.conn.execute(query, part))
+        return out
+
+    def drop_head_states(self, keys: Sequence[str]) -> None:
+        """Forget continuation states no rung needs any more (the scores stay in ``configs``)."""
+        with self.transaction():
+            for start in range(0, len(keys), 500):
+                part = list(keys[start : start + 500])
+                marks = ", ".join("?" * len(part))
+                self.conn.execute(f"DELETE FROM head_states WHERE config_key IN ({marks})", part)
 
     def count_configs(self, run_id: int | None = None) -> int:
         if run_id is None:

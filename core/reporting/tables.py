@@ -23,7 +23,7 @@ import attrs
 import numpy as np
 
 from ..errors import UnknownNameError
-from ..records import CellRecord
+from ..records import PROBE_ROW, CellRecord
 from . import significance as sig
 
 #: Output formats -> the extension of a run directory's table file.
@@ -77,6 +77,7 @@ class Table:
     marks: Mapping[tuple[int, str], frozenset]  # (line index, column or Avg) -> {BEST, GROUP_BEST}
     gain_of: str | None = None  # Table 5: the row of the Gain line
     gain: Mapping[str, sig.GainTest] = attrs.field(factory=dict)  # column or Avg -> test
+    probe_gain: Mapping[str, sig.GainTest] = attrs.field(factory=dict)  # the Gain row's augmenter minus the probe
 
 
 @attrs.frozen
@@ -214,10 +215,10 @@ def build(
     entries = {k: _aggregate(v) for k, v in groups.items()}
     rows = _ordered(c.row for c in cells)
     bsets = _ordered(c.backbones for c in cells)
-    others = [r for r in rows if r != BASELINE]
+    others = [r for r in rows if r not in (BASELINE, PROBE_ROW)]
     if gain_of is not None and gain_of not in others:
         raise UnknownNameError("augmenter for the Gain row", gain_of, others)
-    if BASELINE not in rows or not others:
+    if not (BASELINE in rows or PROBE_ROW in rows) or not others:
         gain_of = None
     elif gain_of is None:
         gain_of = "sea" if "sea" in others else others[-1]
@@ -235,11 +236,13 @@ def build(
             for r in rows
             if any((r, d, bset) in entries for d in cols)
         ]
-        base = next((ln for ln in lines if ln.label == BASELINE), None)
-        gain_map: dict[str, sig.GainTest] = {}
-        if base is not None:
+        maps: dict[str, dict[str, sig.GainTest]] = {BASELINE: {}, PROBE_ROW: {}}
+        for vs in maps:
+            base = next((ln for ln in lines if ln.label == vs), None)
+            if base is None:
+                continue
             for ln in lines:
-                if ln.label == BASELINE:
+                if ln.label in (BASELINE, PROBE_ROW):
                     continue
                 tests = gain_tests(ln, base, cols)
                 tests_used.update(t.test for t in tests.values() if t.test)
@@ -248,7 +251,7 @@ def build(
                         {
                             "backbones": bset,
                             "augmenter": ln.label,
-                            "vs": BASELINE,
+                            "vs": vs,
                             "column": col,
                             "gain": t.gain,
                             "p": t.p,
@@ -257,7 +260,7 @@ def build(
                         }
                     )
                 if ln.label == gain_of:
-                    gain_map = tests
+                    maps[vs] = tests
         if show5:
             title = f"backbones {bset}" if bset else "feature files"
             tables.append(
@@ -267,8 +270,9 @@ def build(
                     tuple(cols),
                     tuple(lines),
                     _marks(lines, cols, False),
-                    gain_of if gain_map else None,
-                    gain_map,
+                    gain_of if maps[BASELINE] or maps[PROBE_ROW] else None,
+                    maps[BASELINE],
+                    maps[PROBE_ROW],
                 )
             )
     if show4 and dataset_bsets:
@@ -372,11 +376,13 @@ def _grid(table: Table, fmt: str, digits: int) -> tuple[list[str], list[tuple[st
             _cell_text(_num(line.avg, line.avg_std, digits, pm), table.marks.get((i, AVG), frozenset()), fmt, grouped)
         )
         body.append(("row", cells))
-    if table.gain_of:
+    for vs, tests in ((BASELINE, table.gain), (PROBE_ROW, table.probe_gain)):
+        if not table.gain_of or not tests:
+            continue
         sig_fmt = _STYLE[fmt][2]
-        cells = [esc(f"Gain ({table.gain_of} - {BASELINE})")]
+        cells = [esc(f"Gain ({table.gain_of} - {vs})")]
         for col in [*table.columns, AVG]:
-            t = table.gain.get(col)
+            t = tests.get(col)
             text = _num(t.gain, None, digits, pm) if t else ""
             cells.append(sig_fmt.format(text) if t is not None and t.significant else text)
         body.append(("gain", cells))
@@ -388,11 +394,21 @@ def search_note(settings: Mapping) -> str:
     grid = settings.get("grid")
     if grid:
         paper = "" if grid == "paper" else " (the paper's: --grid paper)"
-        return f"hyper-parameters searched on validation over grid {grid}{paper}"
+        return f"hyper-parameters searched on validation over grid {grid}{paper}{_halving_note(settings)}"
     hp = settings.get("hp") or {}
     if any(len(v) > 1 for v in hp.values()):
-        return "hyper-parameters searched on validation over the --hp values"
+        return f"hyper-parameters searched on validation over the --hp values{_halving_note(settings)}"
     return "fixed hyper-parameters, no search (--grid paper searches the paper's grid)"
+
+
+def _halving_note(settings: Mapping) -> str:
+    """With ``--search halving``: how the search was cut short (empty for the full grid)."""
+    if settings.get("search") != "halving":
+        return ""
+    rungs = settings.get("halving_rungs") or "E/3^k (featbench.training.halving.default_rungs)"
+    rungs = ",".join(map(str, rungs)) if isinstance(rungs, (list, tuple)) else rungs
+    keep = settings.get("halving_keep", 1 / 3)
+    return f", by successive halving (keep {keep:.3g} per rung, rungs at epochs {rungs}), not the full grid"
 
 
 def _legend(report: Report, fmt: str) -> str:
@@ -406,7 +422,14 @@ def _legend(report: Report, fmt: str) -> str:
     if any(t.layout == "table4" and len({ln.group for ln in t.lines}) > 1 for t in report.tables):
         text += f", {under} = best within its augmenter group"
     if any(t.gain_of for t in report.tables):
-        text += f"; {dagger} = gain over {BASELINE} significant at p < {sig.ALPHA} ({tests})"
+        used = ((BASELINE, any(t.gain for t in report.tables)), (PROBE_ROW, any(t.probe_gain for t in report.tables)))
+        versus = " or ".join(vs for vs, present in used if present)
+        text += f"; {dagger} = gain over {versus} significant at p < {sig.ALPHA} ({tests})"
+    if any(t.probe_gain for t in report.tables):
+        text += (
+            f"; {PROBE_ROW} = L-BFGS logistic regression, weight decay swept on validation (coarse decades, "
+            "then quarter decades), refit on train+val"
+        )
     settings = report.meta.get("settings")
     if isinstance(settings, Mapping):
         text += f"; {search_note(settings)}"
@@ -575,15 +598,16 @@ def to_json_data(report: Report) -> dict:
             }
             lines.append({"label": ln.label, "group": ln.group or None, "values": vals})
         item = {"layout": t.layout, "title": t.title, "columns": list(t.columns), "rows": lines}
-        if t.gain_of:
-            item["gain"] = {
-                "of": t.gain_of,
-                "vs": BASELINE,
-                "cells": {
-                    c: {"gain": g.gain, "p": g.p, "test": g.test, "significant": g.significant}
-                    for c, g in t.gain.items()
-                },
-            }
+        for name, vs, tests in (("gain", BASELINE, t.gain), ("gain_vs_probe", PROBE_ROW, t.probe_gain)):
+            if t.gain_of and tests:
+                item[name] = {
+                    "of": t.gain_of,
+                    "vs": vs,
+                    "cells": {
+                        c: {"gain": g.gain, "p": g.p, "test": g.test, "significant": g.significant}
+                        for c, g in tests.items()
+                    },
+                }
         tables.append(item)
     return {"results": results, "tables": tables, "gains": list(report.gains), "alpha": sig.ALPHA, **report.meta}
 

@@ -24,7 +24,7 @@ from ..inputs.features import FeatureSet
 from ..records import REFIT, SEARCH, EpochLog
 from . import metrics
 from .grid import structural_groups
-from .trainer import TrainSettings, predict, train_heads
+from .trainer import HeadRun, TrainSettings, predict, train_heads
 
 
 @attrs.frozen
@@ -42,6 +42,8 @@ class ConfigOutcome:
     unaugmented_batches: int
     correct: np.ndarray | None = attrs.field(default=None, eq=False, repr=False)  # per test example (REFIT)
     epochs: tuple[EpochLog, ...] = ()
+    rung_epoch: int | None = None  # trained to this epoch of ``settings.epochs`` (successive halving), else None
+    state: bytes | None = attrs.field(default=None, eq=False, repr=False)  # continuation state at ``rung_epoch``
 
 
 def search_split(
@@ -89,12 +91,17 @@ def train_configs(
     val_fraction: float = 0.2,
     log_every: int = 0,
     on_epoch: Callable[[int], None] | None = None,
+    stop: int | None = None,
+    states: Sequence[dict] | None = None,
 ) -> list[ConfigOutcome]:
     """Train ``configs`` together as one K-stack and score them.
 
     ``phase`` SEARCH trains on the search split and scores validation and test; REFIT trains on
     train+val and scores test, keeping the per-example correctness. ``log_every`` > 0 records train and
     test accuracy every that many epochs (and after the last). ``on_epoch(epoch)`` reports progress.
+    A rung of successive halving (featbench.training.halving) passes ``stop``: train up to that epoch of
+    the ``settings.epochs``-epoch run, from the heads' ``states`` (None: from the start), and return each
+    head's continuation state with its scores.
     """
     if phase == SEARCH:
         x, y, vx, vy = search_split(fs, val_fraction, settings.seed)
@@ -114,7 +121,18 @@ def train_configs(
         if on_epoch is not None:
             on_epoch(epoch)
 
-    res = train_heads(x, y, fs.num_classes, aug_cls, loss, configs, settings, on_epoch_end=epoch_end)
+    blobs: list[bytes | None] = [None] * K
+    if stop is None:
+        res = train_heads(x, y, fs.num_classes, aug_cls, loss, configs, settings, on_epoch_end=epoch_end)
+    else:
+        from . import halving
+
+        run = HeadRun(x, y, fs.num_classes, aug_cls, loss, configs, settings)
+        if states:
+            halving.restore(run, states)
+        run.advance(stop, epoch_end)
+        res = run.result()
+        blobs = [halving.encode(s) for s in halving.head_states(run)]
     pred = predict(res.weight, fs.test_x, settings.device)
     t1 = metrics.top1(pred, fs.test_y)
     mpc = metrics.mean_per_class(pred, fs.test_y, fs.num_classes)
@@ -137,6 +155,8 @@ def train_configs(
                 unaugmented_batches=res.unaugmented_batches,
                 correct=pred[k] == fs.test_y if phase == REFIT else None,
                 epochs=tuple(logs[k]),
+                rung_epoch=stop,
+                state=blobs[k],
             )
         )
     return out

@@ -273,6 +273,90 @@ def _chunks(K: int, x, num_classes: int, augmenter_cls, settings: TrainSettings,
     return [range(s, min(s + size, K)) for s in range(0, K, size)]
 
 
+class HeadRun:
+    """A K-head training run that can stop after any epoch and go on later (successive halving).
+
+    Invariant: calling :meth:`advance` up to ``settings.epochs`` in any number of pieces trains exactly
+    what one uninterrupted run does (the data-order stream, step counter and every stack's state simply
+    persist on the object). ``featbench.training.halving`` snapshots and restores the heads between pieces.
+    """
+
+    def __init__(
+        self,
+        train_x,
+        train_y,
+        num_classes: int,
+        augmenter_cls: type[FeatureAugmenter],
+        loss: Loss,
+        configs: Sequence[Mapping[str, float | str]],
+        settings: TrainSettings,
+    ):
+        import torch
+
+        self.start_time = time.perf_counter()
+        self.settings = settings
+        self.device = torch.device(resolve_device(settings.device))
+        self.dtype = math_dtype(settings.dtype)
+        x = place_features(train_x, self.device, settings.dtype, settings.storage)
+        y = torch.as_tensor(np.asarray(train_y, dtype=np.int64), device=self.device)
+        chunks = _chunks(len(configs), x, num_classes, augmenter_cls, settings, self.device, self.dtype)
+        self.stacks = [
+            _Stack(x, y, num_classes, augmenter_cls, loss, [configs[k] for k in c], settings, self.device, self.dtype)
+            for c in chunks
+        ]
+        self.graphs = epoch_graphs(self.stacks, settings, self.device)
+        self.order = torch.Generator().manual_seed(seed_stream(settings.seed, DATA_ORDER_STREAM))
+        self.epoch = 0  # epochs done
+        self.step = 0
+        self.unaugmented = 0
+
+    def advance(self, stop: int, on_epoch_end: Callable[[int, object], None] | None = None) -> None:
+        """Train epochs ``self.epoch .. stop - 1``."""
+        import torch
+
+        stacks, settings = self.stacks, self.settings
+        with matmul_precision(settings.matmul, self.device):
+            for epoch in range(self.epoch, stop):
+                for st in stacks:
+                    st.start_epoch(epoch)
+                n = len(stacks[0].pool)
+                if any(len(st.pool) != n for st in stacks):
+                    raise RuntimeError(
+                        "chunks of heads disagree on the number of training rows; train them with heads_per_chunk=K"
+                    )
+                perm = torch.randperm(n, generator=self.order)
+                for i, st in enumerate(stacks):
+                    p = to_device(perm, st.pool.x.device)
+                    if self.graphs is not None:
+                        self.graphs[i].run(st, epoch, p, self.step)
+                    else:
+                        st.run_epoch(epoch, p, self.step)
+                    st.freeze_diverged_()
+                self.step += math.ceil(n / settings.batch_size)
+                self.unaugmented += small_batches(n, settings.batch_size, stacks[0].augmenter.min_batch)
+                self.epoch = epoch + 1
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, self.weight())
+
+    def weight(self):
+        """The (K, C, d) weights of every head, on the device (a view when there is one chunk)."""
+        import torch
+
+        return self.stacks[0].weight if len(self.stacks) == 1 else torch.cat([st.weight for st in self.stacks])
+
+    def result(self) -> TrainResult:
+        import torch
+
+        weight = torch.cat([st.weight.detach().cpu() for st in self.stacks])
+        alive = torch.cat([st.alive.cpu() for st in self.stacks])
+        return TrainResult(
+            weight=weight,
+            diverged=tuple(bool(v) for v in ~alive),
+            unaugmented_batches=self.unaugmented,
+            seconds=time.perf_counter() - self.start_time,
+        )
+
+
 def train_heads(
     train_x: np.ndarray,
     train_y: np.ndarray,
@@ -290,51 +374,9 @@ def train_heads(
     are stepped in chunks that fit the device (``settings.heads_per_chunk``); every chunk sees the same batches,
     so chunking does not change the result.
     """
-    import torch
-
-    start = time.perf_counter()
-    device = torch.device(resolve_device(settings.device))
-    dtype = math_dtype(settings.dtype)
-    x = place_features(train_x, device, settings.dtype, settings.storage)
-    y = torch.as_tensor(np.asarray(train_y, dtype=np.int64), device=device)
-    K = len(configs)
-    chunks = _chunks(K, x, num_classes, augmenter_cls, settings, device, dtype)
-    stacks = [
-        _Stack(x, y, num_classes, augmenter_cls, loss, [configs[k] for k in c], settings, device, dtype) for c in chunks
-    ]
-    graphs = epoch_graphs(stacks, settings, device)
-    order = torch.Generator().manual_seed(seed_stream(settings.seed, DATA_ORDER_STREAM))
-    step = 0
-    unaugmented = 0
-    with matmul_precision(settings.matmul, device):
-        for epoch in range(settings.epochs):
-            for st in stacks:
-                st.start_epoch(epoch)
-            n = len(stacks[0].pool)
-            if any(len(st.pool) != n for st in stacks):
-                raise RuntimeError(
-                    "chunks of heads disagree on the number of training rows; train them with heads_per_chunk=K"
-                )
-            perm = torch.randperm(n, generator=order)
-            for i, st in enumerate(stacks):
-                p = to_device(perm, st.pool.x.device)
-                if graphs is not None:
-                    graphs[i].run(st, epoch, p, step)
-                else:
-                    st.run_epoch(epoch, p, step)
-                st.freeze_diverged_()
-            step += math.ceil(n / settings.batch_size)
-            unaugmented += small_batches(n, settings.batch_size, stacks[0].augmenter.min_batch)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, stacks[0].weight if len(stacks) == 1 else torch.cat([st.weight for st in stacks]))
-    weight = torch.cat([st.weight.detach().cpu() for st in stacks])
-    alive = torch.cat([st.alive.cpu() for st in stacks])
-    return TrainResult(
-        weight=weight,
-        diverged=tuple(bool(v) for v in ~alive),
-        unaugmented_batches=unaugmented,
-        seconds=time.perf_counter() - start,
-    )
+    run = HeadRun(train_x, train_y, num_classes, augmenter_cls, loss, configs, settings)
+    run.advance(settings.epochs, on_epoch_end)
+    return run.result()
 
 
 def math_dtype(name: str):

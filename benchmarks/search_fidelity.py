@@ -1,0 +1,343 @@
+"""Successive halving against the full grid search, cell by cell (``featbench run --search halving|grid``).
+
+For every cell (feature source x augmenter row, one seed) the same grid is searched twice through the
+runner, once with ``search=grid`` and once with ``search=halving`` (default rungs and keep 1/3), each in a
+fresh in-memory store, and the script prints:
+
+* the wall time of each (the whole cell: every search stack and the refit) and their ratio, and the
+  ratio of the process' CPU time (less disturbed by other tenants of a shared machine);
+* whether halving chose the same configuration;
+* the test-metric difference of the two chosen configurations' refits, with its significance test
+  (``featbench.significance.gain_test``: McNemar's exact test on top-1, a paired bootstrap on mean
+  per-class accuracy).
+
+Acceptance (issue 17): on every cell halving is >= 3x faster and not significantly different (p >= 0.05).
+
+Sources:
+* ``digits@effnet+mnv2``: EfficientNet-Lite0 + MobileNetV2 features of scikit-learn's digits at 160 px
+  (the README's main job; extracted into the feature cache on first use);
+* ``fashion@effnet+mnv2``: the same backbones on Fashion-MNIST at 64 px (``apt-get install
+  dataset-fashion-mnist``), a stratified subset of ``--fashion-train`` training rows (default 12,000; the
+  official 10% val and the whole 10,000-image test set are kept);
+* the CPU suites' feature files (``benchmarks/make_cpu_features.py``): digits and breast cancer under
+  ``raw`` and ``raw+rff``.
+
+Grid (``--grid``): ``medium`` (default) = lr {0.5, 1, 2, 4} x wd {0, 1e-5} x lamda {0.1, 1}, times eta {0,
+0.2, 0.4, 0.8} for SeA: 16 configurations for ``none``, 64 for ``sea``; ``small`` = lr {0.5, 2} x wd {0,
+1e-5} (x eta {0.4, 0.8}), the registry's ``quick`` grid: 4 and 8; ``large`` = the
+paper's trainer and loss grid (6 lr x 4 wd x 3 lamda x 2 delta) x eta {0, 0.2, 0.4, 0.8}: 144 and 576
+(several K-stacks of 64). 30 epochs, batch 256, seed 0.
+
+Usage: ``python benchmarks/search_fidelity.py [--quick] [--sources digits,fashion,cpu] [--threads 2]
+[--json OUT.json]``; ``--quick`` runs the digits cells only with the small grid. ``--probe-check`` only
+compares the L-BFGS probe (``--probe lbfgs``) with scikit-learn's ``LogisticRegression`` at equal
+regularisation on the digits@effnet+mnv2 features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BACKBONES = ("efficientnet-lite0", "mobilenet-v2")
+GRIDS = {
+    "medium": {"lr": (0.5, 1.0, 2.0, 4.0), "wd": (0.0, 1e-5), "lamda": (0.1, 1.0), "sea.eta": (0.0, 0.2, 0.4, 0.8)},
+    "small": {"lr": (0.5, 2.0), "wd": (0.0, 1e-5), "sea.eta": (0.4, 0.8)},
+    "large": {
+        "lr": (0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+        "wd": (0.0, 1e-6, 1e-5, 1e-4),
+        "lamda": (0.05, 0.1, 1.0),
+        "delta": (0.0, 1.0),
+        "sea.eta": (0.0, 0.2, 0.4, 0.8),
+    },
+}
+
+
+def _save(path: str, fs) -> str:
+    arrays = {
+        "train_x": fs.train_x,
+        "train_y": fs.train_y,
+        "test_x": fs.test_x,
+        "test_y": fs.test_y,
+        "metric": np.array(fs.metric),
+    }
+    if fs.has_val:
+        arrays.update(val_x=fs.val_x, val_y=fs.val_y)
+    np.savez(path, **{k: np.asarray(v, dtype=np.float32) if k.endswith("_x") else v for k, v in arrays.items()})
+    return path
+
+
+def _subset(fs, n: int, seed: int = 0):
+    """A stratified subset of ``n`` training rows (val and test untouched)."""
+    import attrs
+
+    from featbench.training.protocol import stratified_holdout
+
+    if n >= len(fs.train_y):
+        return fs
+    _, keep = stratified_holdout(fs.train_y, n / len(fs.train_y), seed)
+    return attrs.evolve(fs, train_x=np.asarray(fs.train_x[keep]), train_y=fs.train_y[keep])
+
+
+SOURCES = ("digits", "fashion", "cpu")
+
+
+def sources(work: str, quick: bool, fashion_train: int, host, which=SOURCES) -> list[tuple[str, tuple[str, ...]]]:
+    """``(label, feature files)`` of every source in ``which``, writing the real-feature ones to ``work``."""
+    from featbench.inputs.sources import feature_set_for
+
+    out = []
+    real = [("digits", 160, None)] + ([] if quick else [("fashion-mnist", 64, fashion_train)])
+    for dataset, size, n in real:
+        if dataset.split("-")[0] not in which:
+            continue
+        fs = feature_set_for(dataset, list(BACKBONES), host=host, device="cpu", preprocess=size, progress=False)
+        if n is not None:
+            fs = _subset(fs, n)
+        label = f"{dataset}@effnet+mnv2" + (f" (n={len(fs.train_y)})" if n is not None else "")
+        out.append((label, (_save(os.path.join(work, f"{dataset}.npz"), fs),)))
+    if "cpu" not in which:
+        return out
+    data = os.path.join(HERE, "data")
+    if not os.path.isfile(os.path.join(data, "digits_raw.npz")):
+        sys.path.insert(0, HERE)
+        import make_cpu_features
+
+        make_cpu_features.main(data)
+    for ds in ("digits",) if quick else ("digits", "cancer"):
+        out.append((f"{ds} raw (cpu suite)", (os.path.join(data, f"{ds}_raw.npz"),)))
+        if not quick:
+            out.append(
+                (
+                    f"{ds} raw+rff (cpu suite)",
+                    (os.path.join(data, f"{ds}_raw.npz"), os.path.join(data, f"{ds}_rff.npz")),
+                )
+            )
+    return out
+
+
+def run_cell(files, row: str, grid: dict, search: str, host, epochs: int, threads: int):
+    """One cell through the runner, in memory: (CellRecord, wall seconds, rungs)."""
+    from featbench.bench.driver import Runner
+    from featbench.bench.spec import RunSpec, check
+    from featbench.bench.store import Store
+
+    hp = {
+        k.split(".", 1)[1] if k.startswith(f"{row}.") else k: v
+        for k, v in grid.items()
+        if "." not in k or k.startswith(f"{row}.")
+    }
+    spec = check(
+        RunSpec(
+            aug=(row,),
+            features=(tuple(files),),
+            hp=hp,
+            epochs=epochs,
+            search=search,
+            threads=threads,
+            device="cpu",
+            quiet=True,
+        )
+    )
+    with Store(None) as store:
+        runner = Runner(spec, host, store, device="cpu")
+        start, cpu = time.perf_counter(), time.process_time()
+        outcome = runner.run()
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        (cell,) = store.cells(list(outcome.cell_keys))
+    return cell, seconds, cpu, runner.cells[0].rungs, len(runner.cells[0].configs)
+
+
+def compare(label, files, row, grid, host, epochs, threads) -> dict:
+    from featbench.reporting import significance as sig
+
+    g, g_s, g_cpu, _, n = run_cell(files, row, grid, "grid", host, epochs, threads)
+    h, h_s, h_cpu, rungs, _ = run_cell(files, row, grid, "halving", host, epochs, threads)
+    sample = sig.PairedSample(h.correct, g.correct, g.test_y, g.metric)
+    t = sig.gain_test({0: h.value}, {0: g.value}, [sample])
+    return {
+        "source": label,
+        "row": row,
+        "configs": n,
+        "rungs": list(rungs),
+        "grid_s": g_s,
+        "halving_s": h_s,
+        "speedup": g_s / h_s,
+        "grid_cpu_s": g_cpu,
+        "halving_cpu_s": h_cpu,
+        "cpu_speedup": g_cpu / h_cpu,
+        "same_config": g.hp == h.hp,
+        "grid_test": g.value,
+        "halving_test": h.value,
+        "diff": h.value - g.value,
+        "p": t.p,
+        "test": t.test,
+        "metric": g.metric,
+        "grid_hp": dict(g.hp),
+        "halving_hp": dict(h.hp),
+        "pass": g_s / h_s >= 3.0 and (t.p is None or t.p >= sig.ALPHA),
+    }
+
+
+def _table(rows: list[dict]) -> str:
+    from tabulate import tabulate
+
+    body = [
+        [
+            r["source"],
+            r["row"],
+            r["configs"],
+            ",".join(map(str, r["rungs"])) or "-",
+            f"{r['grid_s']:.1f}",
+            f"{r['halving_s']:.1f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['cpu_speedup']:.2f}x",
+            "yes" if r["same_config"] else "no",
+            f"{r['grid_test']:.2f}",
+            f"{r['halving_test']:.2f}",
+            f"{r['diff']:+.2f}",
+            "-" if r["p"] is None else f"{r['p']:.3g}",
+            "pass" if r["pass"] else "FAIL",
+        ]
+        for r in rows
+    ]
+    return tabulate(
+        body,
+        headers=[
+            "source",
+            "row",
+            "N",
+            "rungs",
+            "grid s",
+            "halving s",
+            "speed-up (wall)",
+            "(CPU)",
+            "same config",
+            "grid test",
+            "halving test",
+            "diff",
+            "p",
+            "accept",
+        ],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+
+
+def probe_check(host, wds=(1e-5, 1e-4, 1e-3, 1e-2)) -> str:
+    """The L-BFGS probe against scikit-learn's ``LogisticRegression(C = 1 / (n wd), fit_intercept=False)`` on
+    the digits@effnet+mnv2 features: test top-1 of each and the largest weight difference, per ``wd``."""
+    from sklearn.linear_model import LogisticRegression
+    from tabulate import tabulate
+
+    from featbench.inputs.sources import feature_set_for
+    from featbench.training import probe
+
+    fs = feature_set_for("digits", list(BACKBONES), host=host, device="cpu", preprocess=160, progress=False)
+    x, y = np.asarray(fs.train_x, dtype=np.float32), fs.train_y
+    rows = []
+    for wd in wds:
+        start = time.perf_counter()
+        f = probe.fit(x, y, fs.num_classes, wd)
+        ours_s = time.perf_counter() - start
+        start = time.perf_counter()
+        clf = LogisticRegression(C=1.0 / (len(y) * wd), fit_intercept=False, max_iter=10000, tol=1e-8).fit(x, y)
+        theirs_s = time.perf_counter() - start
+        ours = 100 * float((probe._predict(f.weight, fs.test_x) == fs.test_y).mean())
+        theirs = 100 * clf.score(np.asarray(fs.test_x, dtype=np.float32), fs.test_y)
+        rel = float(np.abs(f.weight.numpy() - clf.coef_).max() / np.abs(clf.coef_).max())
+        rows.append(
+            [
+                f"{wd:g}",
+                f"{1.0 / (len(y) * wd):.4g}",
+                f"{ours:.2f}",
+                f"{theirs:.2f}",
+                f"{ours - theirs:+.2f}",
+                f"{rel:.1e}",
+                f.iterations,
+                f"{ours_s:.2f}",
+                f"{theirs_s:.2f}",
+            ]
+        )
+    return tabulate(
+        rows,
+        headers=[
+            "wd",
+            "sklearn C",
+            "probe top-1",
+            "sklearn top-1",
+            "diff",
+            "max |dW| / max |W|",
+            "L-BFGS iters",
+            "probe s",
+            "sklearn s",
+        ],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="digits cells only, the small grid")
+    p.add_argument(
+        "--grid", choices=sorted(GRIDS), default=None, help="medium (default) or small (default with --quick)"
+    )
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rows", default="none,sea", help="augmenter rows (default: none,sea)")
+    p.add_argument(
+        "--fashion-train", type=int, default=12000, metavar="N", help="Fashion-MNIST training rows used (default 12000)"
+    )
+    p.add_argument("--sources", default=",".join(SOURCES), help="which sources: digits, fashion, cpu (default: all)")
+    p.add_argument(
+        "--probe-check",
+        action="store_true",
+        help="only compare the L-BFGS probe with scikit-learn on digits@effnet+mnv2",
+    )
+    p.add_argument("--json", default=None, metavar="OUT.json", help="also write every figure as JSON")
+    args = p.parse_args(argv)
+    import torch
+
+    from featbench.manager import load_plugins
+
+    torch.set_num_threads(args.threads)
+    host = load_plugins(entry_points=[])
+    if args.probe_check:
+        print(probe_check(host))
+        return 0
+    grid = GRIDS[args.grid or ("small" if args.quick else "medium")]
+    results = []
+    with tempfile.TemporaryDirectory() as work:
+        for label, files in sources(work, args.quick, args.fashion_train, host, args.sources.split(",")):
+            for row in args.rows.split(","):
+                r = compare(label, files, row, grid, host, args.epochs, args.threads)
+                results.append(r)
+                print(
+                    f"{label} / {row}: {r['speedup']:.2f}x, same={r['same_config']}, "
+                    f"diff {r['diff']:+.2f} (p={r['p']})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {args.epochs} epochs, "
+        f"grid {args.grid or ('small' if args.quick else 'medium')}"
+    )
+    print(_table(results))
+    failing = [r for r in results if not r["pass"]]
+    print(f"\n{len(results) - len(failing)} of {len(results)} cells pass (>= 3x faster and p >= 0.05)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
