@@ -22,11 +22,14 @@ Sources:
 * the CPU suites' feature files (``benchmarks/make_cpu_features.py``): digits and breast cancer under
   ``raw`` and ``raw+rff``.
 
-Grid (``--grid``): ``medium`` (default) = lr {0.5, 1, 2, 4} x wd {0, 1e-5} x lamda {0.1, 1}, times eta {0,
-0.2, 0.4, 0.8} for SeA: 16 configurations for ``none``, 64 for ``sea``; ``small`` = lr {0.5, 2} x wd {0,
-1e-5} (x eta {0.4, 0.8}), the registry's ``quick`` grid: 4 and 8; ``large`` = the
-paper's trainer and loss grid (6 lr x 4 wd x 3 lamda x 2 delta) x eta {0, 0.2, 0.4, 0.8}: 144 and 576
-(several K-stacks of 64). 30 epochs, batch 256, seed 0.
+Grid (``--grid``): ``large`` (default) = the paper's trainer and loss grid (6 lr x 4 wd x 3 lamda x 2
+delta: 144 configurations for ``none``) x eta {0, 0.2, 0.4, 0.8} for SeA (576; the paper's 1,728 has 12
+method values), several K-stacks of 64; ``medium`` = lr {0.5, 1, 2, 4} x wd {0, 1e-5} x lamda {0.1, 1},
+times eta {0, 0.2, 0.4, 0.8} for SeA: 16 and 64 configurations, one K-stack each; ``small`` = lr {0.5, 2} x
+wd {0, 1e-5} (x eta {0.4, 0.8}), the registry's ``quick`` grid: 4 and 8. 30 epochs, batch 256, seed 0.
+Halving pays for itself only when the grid is several K-stacks: a K-stack's epoch costs a shared part (the
+data pass) plus a part per head, and on one stack of cheap heads the shared part dominates, so training 16
+heads or the 2 that survive to the last rung costs about the same (``medium``'s ``none`` cells).
 
 Usage: ``python benchmarks/search_fidelity.py [--quick] [--sources digits,fashion,cpu] [--threads 2]
 [--json OUT.json]``; ``--quick`` runs the digits cells only with the small grid. ``--probe-check`` only
@@ -87,10 +90,14 @@ def _subset(fs, n: int, seed: int = 0):
 
 
 SOURCES = ("digits", "fashion", "cpu")
+CPU_DATA = os.path.join(HERE, "data")  # where make_cpu_features.py writes the CPU suites' feature files
 
 
-def sources(work: str, quick: bool, fashion_train: int, host, which=SOURCES) -> list[tuple[str, tuple[str, ...]]]:
-    """``(label, feature files)`` of every source in ``which``, writing the real-feature ones to ``work``."""
+def sources(
+    work: str, quick: bool, fashion_train: int, host, which=SOURCES, cpu_data: str = CPU_DATA
+) -> list[tuple[str, tuple[str, ...]]]:
+    """``(label, feature files)`` of every source in ``which``, writing the real-feature ones to ``work`` and
+    the CPU suites' files to ``cpu_data`` when they are not there yet."""
     from featbench.inputs.sources import feature_set_for
 
     out = []
@@ -105,7 +112,7 @@ def sources(work: str, quick: bool, fashion_train: int, host, which=SOURCES) -> 
         out.append((label, (_save(os.path.join(work, f"{dataset}.npz"), fs),)))
     if "cpu" not in which:
         return out
-    data = os.path.join(HERE, "data")
+    data = cpu_data
     if not os.path.isfile(os.path.join(data, "digits_raw.npz")):
         sys.path.insert(0, HERE)
         import make_cpu_features
@@ -288,7 +295,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="digits cells only, the small grid")
     p.add_argument(
-        "--grid", choices=sorted(GRIDS), default=None, help="medium (default) or small (default with --quick)"
+        "--grid", choices=sorted(GRIDS), default=None, help="large (default), medium, or small (default with --quick)"
     )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
@@ -302,6 +309,9 @@ def main(argv=None) -> int:
         action="store_true",
         help="only compare the L-BFGS probe with scikit-learn on digits@effnet+mnv2",
     )
+    p.add_argument(
+        "--cpu-data", default=CPU_DATA, metavar="DIR", help="the CPU suites' feature files (default benchmarks/data)"
+    )
     p.add_argument("--json", default=None, metavar="OUT.json", help="also write every figure as JSON")
     args = p.parse_args(argv)
     import torch
@@ -313,10 +323,13 @@ def main(argv=None) -> int:
     if args.probe_check:
         print(probe_check(host))
         return 0
-    grid = GRIDS[args.grid or ("small" if args.quick else "medium")]
+    grid_name = args.grid or ("small" if args.quick else "large")
+    grid = GRIDS[grid_name]
     results = []
     with tempfile.TemporaryDirectory() as work:
-        for label, files in sources(work, args.quick, args.fashion_train, host, args.sources.split(",")):
+        for label, files in sources(
+            work, args.quick, args.fashion_train, host, args.sources.split(","), args.cpu_data
+        ):
             for row in args.rows.split(","):
                 r = compare(label, files, row, grid, host, args.epochs, args.threads)
                 results.append(r)
@@ -328,7 +341,7 @@ def main(argv=None) -> int:
                 )
     print(
         f"torch {torch.__version__}, {args.threads} threads, {args.epochs} epochs, "
-        f"grid {args.grid or ('small' if args.quick else 'medium')}"
+        f"grid {grid_name}"
     )
     print(_table(results))
     failing = [r for r in results if not r["pass"]]

@@ -405,7 +405,7 @@ def _halving_note(settings: Mapping) -> str:
     """With ``--search halving``: how the search was cut short (empty for the full grid)."""
     if settings.get("search") != "halving":
         return ""
-    rungs = settings.get("halving_rungs") or "E/3^k (featbench.training.halving.default_rungs)"
+    rungs = settings.get("halving_rungs") or "by featbench.training.halving.default_rungs"
     rungs = ",".join(map(str, rungs)) if isinstance(rungs, (list, tuple)) else rungs
     keep = settings.get("halving_keep", 1 / 3)
     return f", by successive halving (keep {keep:.3g} per rung, rungs at epochs {rungs}), not the full grid"

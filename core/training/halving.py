@@ -9,11 +9,14 @@ streams) and augmenter state (:meth:`FeatureAugmenter.head_state`). So a survivo
 last rung equal those of a full-length run of its configuration (tested, float64), and its validation
 score equals the grid search's.
 
-Default schedule (Hyperband's most aggressive bracket, eta = 3): ``keep = 1/3``; with N configurations
-and E epochs, m = 1 + floor(log3 N) rungs (at most one per power of 3 that fits in E) at epochs
-E/3^(m-1), ..., E/9, E/3, E. Every rung but the first trains a third of the configurations of the one
-before, so the search costs about N E (1/3^(m-1) + 2/3^m + ...), e.g. 0.26 N E for N = 9..26 (3.9x fewer
-configuration-epochs than the grid) and 0.11 N E for N = 27..80.
+Default schedule (Hyperband's brackets, eta = 3, with a floor on the first rung): ``keep = 1/3``; with N
+configurations and E epochs, m = 1 + floor(log3 min(N, 9)) rungs at epochs E/3^(m-1), ..., E/3, E, so the
+first rung is never shorter than E/9 (3 rungs for N >= 9, 2 for N = 3..8). Hyperband's most aggressive
+bracket would start at E/3^floor(log3 N) (1 epoch of 30 for N >= 27), but rankings that early are
+unreliable at the constant learning rates of the paper's grid: on the 576-configuration SeA grid of
+``benchmarks/search_fidelity.py`` a first rung of 1 epoch dropped the grid's choice and lost 1.2 points
+(significant), while E/9 kept it on every cell. The search then costs about N E (1/9 + 2/27 + 2/27) =
+0.26 N E configuration-epochs (3.9x fewer than the grid) for N >= 9.
 
 This module holds the schedule, the selection, and the per-head continuation state; the runner
 schedules one job per (rung, K-stack) and records each head's state in the results store between rungs.
@@ -33,11 +36,17 @@ from .trainer import HeadRun
 DEFAULT_KEEP = 1.0 / 3.0
 
 
+#: The default schedule's first rung is at least E / MIN_FIRST_RUNG_DIVISOR epochs (the module docstring says why).
+MIN_FIRST_RUNG_DIVISOR = 9
+
+
 def default_rungs(epochs: int, n_configs: int, keep: float = DEFAULT_KEEP) -> tuple[int, ...]:
-    """Rung epochs ``E / eta^(m-1), ..., E / eta, E`` with ``eta = 1 / keep`` and m = 1 + floor(log_eta N),
-    rounded, at least 1 epoch apart (fewer rungs when E is too small)."""
+    """Rung epochs ``E / eta^(m-1), ..., E / eta, E`` with ``eta = 1 / keep`` and
+    m = 1 + floor(log_eta min(N, MIN_FIRST_RUNG_DIVISOR)), rounded, at least 1 epoch apart (fewer rungs when
+    E is too small); so the first rung is at least ``E / MIN_FIRST_RUNG_DIVISOR`` epochs."""
     eta = 1.0 / keep
-    m = 1 + math.floor(math.log(max(n_configs, 1)) / math.log(eta) + 1e-9)
+    reach = min(max(n_configs, 1), MIN_FIRST_RUNG_DIVISOR)
+    m = 1 + math.floor(math.log(reach) / math.log(eta) + 1e-9)
     out: list[int] = []
     for j in range(m - 1, -1, -1):
         e = max(1, round(epochs / eta**j))

@@ -12,11 +12,14 @@ from featbench.training import halving
 from featbench.training.trainer import TrainSettings, train_heads
 
 
-def test_default_rungs_follow_powers_of_three():
+def test_default_rungs_follow_powers_of_three_from_a_ninth_of_the_run():
     assert halving.default_rungs(90, 9) == (10, 30, 90)
     assert halving.default_rungs(90, 26) == (10, 30, 90)
-    assert halving.default_rungs(30, 72) == (1, 3, 10, 30)
+    assert halving.default_rungs(30, 72) == (3, 10, 30)  # Hyperband's bracket would start at 1 epoch
+    assert halving.default_rungs(100, 1728) == (11, 33, 100)  # the paper's grid and epochs
+    assert halving.default_rungs(30, 5) == (10, 30)
     assert halving.default_rungs(30, 2) == (30,)  # too few configurations to halve: the grid
+    assert halving.default_rungs(32, 576, keep=0.5) == (4, 8, 16, 32)  # eta = 2: the first rung is E/8 >= E/9
     assert halving.default_rungs(2, 81) == (1, 2)  # at least one epoch between rungs
 
 
