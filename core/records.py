@@ -52,7 +52,7 @@ class ConfigRecord:
     phase: str  # SEARCH (trained on the search split, scored on val and test) or REFIT (train+val, test)
     hp: Mapping[str, float]
     val: float | None  # the source's metric on the validation split (SEARCH only; NaN if diverged)
-    test: float  # the source's metric on test
+    test: float  # the source's metric on test (NaN for a halving rung before the last: not scored there)
     top1: float
     mean_per_class: float
     diverged: bool

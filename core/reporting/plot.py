@@ -50,7 +50,11 @@ def profile(configs: Sequence[ConfigRecord], name: str) -> dict[float, ConfigRec
 def _search(
     cell: CellRecord, members: Mapping[str, Sequence[str]], configs: Mapping[str, ConfigRecord]
 ) -> list[ConfigRecord]:
-    return [configs[k] for k in members.get(cell.key, ()) if k in configs and configs[k].phase == SEARCH]
+    """The cell's search records; for a halving search only those of its last rung (the configurations
+    trained for all epochs, the only ones scored on test)."""
+    recs = [configs[k] for k in members.get(cell.key, ()) if k in configs and configs[k].phase == SEARCH]
+    rungs = [r.rung_epoch for r in recs if r.rung_epoch is not None]
+    return [r for r in recs if r.rung_epoch == max(rungs)] if rungs else recs
 
 
 def _figure():

@@ -158,15 +158,19 @@ def restore(run: HeadRun, states: Sequence[dict]) -> HeadRun:
 
 
 def encode(state: dict) -> bytes:
-    """A head state as bytes (``torch.save``; read back with ``weights_only=True``)."""
-    import torch
+    """A head state as bytes (:mod:`featbench.training.tensor_codec`: no pickle, read back by :func:`decode`)."""
+    from . import tensor_codec
 
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue()
+    return tensor_codec.dumps(state)
 
 
 def decode(blob: bytes) -> dict:
+    """The state :func:`encode` wrote (or, from a store written before the codec, ``torch.save``'s bytes,
+    read with ``weights_only=True``)."""
+    from . import tensor_codec
+
+    if tensor_codec.is_encoded(blob):
+        return tensor_codec.loads(blob)
     import torch
 
     return torch.load(io.BytesIO(blob), weights_only=True)

@@ -33,7 +33,7 @@ class ConfigOutcome:
 
     hp: dict
     val: float | None  # the metric on the validation split (SEARCH; NaN if diverged), None for REFIT
-    test: float  # the metric on test (NaN if diverged)
+    test: float  # the metric on test (NaN if diverged, or at a halving rung before the last)
     top1: float
     mean_per_class: float
     diverged: bool
@@ -100,8 +100,9 @@ def train_configs(
     train+val and scores test, keeping the per-example correctness. ``log_every`` > 0 records train and
     test accuracy every that many epochs (and after the last). ``on_epoch(epoch)`` reports progress.
     A rung of successive halving (featbench.training.halving) passes ``stop``: train up to that epoch of
-    the ``settings.epochs``-epoch run, from the heads' ``states`` (None: from the start), and return each
-    head's continuation state with its scores.
+    the ``settings.epochs``-epoch run, from the heads' ``states`` (None: from the start). A rung before the
+    last returns each head's continuation state and scores validation only (test is NaN: only heads trained
+    for all epochs are scored on test); the last rung scores like the grid search and keeps no state.
     """
     if phase == SEARCH:
         x, y, vx, vy = search_split(fs, val_fraction, settings.seed)
@@ -132,10 +133,15 @@ def train_configs(
             halving.restore(run, states)
         run.advance(stop, epoch_end)
         res = run.result()
-        blobs = [halving.encode(s) for s in halving.head_states(run)]
-    pred = predict(res.weight, fs.test_x, settings.device)
-    t1 = metrics.top1(pred, fs.test_y)
-    mpc = metrics.mean_per_class(pred, fs.test_y, fs.num_classes)
+        if stop < settings.epochs:
+            blobs = [halving.encode(s) for s in halving.head_states(run)]
+    pred = None
+    if stop is None or stop >= settings.epochs:
+        pred = predict(res.weight, fs.test_x, settings.device)
+        t1 = metrics.top1(pred, fs.test_y)
+        mpc = metrics.mean_per_class(pred, fs.test_y, fs.num_classes)
+    else:
+        t1 = mpc = np.full(K, np.nan)
     test = t1 if fs.metric == "top1" else mpc
     val = _scores(fs, predict(res.weight, vx, settings.device), vy) if phase == SEARCH else None
     nan = float("nan")
@@ -153,7 +159,7 @@ def train_configs(
                 seconds=res.seconds / K,
                 stack_size=K,
                 unaugmented_batches=res.unaugmented_batches,
-                correct=pred[k] == fs.test_y if phase == REFIT else None,
+                correct=pred[k] == fs.test_y if phase == REFIT and pred is not None else None,
                 epochs=tuple(logs[k]),
                 rung_epoch=stop,
                 state=blobs[k],

@@ -67,7 +67,11 @@ def test_halving_records_each_rung_and_its_survivors_score_like_the_grid(files, 
     (last,) = rungs[9]
     assert (last.val, last.test) == (by_hp[str(last.hp)].val, by_hp[str(last.hp)].test)  # a full-length run
     assert cell.hp == last.hp and cell.val_value == last.val and cell.grid_size == 9
+    assert all(np.isnan(r.test) and np.isfinite(r.val) for e in (1, 3) for r in rungs[e])  # test only at the end
     assert states == {}  # continuation states are dropped once the cell is finished
+    from featbench.reporting.plot import _search
+
+    assert _search(cell, {cell.key: list(recs)}, recs) == [last]  # plots show configurations trained to the end
 
 
 def test_an_interrupted_halving_run_resumes_at_the_rung(files, plugin_host, tmp_path):
