@@ -19,7 +19,10 @@ def test_search_fidelity_benchmark_on_the_cpu_suite(tmp_path, capsys):
     assert bench.main(argv) == 0
     assert {"digits_raw.npz", "digits_rff.npz"} <= {p.name for p in (tmp_path / "data").iterdir()}
     cells = json.loads(out.read_text())
-    assert [(c["source"], c["row"]) for c in cells] == [("digits raw (cpu suite)", "none"), ("digits raw (cpu suite)", "sea")]
+    assert [(c["source"], c["row"]) for c in cells] == [
+        ("digits raw (cpu suite)", "none"),
+        ("digits raw (cpu suite)", "sea"),
+    ]
     none, sea = cells
     assert none["configs"] == 4 and sea["configs"] == 8  # the small grid: lr x wd (x eta)
     assert none["rungs"] == sea["rungs"] == [3, 9]  # E/3, E for 3-8 configurations

@@ -47,8 +47,10 @@ def dumps(value) -> bytes:
             if not all(isinstance(k, str) for k in v):
                 raise TypeError(f"tensor_codec: dict keys must be strings, not {sorted(map(repr, v))[:3]}")
             return {_DICT: {k: walk(x) for k, x in v.items()}}
-        raise TypeError(f"tensor_codec cannot write a {type(v).__name__}; use tensors, numbers, strings, None, "
-                        "or lists, tuples and string-keyed dicts of them")
+        raise TypeError(
+            f"tensor_codec cannot write a {type(v).__name__}; use tensors, numbers, strings, None, "
+            "or lists, tuples and string-keyed dicts of them"
+        )
 
     header = json.dumps(walk(value), separators=(",", ":"), allow_nan=False).encode()
     return b"".join([MAGIC, len(header).to_bytes(8, "little"), header, *chunks])
