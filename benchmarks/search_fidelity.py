@@ -4,8 +4,10 @@ For every cell (feature source x augmenter row, one seed) the same grid is searc
 runner, once with ``search=grid`` and once with ``search=halving`` (default rungs and keep 1/3), each in a
 fresh in-memory store, and the script prints:
 
-* the wall time of each (the whole cell: every search stack and the refit) and their ratio, and the
-  ratio of the process' CPU time (less disturbed by other tenants of a shared machine);
+* the wall time of each (the whole cell: loading the features, every search stack and the refit) and their
+  ratio (the acceptance figure), the ratio of the process' CPU time (less disturbed by other tenants of a
+  shared machine), the ratio of the search stacks' training time alone (the trainer's clock: no loading,
+  scoring, refit or bookkeeping), and the refit's training time (the same in both);
 * whether halving chose the same configuration;
 * the test-metric difference of the two chosen configurations' refits, with its significance test
   (``featbench.significance.gain_test``: McNemar's exact test on top-1, a paired bootstrap on mean
@@ -131,7 +133,8 @@ def sources(
 
 
 def run_cell(files, row: str, grid: dict, search: str, host, epochs: int, threads: int):
-    """One cell through the runner, in memory: (CellRecord, wall seconds, rungs)."""
+    """One cell through the runner, in memory: (CellRecord, wall seconds, CPU seconds, (search training seconds,
+    refit training seconds), rungs, number of configurations)."""
     from featbench.bench.driver import Runner
     from featbench.bench.spec import RunSpec, check
     from featbench.bench.store import Store
@@ -159,14 +162,16 @@ def run_cell(files, row: str, grid: dict, search: str, host, epochs: int, thread
         outcome = runner.run()
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         (cell,) = store.cells(list(outcome.cell_keys))
-    return cell, seconds, cpu, runner.cells[0].rungs, len(runner.cells[0].configs)
+        refit = store.configs([cell.refit_key])[cell.refit_key]
+    training = (cell.seconds - refit.seconds, refit.seconds)  # the trainer's own clock: search stacks, refit
+    return cell, seconds, cpu, training, runner.cells[0].rungs, len(runner.cells[0].configs)
 
 
 def compare(label, files, row, grid, host, epochs, threads) -> dict:
     from featbench.reporting import significance as sig
 
-    g, g_s, g_cpu, _, n = run_cell(files, row, grid, "grid", host, epochs, threads)
-    h, h_s, h_cpu, rungs, _ = run_cell(files, row, grid, "halving", host, epochs, threads)
+    g, g_s, g_cpu, g_train, _, n = run_cell(files, row, grid, "grid", host, epochs, threads)
+    h, h_s, h_cpu, h_train, rungs, _ = run_cell(files, row, grid, "halving", host, epochs, threads)
     sample = sig.PairedSample(h.correct, g.correct, g.test_y, g.metric)
     t = sig.gain_test({0: h.value}, {0: g.value}, [sample])
     return {
@@ -180,6 +185,10 @@ def compare(label, files, row, grid, host, epochs, threads) -> dict:
         "grid_cpu_s": g_cpu,
         "halving_cpu_s": h_cpu,
         "cpu_speedup": g_cpu / h_cpu,
+        "grid_search_train_s": g_train[0],
+        "halving_search_train_s": h_train[0],
+        "search_speedup": g_train[0] / h_train[0],
+        "refit_train_s": g_train[1],
         "same_config": g.hp == h.hp,
         "grid_test": g.value,
         "halving_test": h.value,
@@ -206,6 +215,8 @@ def _table(rows: list[dict]) -> str:
             f"{r['halving_s']:.1f}",
             f"{r['speedup']:.2f}x",
             f"{r['cpu_speedup']:.2f}x",
+            f"{r['search_speedup']:.2f}x",
+            f"{r['refit_train_s']:.1f}",
             "yes" if r["same_config"] else "no",
             f"{r['grid_test']:.2f}",
             f"{r['halving_test']:.2f}",
@@ -226,6 +237,8 @@ def _table(rows: list[dict]) -> str:
             "halving s",
             "speed-up (wall)",
             "(CPU)",
+            "search only",
+            "refit s",
             "same config",
             "grid test",
             "halving test",

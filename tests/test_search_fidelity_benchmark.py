@@ -29,6 +29,8 @@ def test_search_fidelity_benchmark_on_the_cpu_suite(tmp_path, capsys):
     for c in cells:
         assert c["grid_s"] > 0 and c["halving_s"] > 0 and math.isclose(c["speedup"], c["grid_s"] / c["halving_s"])
         assert math.isclose(c["diff"], c["halving_test"] - c["grid_test"])
+        assert 0 < c["halving_search_train_s"] and 0 < c["refit_train_s"] < c["grid_s"]
+        assert math.isclose(c["search_speedup"], c["grid_search_train_s"] / c["halving_search_train_s"])
         assert (c["grid_hp"] == c["halving_hp"]) == c["same_config"]
         assert c["same_config"] is False or (c["diff"] == 0 and c["p"] in (None, 1.0))
         assert c["pass"] == (c["speedup"] >= 3 and (c["p"] is None or c["p"] >= 0.05))
