@@ -34,9 +34,9 @@ data pass) plus a part per head, and on one stack of cheap heads the shared part
 heads or the 2 that survive to the last rung costs about the same (``medium``'s ``none`` cells).
 
 Usage: ``python benchmarks/search_fidelity.py [--quick] [--sources digits,fashion,cpu] [--threads 2]
-[--json OUT.json]``; ``--quick`` runs the digits cells only with the small grid. ``--probe-check`` only
-compares the L-BFGS probe (``--probe lbfgs``) with scikit-learn's ``LogisticRegression`` at equal
-regularisation on the digits@effnet+mnv2 features.
+[--halving-rungs E1,E2,... --halving-keep F] [--json OUT.json]``; ``--quick`` runs the digits cells only
+with the small grid. ``--probe-check`` only compares the L-BFGS probe (``--probe lbfgs``) with
+scikit-learn's ``LogisticRegression`` at equal regularisation on the digits@effnet+mnv2 features.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def sources(
     return out
 
 
-def run_cell(files, row: str, grid: dict, search: str, host, epochs: int, threads: int):
+def run_cell(files, row: str, grid: dict, search: str, host, epochs: int, threads: int, halving: dict | None = None):
     """One cell through the runner, in memory: (CellRecord, wall seconds, CPU seconds, (search training seconds,
     refit training seconds), rungs, number of configurations)."""
     from featbench.bench.driver import Runner
@@ -151,6 +151,7 @@ def run_cell(files, row: str, grid: dict, search: str, host, epochs: int, thread
             hp=hp,
             epochs=epochs,
             search=search,
+            **(halving or {}),
             threads=threads,
             device="cpu",
             quiet=True,
@@ -167,11 +168,11 @@ def run_cell(files, row: str, grid: dict, search: str, host, epochs: int, thread
     return cell, seconds, cpu, training, runner.cells[0].rungs, len(runner.cells[0].configs)
 
 
-def compare(label, files, row, grid, host, epochs, threads) -> dict:
+def compare(label, files, row, grid, host, epochs, threads, halving: dict | None = None) -> dict:
     from featbench.reporting import significance as sig
 
     g, g_s, g_cpu, g_train, _, n = run_cell(files, row, grid, "grid", host, epochs, threads)
-    h, h_s, h_cpu, h_train, rungs, _ = run_cell(files, row, grid, "halving", host, epochs, threads)
+    h, h_s, h_cpu, h_train, rungs, _ = run_cell(files, row, grid, "halving", host, epochs, threads, halving)
     sample = sig.PairedSample(h.correct, g.correct, g.test_y, g.metric)
     t = sig.gain_test({0: h.value}, {0: g.value}, [sample])
     return {
@@ -313,6 +314,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", default="none,sea", help="augmenter rows (default: none,sea)")
+    p.add_argument("--halving-rungs", default=None, metavar="E1,E2,...", help="halving's rungs (default: featbench's)")
+    p.add_argument("--halving-keep", type=float, default=None, metavar="F", help="halving's keep (default: 1/3)")
     p.add_argument(
         "--fashion-train", type=int, default=12000, metavar="N", help="Fashion-MNIST training rows used (default 12000)"
     )
@@ -338,13 +341,16 @@ def main(argv=None) -> int:
         return 0
     grid_name = args.grid or ("small" if args.quick else "large")
     grid = GRIDS[grid_name]
+    halving = {}
+    if args.halving_rungs:
+        halving["halving_rungs"] = tuple(int(v) for v in args.halving_rungs.split(","))
+    if args.halving_keep is not None:
+        halving["halving_keep"] = args.halving_keep
     results = []
     with tempfile.TemporaryDirectory() as work:
-        for label, files in sources(
-            work, args.quick, args.fashion_train, host, args.sources.split(","), args.cpu_data
-        ):
+        for label, files in sources(work, args.quick, args.fashion_train, host, args.sources.split(","), args.cpu_data):
             for row in args.rows.split(","):
-                r = compare(label, files, row, grid, host, args.epochs, args.threads)
+                r = compare(label, files, row, grid, host, args.epochs, args.threads, halving)
                 results.append(r)
                 print(
                     f"{label} / {row}: {r['speedup']:.2f}x, same={r['same_config']}, "
@@ -352,10 +358,7 @@ def main(argv=None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-    print(
-        f"torch {torch.__version__}, {args.threads} threads, {args.epochs} epochs, "
-        f"grid {grid_name}"
-    )
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.epochs} epochs, grid {grid_name}")
     print(_table(results))
     failing = [r for r in results if not r["pass"]]
     print(f"\n{len(results) - len(failing)} of {len(results)} cells pass (>= 3x faster and p >= 0.05)")
