@@ -252,6 +252,25 @@ def _table(rows: list[dict]) -> str:
     )
 
 
+def per_source(rows: list[dict]) -> str:
+    """Every row of a source together, as one ``featbench run --aug none,sea`` searches them: wall seconds of
+    each search and their ratio."""
+    from tabulate import tabulate
+
+    totals: dict[str, list[float]] = {}
+    for r in rows:
+        t = totals.setdefault(r["source"], [0.0, 0.0])
+        t[0] += r["grid_s"]
+        t[1] += r["halving_s"]
+    body = [[src, f"{g:.1f}", f"{h:.1f}", f"{g / h:.2f}x"] for src, (g, h) in totals.items()]
+    return tabulate(
+        body,
+        headers=["source (all rows)", "grid s", "halving s", "speed-up (wall)"],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+
+
 def probe_check(host, wds=(1e-5, 1e-4, 1e-3, 1e-2)) -> str:
     """The L-BFGS probe against scikit-learn's ``LogisticRegression(C = 1 / (n wd), fit_intercept=False)`` on
     the digits@effnet+mnv2 features: test top-1 of each and the largest weight difference, per ``wd``."""
@@ -360,6 +379,8 @@ def main(argv=None) -> int:
                 )
     print(f"torch {torch.__version__}, {args.threads} threads, {args.epochs} epochs, grid {grid_name}")
     print(_table(results))
+    print()
+    print(per_source(results))
     failing = [r for r in results if not r["pass"]]
     print(f"\n{len(results) - len(failing)} of {len(results)} cells pass (>= 3x faster and p >= 0.05)")
     if args.json:

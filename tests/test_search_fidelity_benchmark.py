@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "search_fidelity.py")
 
@@ -36,3 +37,5 @@ def test_search_fidelity_benchmark_on_the_cpu_suite(tmp_path, capsys):
         assert c["pass"] == (c["speedup"] >= 3 and (c["p"] is None or c["p"] >= 0.05))
     table = capsys.readouterr().out
     assert "| digits raw (cpu suite) | sea   | 8" in table and "cells pass" in table
+    g, h = sum(c["grid_s"] for c in cells), sum(c["halving_s"] for c in cells)  # the per-source table
+    assert re.search(rf"\| digits raw \(cpu suite\) \| {g:.1f} +\| {h:.1f} +\| {g / h:.2f}x +\|", table)
