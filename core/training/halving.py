@@ -15,8 +15,9 @@ first rung is never shorter than E/9 (3 rungs for N >= 9, 2 for N = 3..8). Hyper
 bracket would start at E/3^floor(log3 N) (1 epoch of 30 for N >= 27), but rankings that early are
 unreliable at the constant learning rates of the paper's grid: on the 576-configuration SeA grid of
 ``benchmarks/search_fidelity.py`` a first rung of 1 epoch dropped the grid's choice and lost 1.2 points
-(significant), while with a first rung of E/9 no cell differed significantly from the grid. The search then costs about N E (1/9 + 2/27 + 2/27) =
-0.26 N E configuration-epochs (3.9x fewer than the grid) for N >= 9.
+(significant), while with a first rung of E/9 no SeA cell differed significantly from the grid. The search
+then costs about N E (1/9 + 2/27 + 2/27) = 0.26 N E configuration-epochs (3.9x fewer than the grid) for
+N >= 9.
 
 This module holds the schedule, the selection, and the per-head continuation state; the runner
 schedules one job per (rung, K-stack) and records each head's state in the results store between rungs.
