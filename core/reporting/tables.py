@@ -405,10 +405,14 @@ def _halving_note(settings: Mapping) -> str:
     """With ``--search halving``: how the search was cut short (empty for the full grid)."""
     if settings.get("search") != "halving":
         return ""
-    rungs = settings.get("halving_rungs") or "by featbench.training.halving.default_rungs"
-    rungs = ",".join(map(str, rungs)) if isinstance(rungs, (list, tuple)) else rungs
+    rungs = settings.get("halving_rungs")
+    where = (
+        f"rungs at epochs {','.join(map(str, rungs))}"
+        if rungs
+        else "the default rungs: E/3^k from at least E/9, featbench.training.halving"
+    )
     keep = settings.get("halving_keep", 1 / 3)
-    return f", by successive halving (keep {keep:.3g} per rung, rungs at epochs {rungs}), not the full grid"
+    return f", by successive halving (keep {keep:.3g} per rung, {where}), not the full grid"
 
 
 def _legend(report: Report, fmt: str) -> str:

@@ -103,3 +103,13 @@ def test_suite_files_take_the_same_settings(tmp_path):
     spec = build_spec({}, str(path))
     assert (spec.search, spec.halving_keep, spec.halving_rungs, spec.probe) == ("halving", 0.5, (3, 10, 30), "lbfgs")
     assert build_spec({"halving_rungs": "3,10"}, str(path)).halving_rungs == (3, 10, 30)
+
+
+def test_the_halving_footnote_names_explicit_or_default_rungs():
+    from featbench.reporting.tables import _halving_note
+
+    assert _halving_note({"search": "grid"}) == ""
+    assert "keep 0.5 per rung, rungs at epochs 5,30)" in _halving_note(
+        {"search": "halving", "halving_rungs": [5, 30], "halving_keep": 0.5}
+    )
+    assert "the default rungs: E/3^k from at least E/9" in _halving_note({"search": "halving"})
