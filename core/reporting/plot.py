@@ -53,8 +53,8 @@ def _search(
     """The cell's search records; for a halving search only those of its last rung (the configurations
     trained for all epochs, the only ones scored on test)."""
     recs = [configs[k] for k in members.get(cell.key, ()) if k in configs and configs[k].phase == SEARCH]
-    rungs = [r.rung_epoch for r in recs if r.rung_epoch is not None]
-    return [r for r in recs if r.rung_epoch == max(rungs)] if rungs else recs
+    last = max((r.rung_epoch for r in recs if r.rung_epoch is not None), default=None)
+    return recs if last is None else [r for r in recs if r.rung_epoch == last]
 
 
 def _figure():

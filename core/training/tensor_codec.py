@@ -1,14 +1,14 @@
 """A pickle-free byte format for nested tensors (successive halving's per-head continuation states).
 
-``dumps(value)`` accepts tensors (any dtype, device and layout-free shape; written from their CPU copy),
+``dumps(value)`` accepts tensors (any dtype and shape, on any device; written from a contiguous CPU copy),
 None, booleans, integers, floats (NaN and infinities included), strings, and lists, tuples and
 string-keyed dicts of these. ``loads(dumps(value))`` returns an equal value: tensors bit for bit with
 their dtype and shape (on the CPU), tuples as tuples.
 
 Layout: ``MAGIC``, the JSON header's length (8 bytes, little-endian), the JSON header (the structure,
 each tensor replaced by ``{"$t": [dtype, shape, offset, nbytes]}``), then every tensor's raw bytes.
-Reading it runs no code from the blob (unlike pickle), and it is 10-20x faster than ``torch.save`` on the
-small dicts halving writes per head.
+Reading it runs no code from the blob (unlike pickle); on a head state of a 10 x 2,560 head it is about 4x
+faster to write than ``torch.save`` and 11x faster to read than ``torch.load``.
 """
 
 from __future__ import annotations
@@ -76,8 +76,14 @@ def loads(blob: bytes):
             return v
         if _TENSOR in v:
             dtype, shape, offset, nbytes = v[_TENSOR]
-            dt = getattr(torch, dtype)
-            if not isinstance(dt, torch.dtype) or offset < 0 or offset + nbytes > len(body):
+            dt = getattr(torch, dtype, None) if isinstance(dtype, str) else None
+            sizes_ok = all(isinstance(n, int) and n >= 0 for n in (*shape, offset, nbytes))
+            if (
+                not isinstance(dt, torch.dtype)
+                or not sizes_ok
+                or offset + nbytes > len(body)
+                or (math.prod(shape) * dt.itemsize != nbytes)
+            ):
                 raise ValueError(f"tensor_codec: a corrupt tensor entry {v[_TENSOR]!r}")
             if nbytes == 0:
                 return torch.empty(shape, dtype=dt)

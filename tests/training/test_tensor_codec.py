@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 
 import pytest
@@ -61,10 +62,29 @@ def test_unsupported_values_are_refused(bad):
         tensor_codec.dumps(bad)
 
 
-def test_corrupt_blobs_are_refused_without_running_anything():
-    blob = tensor_codec.dumps({"w": torch.ones(4)})
-    with pytest.raises(ValueError, match="magic"):
-        tensor_codec.loads(b"PK" + blob)
-    bad = blob.replace(b'"float32"', b'"load"   ')  # a torch function, not a dtype
+def _blob(entry, body: bytes = bytes(16)) -> bytes:
+    header = json.dumps({"$dict": {"w": {"$t": entry}}}).encode()
+    return tensor_codec.MAGIC + len(header).to_bytes(8, "little") + header + body
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        ["load", [4], 0, 16],  # a torch function, not a dtype
+        ["nothing", [4], 0, 16],  # no such attribute
+        [3, [4], 0, 16],  # not a name
+        ["float32", [5], 0, 16],  # the shape does not match the bytes
+        ["float32", [-4], 0, 16],
+        ["float32", [4], 8, 16],  # past the end of the blob
+        ["float32", [4.0], 0, 16],
+    ],
+)
+def test_corrupt_entries_are_refused_without_running_anything(entry):
+    assert torch.equal(tensor_codec.loads(_blob(["float32", [4], 0, 16]))["w"], torch.zeros(4))
     with pytest.raises(ValueError, match="corrupt"):
-        tensor_codec.loads(bad)
+        tensor_codec.loads(_blob(entry))
+
+
+def test_a_blob_without_the_magic_bytes_is_refused():
+    with pytest.raises(ValueError, match="magic"):
+        tensor_codec.loads(b"PK" + tensor_codec.dumps({"w": torch.ones(4)}))
