@@ -77,7 +77,7 @@ def loads(blob: bytes):
         if _TENSOR in v:
             dtype, shape, offset, nbytes = v[_TENSOR]
             dt = getattr(torch, dtype, None) if isinstance(dtype, str) else None
-            sizes_ok = all(isinstance(n, int) and n >= 0 for n in (*shape, offset, nbytes))
+            sizes_ok = all(isinstance(k, int) and k >= 0 for k in (*shape, offset, nbytes))
             if (
                 not isinstance(dt, torch.dtype)
                 or not sizes_ok
