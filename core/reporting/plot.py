@@ -50,11 +50,14 @@ def profile(configs: Sequence[ConfigRecord], name: str) -> dict[float, ConfigRec
 def _search(
     cell: CellRecord, members: Mapping[str, Sequence[str]], configs: Mapping[str, ConfigRecord]
 ) -> list[ConfigRecord]:
-    """The cell's search records; for a halving search only those of its last rung (the configurations
-    trained for all epochs, the only ones scored on test)."""
-    recs = [configs[k] for k in members.get(cell.key, ()) if k in configs and configs[k].phase == SEARCH]
-    last = max((r.rung_epoch for r in recs if r.rung_epoch is not None), default=None)
-    return recs if last is None else [r for r in recs if r.rung_epoch == last]
+    return [configs[k] for k in members.get(cell.key, ()) if k in configs and configs[k].phase == SEARCH]
+
+
+def fully_trained(search: Sequence[ConfigRecord]) -> list[ConfigRecord]:
+    """The search records of configurations trained for all epochs: all of a grid search, the last rung of a
+    halving search (the only ones scored on test)."""
+    last = max((r.rung_epoch for r in search if r.rung_epoch is not None), default=None)
+    return list(search) if last is None else [r for r in search if r.rung_epoch == last]
 
 
 def _figure():
@@ -91,11 +94,12 @@ def plot_hp(cells: Sequence[CellRecord], members, configs, name: str, out_dir: s
         metric = group[0].metric
         for cell in group:
             search = _search(cell, members, configs)
+            trained = fully_trained(search)
             if name not in varying(search):
-                best = search[select_best([c.val for c in search])].test if search else cell.value
+                best = trained[select_best([c.val for c in trained])].test if trained else cell.value
                 flat.setdefault(cell.row, []).append(best)
                 continue
-            for x, rec in profile(search, name).items():
+            for x, rec in profile(trained, name).items():  # halving: the values that reached the last rung
                 rows.setdefault(cell.row, {}).setdefault(x, []).append(rec.test)
         if not rows:
             continue
@@ -123,7 +127,7 @@ def plot_hp(cells: Sequence[CellRecord], members, configs, name: str, out_dir: s
         ax.text(
             0.01,
             0.01,
-            "search heads; other hyper-parameters best on validation",
+            "search heads trained for all epochs (halving: its last rung); other hyper-parameters best on validation",
             transform=ax.transAxes,
             fontsize=7,
             color="gray",
