@@ -686,6 +686,7 @@ _TOOLKIT = {
             "gradient_similarities",
             "gradient_sq_norms",
             "softmax_without_subnormals",
+            "fast_softmax",
             "batch_gram",
             "clamp_norm",
             "row_mix_logits",

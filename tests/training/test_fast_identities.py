@@ -7,11 +7,13 @@ import math
 import pytest
 import torch
 
+import featbench.directions as directions
 from featbench.api import Augmented, Batch, BoundLoss, Targets
 from featbench.directions import (
     SUBNORMAL_MARGIN,
     batch_gram,
     dense_grad,
+    fast_softmax,
     feature_gradients,
     gradient_similarities,
     gradient_sq_norms,
@@ -163,6 +165,33 @@ def test_selecting_heads_subsets_every_per_head_hyper_parameter():
     loss = BoundLoss(SmoothedHinge(), {**hinge(4).hp, "name": "literal"})
     sub = select_heads(loss, torch.tensor([2, 0]))
     assert torch.equal(sub.hp["lamda"], loss.hp["lamda"][[2, 0]]) and sub.hp["name"] == "literal"
+
+
+@pytest.mark.parametrize("capability", ["AVX512", "AVX2", "DEFAULT"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_softmax_equals_torch_softmax_on_every_route(monkeypatch, capability, dtype):
+    monkeypatch.setattr(directions, "_cpu_capability", lambda: capability)
+    g = torch.Generator().manual_seed(5)
+    kcr = torch.randn(6, 10, 70, generator=g, dtype=dtype) * 8
+    cases = [
+        (kcr.transpose(1, 2), -1),  # stacked_logits' (K, r, C) view of a (K, C, r) product
+        (kcr.transpose(1, 2).contiguous(), -1),  # a contiguous (K, r, C)
+        (torch.randn(6, 70, 3, generator=g, dtype=dtype), 2),  # 3 classes
+        (torch.randn(4, 9, 2, 40, generator=g, dtype=dtype), -1),  # rows long enough for the kernel
+        (kcr, 1),  # not over the last dimension
+        (torch.randn(7, generator=g, dtype=dtype), 0),  # one row
+    ]
+    for scores, dim in cases:
+        torch.testing.assert_close(fast_softmax(scores, dim), torch.softmax(scores, dim), rtol=1e-6, atol=1e-7)
+
+
+def test_fast_softmax_keeps_the_layout_of_short_rows(monkeypatch):
+    monkeypatch.setattr(directions, "_cpu_capability", lambda: "AVX512")
+    kcr = torch.randn(6, 10, 70)
+    assert fast_softmax(kcr.transpose(1, 2)).transpose(1, 2).is_contiguous()  # rerouted, no copy either way
+    assert fast_softmax(torch.randn(6, 70, 16)).is_contiguous()  # 16 float32 fill a register: torch.softmax
+    monkeypatch.setattr(directions, "_cpu_capability", lambda: "DEFAULT")
+    assert fast_softmax(kcr.transpose(1, 2)).is_contiguous()  # unknown CPU: torch.softmax
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

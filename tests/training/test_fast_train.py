@@ -40,7 +40,9 @@ class CountingSeA(SeA):
         return super().fused_gradients(batch)
 
 
-@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
+# float32: two summation orders of the same math, 12 steps apart; SeA's sharp projection softmax amplifies the
+# rounding (over seeds 0-5 the largest deviation is 1e-6 to 1e-5 of the weights' scale, seed 2 the largest).
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 2e-5)])
 @pytest.mark.parametrize("aug", [CountingSeA, NoAugmentation])
 def test_fast_trajectories_equal_the_generic_autograd_path(aug, dtype, tol):
     configs = sea_configs() if aug is CountingSeA else expand_grid(hparams_for(SmoothedHinge, aug), {"lr": [0.5, 4.0], "delta": [0, 1]})
