@@ -16,7 +16,8 @@ def test_search_fidelity_benchmark_on_the_cpu_suite(tmp_path, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "cells.json"
-    argv = ["--quick", "--sources", "cpu", "--epochs", "9", "--cpu-data", str(tmp_path / "data"), "--json", str(out)]
+    argv = ["--quick", "--sources", "cpu", "--epochs", "9", "--repeats", "2", "--cpu-data", str(tmp_path / "data"),
+            "--json", str(out)]
     assert bench.main(argv) == 0
     assert {"digits_raw.npz", "digits_rff.npz"} <= {p.name for p in (tmp_path / "data").iterdir()}
     cells = json.loads(out.read_text())
@@ -28,6 +29,7 @@ def test_search_fidelity_benchmark_on_the_cpu_suite(tmp_path, capsys):
     assert none["configs"] == 4 and sea["configs"] == 8  # the small grid: lr x wd (x eta)
     assert none["rungs"] == sea["rungs"] == [3, 9]  # E/3, E for 3-8 configurations
     for c in cells:
+        assert c["timed_runs"] == [2, 2]  # sub-second searches: timed by the faster of 2 runs
         assert 0 < c["grid_search_s"] < c["grid_s"] and 0 < c["halving_search_s"] < c["halving_s"]
         assert math.isclose(c["speedup"], c["grid_search_s"] / c["halving_search_s"])
         assert math.isclose(c["cell_speedup"], c["grid_s"] / c["halving_s"])
