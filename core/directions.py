@@ -144,12 +144,15 @@ def softmax_without_subnormals(scores: Tensor, dim: int = -1) -> Tensor:
     on which x86 CPUs take a microcode assist per operation: a (24*256, 256) x (256, 256) product runs 40x
     slower, and every elementwise pass about 15x. The dropped mass is below ``n * exp(-tail)`` of the row's
     total (``4e-23`` for n = 256 in float32), far under one rounding unit, so the result equals
-    ``torch.softmax`` to rounding (tested). Rows must contain a finite entry.
+    ``torch.softmax`` to rounding (tested). Rows must contain a finite entry. Off the CPU it is ``torch.softmax``:
+    GPUs run subnormal arithmetic at full speed, and the cut would cost 4 kernel launches per call.
     """
     import math
 
     import torch
 
+    if scores.device.type != "cpu":
+        return torch.softmax(scores, dim)
     tail = -math.log(torch.finfo(scores.dtype).tiny) - SUBNORMAL_MARGIN
     shifted = scores - scores.amax(dim, keepdim=True)
     return fast_softmax(shifted.masked_fill_(shifted < -tail, float("-inf")), dim)
@@ -253,8 +256,8 @@ def masked_softmax_weights(scores, alpha):
 
     ``alpha = 0`` (per head) gives the one-hot ``argmax_{j != i}`` (SeA App. B.2). The diagonal is masked
     with -inf before the softmax (the official softmax-zero-renormalise route can produce 0/0), and weights
-    below ``1e-25`` of the row's largest are exactly 0 (``softmax_without_subnormals``: equal to rounding,
-    and no subnormal floats to slow the CPU down). No host synchronisation on accelerators.
+    below ``1e-25`` of the row's largest are exactly 0 on the CPU (``softmax_without_subnormals``: equal to
+    rounding, and no subnormal floats to slow the CPU down). No host synchronisation on accelerators.
     """
     import torch
 

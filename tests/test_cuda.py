@@ -152,6 +152,15 @@ def test_matmul_precision_is_restored_after_training():
     assert torch.backends.cuda.matmul.fp32_precision == before
 
 
+@needs_cuda
+def test_softmaxes_on_cuda_are_torch_softmax():
+    from featbench.directions import fast_softmax, softmax_without_subnormals
+
+    scores = torch.randn(8, 256, 10, device=DEVICE) * 300  # sharp enough to make subnormals on a CPU
+    plain = torch.softmax(scores, -1)
+    assert torch.equal(softmax_without_subnormals(scores), plain) and torch.equal(fast_softmax(scores), plain)
+
+
 def graph_safe_builtins() -> list[str]:
     from featbench.training.cudagraph import graph_safe
 
