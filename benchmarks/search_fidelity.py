@@ -165,7 +165,7 @@ class SearchClock(Listener):
 
 def run_cell(files, row: str, grid: dict, search: str, host, epochs: int, threads: int, halving: dict | None = None):
     """One cell through the runner, in memory: (CellRecord, search wall seconds, cell wall seconds, refit training
-    seconds, rungs, number of configurations)."""
+    seconds, rungs, number of configurations, :func:`search_work`)."""
     from featbench.bench.driver import Runner
     from featbench.bench.spec import RunSpec, check
     from featbench.bench.store import Store
