@@ -8,7 +8,7 @@ fresh in-memory store, and the script prints:
   search stack, halving's state bookkeeping between rungs, the store writes and the selection) and their ratio,
   the acceptance figure; then the wall time of each whole cell (feature loading, the search, the refit and
   its test scoring) and its ratio, and the refit's training time, which both searches pay alike. A search
-  shorter than ``SHORT_SEARCH_S`` is run ``--repeats`` times and timed by its fastest run;
+  shorter than ``SHORT_SEARCH_S`` is run ``--repeats`` times, and the run with the fastest search is reported;
 * how much less halving trained, from the records: the ratio of configuration-epochs (the speed-up when the
   work per head dominates a step) and of stack-epochs (each K-stack's step also has a part its heads share,
   the data pass and the operations the step dispatches; the speed-up when that part dominates, as with tiny
@@ -221,12 +221,12 @@ SHORT_SEARCH_S = 10.0
 
 
 def timed_cell(files, row, grid, search, host, epochs, threads, halving=None, repeats: int = 3):
-    """:func:`run_cell`, repeated when the search is short; the fastest run's search and cell seconds."""
+    """:func:`run_cell`, repeated when the search is short: the run with the fastest search, and the number of runs."""
     first = run_cell(files, row, grid, search, host, epochs, threads, halving)
     runs = [first]
     if first[1] < SHORT_SEARCH_S:
         runs += [run_cell(files, row, grid, search, host, epochs, threads, halving) for _ in range(repeats - 1)]
-    return (first[0], min(r[1] for r in runs), min(r[2] for r in runs), *first[3:], len(runs))
+    return (*min(runs, key=lambda r: r[1]), len(runs))
 
 
 def compare(label, files, row, grid, host, epochs, threads, halving: dict | None = None, repeats: int = 3) -> dict:
@@ -413,7 +413,7 @@ def main(argv=None) -> int:
         type=int,
         default=3,
         metavar="R",
-        help=f"runs of a search shorter than {SHORT_SEARCH_S:g} s, timed by the fastest (default 3)",
+        help=f"runs of a search shorter than {SHORT_SEARCH_S:g} s; the fastest is reported (default 3)",
     )
     p.add_argument("--halving-rungs", default=None, metavar="E1,E2,...", help="halving's rungs (default: featbench's)")
     p.add_argument("--halving-keep", type=float, default=None, metavar="F", help="halving's keep (default: 1/3)")
