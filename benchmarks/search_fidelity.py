@@ -9,6 +9,9 @@ fresh in-memory store, and the script prints:
   the acceptance figure; then the wall time of each whole cell (feature loading, the search, the refit and
   its test scoring) and its ratio, and the refit's training time, which both searches pay alike. A search
   shorter than ``SHORT_SEARCH_S`` is run ``--repeats`` times, and the run with the fastest search is reported;
+* "(trainer)": the ratio of the two searches' trainer time alone (building the stacks, restoring a rung's
+  states, the epochs; from the records), the speed-up halving would reach if its bookkeeping between rungs
+  (encoding states, the store, the selection) were free;
 * how much less halving trained, from the records: the ratio of configuration-epochs (the speed-up when the
   work per head dominates a step) and of stack-epochs (each K-stack's step also has a part its heads share,
   the data pass and the operations the step dispatches; the speed-up when that part dominates, as with tiny
@@ -39,9 +42,13 @@ Halving pays for itself only when the grid is several K-stacks: a K-stack's epoc
 data pass) plus a part per head, and on one stack of cheap heads the shared part dominates, so training 16
 heads or the 2 that survive to the last rung costs about the same (``medium``'s ``none`` cells).
 
+``--stack-cost`` measures that split instead: it runs the ``none`` row's grid at K-stacks of 8, 16, 32 and 64,
+fits trainer seconds = a x stack-epochs + b x configuration-epochs, and prints a, b, a's share of a 64-stack's
+epoch, and the trainer speed-up the fit predicts for the default halving schedule.
+
 Usage: ``python benchmarks/search_fidelity.py [--quick] [--sources digits,fashion,cpu] [--threads 2]
-[--halving-rungs E1,E2,... --halving-keep F] [--json OUT.json]``; ``--quick`` runs the digits cells only
-with the small grid. ``--probe-check`` only compares the L-BFGS probe (``--probe lbfgs``) with
+[--halving-rungs E1,E2,... --halving-keep F] [--stack-cost] [--json OUT.json]``; ``--quick`` runs the digits
+cells only with the small grid. ``--probe-check`` only compares the L-BFGS probe (``--probe lbfgs``) with
 scikit-learn's ``LogisticRegression`` at equal regularisation on the digits@effnet+mnv2 features.
 """
 
@@ -49,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -163,9 +171,20 @@ class SearchClock(Listener):
         return self.end - self.start
 
 
-def run_cell(files, row: str, grid: dict, search: str, host, epochs: int, threads: int, halving: dict | None = None):
+def run_cell(
+    files,
+    row: str,
+    grid: dict,
+    search: str,
+    host,
+    epochs: int,
+    threads: int,
+    halving: dict | None = None,
+    stack_size: int | None = None,
+):
     """One cell through the runner, in memory: (CellRecord, search wall seconds, cell wall seconds, refit training
-    seconds, rungs, number of configurations, :func:`search_work`)."""
+    seconds, rungs, number of configurations, :func:`search_work`). ``stack_size``: the runner's ``--stack-size``
+    (default: its own)."""
     from featbench.bench.driver import Runner
     from featbench.bench.spec import RunSpec, check
     from featbench.bench.store import Store
@@ -186,6 +205,7 @@ def run_cell(files, row: str, grid: dict, search: str, host, epochs: int, thread
             threads=threads,
             device="cpu",
             quiet=True,
+            **({} if stack_size is None else {"stack_size": stack_size}),
         )
     )
     clock = SearchClock()
@@ -201,17 +221,21 @@ def run_cell(files, row: str, grid: dict, search: str, host, epochs: int, thread
     return cell, clock.seconds, seconds, refit.seconds, plan.rungs, len(plan.configs), work
 
 
-def search_work(store, plan) -> tuple[float, float]:
-    """What a cell's search trained, from its records: (configuration-epochs, stack-epochs). A record's
-    ``stack_size`` is the size of the K-stack it was trained in, so a stack of K heads counts 1 / K per head."""
+def search_work(store, plan) -> tuple[float, float, float]:
+    """What a cell's search trained, from its records: (configuration-epochs, stack-epochs, trainer seconds). A
+    record's ``stack_size`` is the size of the K-stack it was trained in, so a stack of K heads counts 1 / K per
+    head; its ``seconds`` are its stack's trainer time (building the stack, restoring a rung's states, the epochs)
+    over K, so they sum to the trainer's time without the bookkeeping between rungs (encoding states, the store,
+    the selection)."""
     E = plan.settings.epochs
     spans = [(plan.search_keys, E)] if not plan.rungs else zip(plan.rung_keys, np.diff((0, *plan.rungs)))
-    configs = stacks = 0.0
+    configs = stacks = seconds = 0.0
     for keys, epochs in spans:
         for rec in store.configs(keys).values():
             configs += epochs
             stacks += epochs / rec.stack_size
-    return configs, stacks
+            seconds += rec.seconds
+    return configs, stacks, seconds
 
 
 #: A search whose first run took less than this many seconds is run ``--repeats`` times in all and timed by its
@@ -255,6 +279,9 @@ def compare(label, files, row, grid, host, epochs, threads, halving: dict | None
         "timed_runs": [g_runs, h_runs],
         "config_epochs_ratio": g_work[0] / h_work[0],
         "stack_epochs_ratio": g_work[1] / h_work[1],
+        "grid_trainer_s": g_work[2],
+        "halving_trainer_s": h_work[2],
+        "trainer_ratio": g_work[2] / h_work[2],
         "same_config": g.hp == h.hp,
         "grid_test": g.value,
         "halving_test": h.value,
@@ -280,6 +307,7 @@ def _table(rows: list[dict]) -> str:
             f"{r['grid_search_s']:.2f}",
             f"{r['halving_search_s']:.2f}",
             f"{r['speedup']:.2f}x",
+            f"{r['trainer_ratio']:.2f}x",
             f"{r['grid_s']:.2f}",
             f"{r['halving_s']:.2f}",
             f"{r['cell_speedup']:.2f}x",
@@ -305,6 +333,7 @@ def _table(rows: list[dict]) -> str:
             "grid search s",
             "halving search s",
             "speed-up",
+            "(trainer)",
             "grid cell s",
             "halving cell s",
             "(cell)",
@@ -341,6 +370,93 @@ def per_source(rows: list[dict]) -> str:
         body,
         headers=["source (all rows)", "grid search s", "halving search s", "speed-up", "grid cell s",
                  "halving cell s", "(cell)"],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+
+
+def schedule_work(n: int, epochs: int, rungs, keep: float, stack: int) -> tuple[float, float]:
+    """(configuration-epochs, stack-epochs) of a search over ``n`` configurations of one structural group in
+    K-stacks of ``stack``: the grid when ``rungs`` is empty, else successive halving (``ceil(keep * alive)`` go on
+    at each rung, as :func:`featbench.training.halving.survivors` keeps when none diverges)."""
+    if not rungs:
+        return n * epochs, math.ceil(n / stack) * epochs
+    configs = stacks = 0.0
+    alive, prev = n, 0
+    for e in rungs:
+        configs += alive * (e - prev)
+        stacks += math.ceil(alive / stack) * (e - prev)
+        alive, prev = max(1, math.ceil(keep * alive - 1e-9)), e
+    return configs, stacks
+
+
+def stack_cost(label, files, grid, host, epochs, threads, sizes=(8, 16, 32, 64), repeats: int = 2) -> dict:
+    """The trainer's cost model of the ``none`` row on one source, from its grid search at several K-stack sizes:
+    trainer seconds = a * stack-epochs + b * configuration-epochs (least squares), a being what a stack's epoch
+    costs whatever its K (the data pass and the step's dispatches) and b what each head adds; and from it the
+    trainer-time ratio of the grid to the default halving schedule at K = 64, with free bookkeeping."""
+    from featbench.training.halving import DEFAULT_KEEP, default_rungs
+
+    work = []
+    for k in sizes:
+        runs = [run_cell(files, "none", grid, "grid", host, epochs, threads, stack_size=k) for _ in range(repeats)]
+        work.append(min((r[6] for r in runs), key=lambda w: w[2]))
+    n = runs[0][5]
+    configs, stacks, seconds = (np.array(v) for v in zip(*work))
+    (a, b), *_ = np.linalg.lstsq(np.stack([stacks, configs], 1), seconds, rcond=None)
+    rungs = default_rungs(epochs, n, DEFAULT_KEEP)
+    g_c, g_s = schedule_work(n, epochs, (), DEFAULT_KEEP, 64)
+    h_c, h_s = schedule_work(n, epochs, rungs, DEFAULT_KEEP, 64)
+    return {
+        "source": label,
+        "configs": n,
+        "sizes": list(sizes),
+        "trainer_s": seconds.tolist(),
+        "stack_epochs": stacks.tolist(),
+        "config_epochs": configs.tolist(),
+        "a_ms": 1e3 * a,
+        "b_ms": 1e3 * b,
+        "shared_of_64": a / (a + 64 * b),
+        "rungs": list(rungs),
+        "model_ratio": (a * g_s + b * g_c) / (a * h_s + b * h_c),
+        "config_epochs_ratio": g_c / h_c,
+        "stack_epochs_ratio": g_s / h_s,
+    }
+
+
+def _stack_cost_table(rows: list[dict]) -> str:
+    from tabulate import tabulate
+
+    body = [
+        [
+            r["source"],
+            r["configs"],
+            " / ".join(f"{s:.2f}" for s in r["trainer_s"]),
+            f"{r['a_ms']:.3f}",
+            f"{r['b_ms']:.4f}",
+            f"{100 * r['shared_of_64']:.0f}%",
+            ",".join(map(str, r["rungs"])),
+            f"{r['config_epochs_ratio']:.2f}x",
+            f"{r['stack_epochs_ratio']:.2f}x",
+            f"{r['model_ratio']:.2f}x",
+        ]
+        for r in rows
+    ]
+    sizes = "/".join(map(str, rows[0]["sizes"])) if rows else ""
+    return tabulate(
+        body,
+        headers=[
+            "source (none)",
+            "N",
+            f"grid trainer s at K = {sizes}",
+            "a: ms per stack-epoch",
+            "b: ms per head-epoch",
+            "a's share of a 64-stack",
+            "rungs",
+            "fewer config-epochs",
+            "fewer stack-epochs",
+            "halving's trainer speed-up (model)",
+        ],
         tablefmt="github",
         disable_numparse=True,
     )
@@ -429,6 +545,12 @@ def main(argv=None) -> int:
     p.add_argument(
         "--cpu-data", default=CPU_DATA, metavar="DIR", help="the CPU suites' feature files (default benchmarks/data)"
     )
+    p.add_argument(
+        "--stack-cost",
+        action="store_true",
+        help="only fit the trainer's cost per stack-epoch and per head-epoch (the none row's grid at K = 8, 16, 32, "
+        "64) on each source, and the trainer speed-up it predicts for the default halving schedule",
+    )
     p.add_argument("--json", default=None, metavar="OUT.json", help="also write every figure as JSON")
     args = p.parse_args(argv)
     import torch
@@ -450,6 +572,9 @@ def main(argv=None) -> int:
     results = []
     with tempfile.TemporaryDirectory() as work:
         for label, files in sources(work, args.quick, args.fashion_train, host, args.sources.split(","), args.cpu_data):
+            if args.stack_cost:
+                results.append(stack_cost(label, files, grid, host, args.epochs, args.threads))
+                continue
             for row in args.rows.split(","):
                 r = compare(label, files, row, grid, host, args.epochs, args.threads, halving, args.repeats)
                 results.append(r)
@@ -460,6 +585,12 @@ def main(argv=None) -> int:
                     flush=True,
                 )
     print(f"torch {torch.__version__}, {args.threads} threads, {args.epochs} epochs, grid {grid_name}")
+    if args.stack_cost:
+        print(_stack_cost_table(results))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+        return 0
     print(_table(results))
     print()
     print(per_source(results))

@@ -46,3 +46,49 @@ def test_search_fidelity_benchmark_on_the_cpu_suite(tmp_path, capsys):
     assert "| digits raw (cpu suite) | sea   | 8" in table and "cells pass" in table
     g, h = sum(c["grid_search_s"] for c in cells), sum(c["halving_search_s"] for c in cells)  # the per-source table
     assert re.search(rf"\| digits raw \(cpu suite\) \| {g:.2f} +\| {h:.2f} +\| {g / h:.2f}x +\|", table)
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("search_fidelity", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_trainer_time_and_schedule_arithmetic_match_the_runner(tmp_path):
+    """The records' trainer seconds lie inside the search's clock, and ``schedule_work`` counts what the runner
+    trained (the stack-cost model's input) for the grid and for halving, in stacks that do not divide N."""
+    from featbench.manager import load_plugins
+    from featbench.training.halving import DEFAULT_KEEP
+
+    bench = _bench()
+    host = load_plugins(entry_points=[])
+    (label, files), *_ = bench.sources(str(tmp_path), True, 0, host, ("cpu",), str(tmp_path / "data"))
+    grid = {k: v for k, v in bench.GRIDS["large"].items() if "." not in k}
+    for search in ("grid", "halving"):
+        _, search_s, _, _, rungs, n, work = bench.run_cell(files, "none", grid, search, host, 9, 2, stack_size=40)
+        assert n == 144 and rungs == ((1, 3, 9) if search == "halving" else ())
+        assert all(map(math.isclose, work[:2], bench.schedule_work(n, 9, rungs, DEFAULT_KEEP, 40)))
+        assert 0 < work[2] < search_s
+    assert bench.schedule_work(144, 9, (), DEFAULT_KEEP, 40) == (144 * 9, 4 * 9)
+    # 144 -> 48 -> 16 configurations: 4 + 2 + 1 stacks of 40
+    assert bench.schedule_work(144, 9, (1, 3, 9), DEFAULT_KEEP, 40) == (144 + 48 * 2 + 16 * 6, 4 + 2 * 2 + 6)
+
+
+def test_stack_cost_fits_the_trainer_seconds(tmp_path):
+    bench = _bench()
+    from featbench.manager import load_plugins
+
+    host = load_plugins(entry_points=[])
+    (label, files), *_ = bench.sources(str(tmp_path), True, 0, host, ("cpu",), str(tmp_path / "data"))
+    grid = {k: v for k, v in bench.GRIDS["large"].items() if "." not in k}
+    r = bench.stack_cost(label, files, grid, host, 3, 2, sizes=(16, 64), repeats=1)
+    assert r["configs"] == 144 and r["stack_epochs"] == [9 * 3, 3 * 3] and r["config_epochs"] == [144 * 3] * 2
+    a, b = r["a_ms"] / 1e3, r["b_ms"] / 1e3  # two sizes, two unknowns: the fit is exact
+    for s, c, t in zip(r["stack_epochs"], r["config_epochs"], r["trainer_s"]):
+        assert math.isclose(a * s + b * c, t, rel_tol=1e-6)
+    assert math.isclose(r["shared_of_64"], a / (a + 64 * b))
+    g_c, g_s = bench.schedule_work(144, 3, (), 1 / 3, 64)
+    h_c, h_s = bench.schedule_work(144, 3, tuple(r["rungs"]), 1 / 3, 64)
+    assert math.isclose(r["model_ratio"], (a * g_s + b * g_c) / (a * h_s + b * h_c))
+    assert "a: ms per stack-epoch" in bench._stack_cost_table([r])
