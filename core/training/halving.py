@@ -17,10 +17,11 @@ unreliable at the constant learning rates of the paper's grid: on the 576-config
 ``benchmarks/search_fidelity.py`` a first rung of 1 epoch dropped the grid's choice and lost 1.2 points
 (significant), while with a first rung of E/9 no SeA cell differed significantly from the grid. The search
 then costs about N E (1/9 + 2/27 + 2/27) = 0.26 N E configuration-epochs (3.9x fewer than the grid) for
-N >= 9. Its wall time shrinks that much only where the work per head dominates a step: a K-stack's step also
-has a part its heads share, which the stack of the last survivors pays for all E epochs, so with few stacks of
-cheap heads (144 configurations in stacks of 64: 2.5x fewer stack-epochs) the gain is smaller
-(``benchmarks/search_fidelity.py`` measures both).
+N >= 9. Its wall time shrinks less: a K-stack's epoch also has a part its heads share (2.5x fewer stack-epochs
+for 144 configurations in stacks of 64), and halving pays fixed costs the grid does not (building each rung's
+stacks; encoding, storing and restoring head states between rungs), a few hundredths of a second a search,
+which matter only on searches shorter than a second (``benchmarks/search_fidelity.py`` measures all three,
+``--stack-cost`` the shared part).
 
 This module holds the schedule, the selection, and the per-head continuation state; the runner
 schedules one job per (rung, K-stack) and records each head's state in the results store between rungs.
