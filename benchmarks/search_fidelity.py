@@ -39,8 +39,9 @@ method values), several K-stacks of 64; ``medium`` = lr {0.5, 1, 2, 4} x wd {0, 
 times eta {0, 0.2, 0.4, 0.8} for SeA: 16 and 64 configurations, one K-stack each; ``small`` = lr {0.5, 2} x
 wd {0, 1e-5} (x eta {0.4, 0.8}), the registry's ``quick`` grid: 4 and 8. 30 epochs, batch 256, seed 0.
 Halving pays for itself only when the grid is several K-stacks: a K-stack's epoch costs a shared part (the
-data pass) plus a part per head, and on one stack of cheap heads the shared part dominates, so training 16
-heads or the 2 that survive to the last rung costs about the same (``medium``'s ``none`` cells).
+data pass) plus a part per head, and on one stack of cheap heads the shared part is a large share of an epoch,
+so training the 2 that survive to the last rung costs far more than 2/16 of training all 16 (``medium``'s ``none``
+cells).
 
 ``--stack-cost`` measures that split instead: it runs the ``none`` row's grid at K-stacks of 8, 16, 32 and 64,
 fits trainer seconds = a x stack-epochs + b x configuration-epochs, and prints a, b, a's share of a 64-stack's

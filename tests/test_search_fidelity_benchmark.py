@@ -11,10 +11,15 @@ import re
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "search_fidelity.py")
 
 
-def test_search_fidelity_benchmark_on_the_cpu_suite(tmp_path, capsys):
+def _bench():
     spec = importlib.util.spec_from_file_location("search_fidelity", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_search_fidelity_benchmark_on_the_cpu_suite(tmp_path, capsys):
+    bench = _bench()
     out = tmp_path / "cells.json"
     argv = ["--quick", "--sources", "cpu", "--epochs", "9", "--repeats", "2", "--cpu-data", str(tmp_path / "data"),
             "--json", str(out)]
@@ -46,13 +51,6 @@ def test_search_fidelity_benchmark_on_the_cpu_suite(tmp_path, capsys):
     assert "| digits raw (cpu suite) | sea   | 8" in table and "cells pass" in table
     g, h = sum(c["grid_search_s"] for c in cells), sum(c["halving_search_s"] for c in cells)  # the per-source table
     assert re.search(rf"\| digits raw \(cpu suite\) \| {g:.2f} +\| {h:.2f} +\| {g / h:.2f}x +\|", table)
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("search_fidelity", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
 
 
 def test_trainer_time_and_schedule_arithmetic_match_the_runner(tmp_path):
