@@ -395,19 +395,22 @@ def stack_cost(label, files, grid, host, epochs, threads, sizes=(8, 16, 32, 64),
     """The trainer's cost model of the ``none`` row on one source, from its grid search at several K-stack sizes:
     trainer seconds = a * stack-epochs + b * configuration-epochs (least squares), a being what a stack's epoch
     costs whatever its K (the data pass and the step's dispatches) and b what each head adds; and from it the
-    trainer-time ratio of the grid to the default halving schedule at K = 64, with free bookkeeping."""
+    trainer-time ratio of the grid to the default halving schedule in the runner's default K-stacks, with free
+    bookkeeping."""
+    from featbench.bench.spec import RunSpec
     from featbench.training.halving import DEFAULT_KEEP, default_rungs
 
-    work = []
+    n, work = 0, []
     for k in sizes:
         runs = [run_cell(files, "none", grid, "grid", host, epochs, threads, stack_size=k) for _ in range(repeats)]
+        n = runs[0][5]
         work.append(min((r[6] for r in runs), key=lambda w: w[2]))
-    n = runs[0][5]
     configs, stacks, seconds = (np.array(v) for v in zip(*work))
     (a, b), *_ = np.linalg.lstsq(np.stack([stacks, configs], 1), seconds, rcond=None)
     rungs = default_rungs(epochs, n, DEFAULT_KEEP)
-    g_c, g_s = schedule_work(n, epochs, (), DEFAULT_KEEP, 64)
-    h_c, h_s = schedule_work(n, epochs, rungs, DEFAULT_KEEP, 64)
+    stack = RunSpec().stack_size
+    g_c, g_s = schedule_work(n, epochs, (), DEFAULT_KEEP, stack)
+    h_c, h_s = schedule_work(n, epochs, rungs, DEFAULT_KEEP, stack)
     return {
         "source": label,
         "configs": n,
@@ -418,6 +421,7 @@ def stack_cost(label, files, grid, host, epochs, threads, sizes=(8, 16, 32, 64),
         "a_ms": 1e3 * a,
         "b_ms": 1e3 * b,
         "shared_of_64": a / (a + 64 * b),
+        "stack": stack,
         "rungs": list(rungs),
         "model_ratio": (a * g_s + b * g_c) / (a * h_s + b * h_c),
         "config_epochs_ratio": g_c / h_c,

@@ -53,16 +53,22 @@ def test_search_fidelity_benchmark_on_the_cpu_suite(tmp_path, capsys):
     assert re.search(rf"\| digits raw \(cpu suite\) \| {g:.2f} +\| {h:.2f} +\| {g / h:.2f}x +\|", table)
 
 
-def test_trainer_time_and_schedule_arithmetic_match_the_runner(tmp_path):
-    """The records' trainer seconds lie inside the search's clock, and ``schedule_work`` counts what the runner
-    trained (the stack-cost model's input) for the grid and for halving, in stacks that do not divide N."""
+def _digits_none_large(tmp_path):
+    """The benchmark module, a plugin host, the CPU suite's digits source and the large grid's ``none`` values."""
     from featbench.manager import load_plugins
-    from featbench.training.halving import DEFAULT_KEEP
 
     bench = _bench()
     host = load_plugins(entry_points=[])
     (label, files), *_ = bench.sources(str(tmp_path), True, 0, host, ("cpu",), str(tmp_path / "data"))
-    grid = {k: v for k, v in bench.GRIDS["large"].items() if "." not in k}
+    return bench, host, label, files, {k: v for k, v in bench.GRIDS["large"].items() if "." not in k}
+
+
+def test_trainer_time_and_schedule_arithmetic_match_the_runner(tmp_path):
+    """The records' trainer seconds lie inside the search's clock, and ``schedule_work`` counts what the runner
+    trained (the stack-cost model's input) for the grid and for halving, in stacks that do not divide N."""
+    from featbench.training.halving import DEFAULT_KEEP
+
+    bench, host, label, files, grid = _digits_none_large(tmp_path)
     for search in ("grid", "halving"):
         _, search_s, _, _, rungs, n, work = bench.run_cell(files, "none", grid, search, host, 9, 2, stack_size=40)
         assert n == 144 and rungs == ((1, 3, 9) if search == "halving" else ())
@@ -74,18 +80,14 @@ def test_trainer_time_and_schedule_arithmetic_match_the_runner(tmp_path):
 
 
 def test_stack_cost_fits_the_trainer_seconds(tmp_path):
-    bench = _bench()
-    from featbench.manager import load_plugins
-
-    host = load_plugins(entry_points=[])
-    (label, files), *_ = bench.sources(str(tmp_path), True, 0, host, ("cpu",), str(tmp_path / "data"))
-    grid = {k: v for k, v in bench.GRIDS["large"].items() if "." not in k}
+    bench, host, label, files, grid = _digits_none_large(tmp_path)
     r = bench.stack_cost(label, files, grid, host, 3, 2, sizes=(16, 64), repeats=1)
     assert r["configs"] == 144 and r["stack_epochs"] == [9 * 3, 3 * 3] and r["config_epochs"] == [144 * 3] * 2
     a, b = r["a_ms"] / 1e3, r["b_ms"] / 1e3  # two sizes, two unknowns: the fit is exact
     for s, c, t in zip(r["stack_epochs"], r["config_epochs"], r["trainer_s"]):
         assert math.isclose(a * s + b * c, t, rel_tol=1e-6)
     assert math.isclose(r["shared_of_64"], a / (a + 64 * b))
+    assert r["stack"] == 64  # the runner's default --stack-size
     g_c, g_s = bench.schedule_work(144, 3, (), 1 / 3, 64)
     h_c, h_s = bench.schedule_work(144, 3, tuple(r["rungs"]), 1 / 3, 64)
     assert math.isclose(r["model_ratio"], (a * g_s + b * g_c) / (a * h_s + b * h_c))

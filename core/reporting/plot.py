@@ -50,6 +50,7 @@ def profile(configs: Sequence[ConfigRecord], name: str) -> dict[float, ConfigRec
 def _search(
     cell: CellRecord, members: Mapping[str, Sequence[str]], configs: Mapping[str, ConfigRecord]
 ) -> list[ConfigRecord]:
+    """Every search record of the cell (every rung of a halving search; :func:`fully_trained` keeps its last)."""
     return [configs[k] for k in members.get(cell.key, ()) if k in configs and configs[k].phase == SEARCH]
 
 
